@@ -1,0 +1,84 @@
+"""The demo service: a few routes, a flaky dependency, a slow route and one that logs events.
+
+Run it either way; both give the same telemetry:
+
+    uvicorn examples.demo_service:app                        # setup() below wires everything
+    opentelemetry-instrument uvicorn examples.demo_service:app
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+
+import httpx
+from fastapi import FastAPI, HTTPException, Request
+from opentelemetry import trace
+
+import qm_otel
+
+app = FastAPI(title="qm-otel demo service")
+qm_otel.setup(app=app)
+
+log = logging.getLogger("demo")
+tracer = trace.get_tracer("demo")
+_inventory_calls = itertools.count(1)
+
+
+@app.get("/")
+async def index() -> dict[str, str]:
+    log.info("index served")
+    return {"service": "qm-otel demo", "docs": "/docs"}
+
+
+@app.get("/items/{item_id}")
+async def get_item(item_id: int) -> dict[str, int | str]:
+    if item_id <= 0:
+        log.warning("rejected item id %d", item_id)
+        raise HTTPException(status_code=404, detail="no such item")
+    log.info("item %d looked up", item_id)
+    return {"id": item_id, "name": f"item-{item_id}"}
+
+
+@app.get("/inventory/{sku}")
+async def inventory(sku: str) -> dict[str, int | str]:
+    """The flaky dependency: every third call fails."""
+    call = next(_inventory_calls)
+    if call % 3 == 0:
+        log.error("inventory backend timed out for %s", sku)
+        raise HTTPException(status_code=503, detail="inventory unavailable")
+    return {"sku": sku, "in_stock": 7}
+
+
+@app.get("/checkout/{sku}")
+async def checkout(sku: str, request: Request) -> dict[str, int | str]:
+    """Calls the flaky inventory dependency over HTTP; the trace continues across the call."""
+    async with httpx.AsyncClient(base_url=str(request.base_url), timeout=5.0) as client:
+        response = await client.get(f"/inventory/{sku}")
+    if response.status_code != 200:
+        log.warning("checkout of %s failed: inventory answered %d", sku, response.status_code)
+        raise HTTPException(status_code=502, detail="inventory unavailable")
+    log.info("checkout of %s done", sku, extra={"in_stock": response.json()["in_stock"]})
+    return {"sku": sku, "status": "ordered"}
+
+
+@app.get("/slow")
+async def slow() -> dict[str, str]:
+    with tracer.start_as_current_span("build-report") as span:
+        span.set_attribute("report.rows", 1200)
+        await asyncio.sleep(0.25)
+        log.info("report built")
+    return {"report": "ready"}
+
+
+@app.post("/events")
+async def events() -> dict[str, int]:
+    log.info("month closed", extra={"event": "month_closed", "component": "API", "status": "SUCCESS"})
+    log.info("invoice sent", extra={"event": "invoice_sent", "component": "API", "invoices": 3})
+    return {"events": 2}
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}

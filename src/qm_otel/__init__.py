@@ -1,0 +1,22 @@
+"""qm-otel: an OpenTelemetry distribution for Python web services.
+
+>>> import qm_otel
+>>> qm_otel.setup(app=app)  # doctest: +SKIP
+
+wires traces, metrics and logs, correlated, exported over OTLP.
+"""
+
+from qm_otel._version import __version__
+from qm_otel.bootstrap import Telemetry, setup, shutdown
+from qm_otel.config import ConfigError, Settings
+from qm_otel.fastapi import instrument_app
+
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "Telemetry",
+    "__version__",
+    "instrument_app",
+    "setup",
+    "shutdown",
+]

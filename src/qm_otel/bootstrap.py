@@ -1,0 +1,363 @@
+"""``setup()`` and ``shutdown()``: the one place where the three OTel signals are wired.
+
+Both launch paths end here: ``qm_otel.setup(app=app)`` in code, and ``opentelemetry-instrument``
+through :mod:`qm_otel.distro`, so both produce the same resource, exporters and log pipeline.
+
+>>> import qm_otel
+>>> telemetry = qm_otel.setup(service_name="checkout")          # doctest: +SKIP
+>>> qm_otel.setup(service_name="checkout") is telemetry          # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from opentelemetry import _logs, metrics, trace
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    ConsoleLogRecordExporter,
+    LogRecordExporter,
+)
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExporter, MetricReader
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+from qm_otel._version import __version__
+from qm_otel.config import Settings, resolve_settings
+from qm_otel.logs.pipeline import install_log_handlers, remove_log_handlers
+
+__all__ = ["Telemetry", "current", "setup", "shutdown"]
+
+_logger = logging.getLogger("qm_otel")
+_LOCK = threading.RLock()
+_HANDLE: Telemetry | None = None
+_SIGNALS = ("traces", "metrics", "logs")
+
+
+def _bounded(work: Callable[[], object], timeout_s: float) -> bool:
+    """Run ``work`` in a daemon thread and wait at most ``timeout_s``: the app never waits longer.
+
+    The SDK's ``force_flush`` ignores its timeout, and an exporter retrying against a collector
+    that is down can take its own time; the thread finishes in the background if it must.
+    """
+    thread = threading.Thread(target=work, name="qm-otel-flush", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return not thread.is_alive()
+
+
+@dataclass(eq=False)
+class Telemetry:
+    """The handle ``setup()`` returns: the settings, the resource and the three providers."""
+
+    settings: Settings
+    resource: Resource
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    logger_provider: LoggerProvider
+    log_handlers: list[logging.Handler] = field(default_factory=list)
+    _closed: bool = False
+
+    def force_flush(self, timeout_s: float | None = None) -> bool:
+        """Export everything buffered; wait at most ``timeout_s`` (default: the shutdown timeout)."""
+        if self._closed:
+            return True
+
+        def flush() -> None:
+            self.tracer_provider.force_flush()
+            self.logger_provider.force_flush()
+            self.meter_provider.force_flush()
+
+        return _bounded(flush, timeout_s or self.settings.shutdown_timeout_s)
+
+    def shutdown(self, timeout_s: float | None = None) -> bool:
+        """Flush and close the providers (idempotent); wait at most ``timeout_s``."""
+        with _LOCK:
+            if self._closed:
+                return True
+            self._closed = True
+            remove_log_handlers(self.log_handlers)
+
+        def close() -> None:
+            self.tracer_provider.shutdown()
+            self.meter_provider.shutdown()
+            self.logger_provider.shutdown()
+
+        return _bounded(close, timeout_s or self.settings.shutdown_timeout_s)
+
+
+def current() -> Telemetry | None:
+    """The handle of the running setup, or None before ``setup()``."""
+    return _HANDLE
+
+
+def _signal_endpoint(settings: Settings, signal_name: str) -> str | None:
+    """The endpoint to hand an OTLP exporter, or None to let it read its per-signal env var."""
+    per_signal = f"OTEL_EXPORTER_OTLP_{signal_name.upper()}_ENDPOINT"
+    if "exporter_endpoint" not in settings.explicit and os.environ.get(per_signal, "").strip():
+        return None
+    if settings.exporter_protocol == "grpc":
+        return settings.exporter_endpoint
+    return f"{settings.exporter_endpoint}/v1/{signal_name}"
+
+
+def _span_exporter(settings: Settings) -> SpanExporter | None:
+    kind = settings.traces_exporter
+    if kind == "console":
+        return ConsoleSpanExporter()
+    if kind != "otlp":
+        return None
+    endpoint = _signal_endpoint(settings, "traces")
+    if settings.exporter_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
+
+        return GrpcSpans(endpoint=endpoint)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=endpoint)
+
+
+def _metric_exporter(settings: Settings) -> MetricExporter | None:
+    kind = settings.metrics_exporter
+    if kind == "console":
+        return ConsoleMetricExporter()
+    if kind != "otlp":
+        return None
+    endpoint = _signal_endpoint(settings, "metrics")
+    if settings.exporter_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetrics
+
+        return GrpcMetrics(endpoint=endpoint)
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    return OTLPMetricExporter(endpoint=endpoint)
+
+
+def _log_exporter(settings: Settings) -> LogRecordExporter | None:
+    kind = settings.logs_exporter
+    if kind == "console":
+        return ConsoleLogRecordExporter()
+    if kind != "otlp":
+        return None
+    endpoint = _signal_endpoint(settings, "logs")
+    if settings.exporter_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+
+        return GrpcLogs(endpoint=endpoint)
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+    return OTLPLogExporter(endpoint=endpoint)
+
+
+def build_resource(settings: Settings) -> Resource:
+    """The resource every signal carries: service, environment, instance, host, process, distro.
+
+    Host, OS and process attributes come from the SDK's detectors; qm-otel asks for them by
+    default through ``OTEL_EXPERIMENTAL_RESOURCE_DETECTORS`` (left alone if the user set it),
+    because the SDK re-runs the process-dependent ones after ``fork`` only when named there.
+    """
+    os.environ.setdefault("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "host,os,process")
+    return Resource.create(
+        {
+            "service.name": settings.service_name,
+            "service.version": settings.service_version,
+            "deployment.environment.name": settings.environment,
+            "telemetry.distro.name": "qm-otel",
+            "telemetry.distro.version": __version__,
+        }
+    )
+
+
+def _set_global_providers(tracer: TracerProvider, meter: MeterProvider, logger: LoggerProvider) -> None:
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        _logger.warning("qm-otel: a global TracerProvider was already set; qm-otel's spans use its own")
+    trace.set_tracer_provider(tracer)
+    metrics.set_meter_provider(meter)
+    _logs.set_logger_provider(logger)
+
+
+def _instrument_httpx(handle: Telemetry) -> None:
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    instrumentor = HTTPXClientInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=handle.tracer_provider, meter_provider=handle.meter_provider)
+
+
+def _flush_on_sigterm() -> None:
+    """Chain a SIGTERM handler that flushes (bounded) and then dies by the signal as before.
+
+    uvicorn re-raises a captured SIGTERM after its graceful shutdown, with the handler that was
+    there before it started: so ``atexit`` never runs, but this handler does. Installed only
+    when SIGTERM still has its default action, from the main thread: a handler someone else
+    installed (uvicorn's own, while it serves) is never replaced.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        del frame
+        shutdown()
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _atexit_shutdown() -> None:
+    shutdown()
+
+
+def setup(
+    *,
+    app: Any = None,
+    service_name: str | None = None,
+    service_version: str | None = None,
+    environment: str | None = None,
+    exporter_protocol: str | None = None,
+    exporter_endpoint: str | None = None,
+    traces_exporter: str | None = None,
+    metrics_exporter: str | None = None,
+    logs_exporter: str | None = None,
+    metric_export_interval_ms: int | None = None,
+    log_format: str | None = None,
+    log_level: str | None = None,
+    excluded_urls: Sequence[str] | str | None = None,
+    shutdown_timeout_s: float | None = None,
+    span_processors: Sequence[SpanProcessor] = (),
+    log_processors: Sequence[LogRecordProcessor] = (),
+    metric_readers: Sequence[MetricReader] = (),
+) -> Telemetry:
+    """Wire traces, metrics and logs for this process, once; return the handle.
+
+    Every setting is optional and documented in the README's settings table with its
+    environment variables; precedence is argument > ``QM_OTEL_*`` > ``OTEL_*`` > default.
+    A second call changes nothing and returns the same handle (with a warning if its settings
+    differ); ``app`` is still instrumented.
+
+    Args:
+        app: a FastAPI application to instrument now (see :func:`qm_otel.instrument_app`).
+        service_name: ``QM_OTEL_SERVICE_NAME`` / ``OTEL_SERVICE_NAME``.
+        service_version: ``QM_OTEL_SERVICE_VERSION``.
+        environment: ``QM_OTEL_ENVIRONMENT`` (``deployment.environment.name``).
+        exporter_protocol: ``QM_OTEL_EXPORTER_OTLP_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL``.
+        exporter_endpoint: ``QM_OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``.
+        traces_exporter: ``QM_OTEL_TRACES_EXPORTER`` / ``OTEL_TRACES_EXPORTER``: otlp, console, none.
+        metrics_exporter: ``QM_OTEL_METRICS_EXPORTER`` / ``OTEL_METRICS_EXPORTER``.
+        logs_exporter: ``QM_OTEL_LOGS_EXPORTER`` / ``OTEL_LOGS_EXPORTER``.
+        metric_export_interval_ms: ``QM_OTEL_METRIC_EXPORT_INTERVAL`` / ``OTEL_METRIC_EXPORT_INTERVAL``.
+        log_format: ``QM_OTEL_LOG_FORMAT``: auto, json, text, none.
+        log_level: ``QM_OTEL_LOG_LEVEL``.
+        excluded_urls: ``QM_OTEL_EXCLUDED_URLS`` / ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS``.
+        shutdown_timeout_s: ``QM_OTEL_SHUTDOWN_TIMEOUT``.
+        span_processors: extra span processors (e.g. an in-memory capture), added after the exporter's.
+        log_processors: extra log record processors.
+        metric_readers: extra metric readers.
+
+    Raises:
+        ConfigError: a setting has a value qm-otel cannot use.
+    """
+    given = {
+        "service_name": service_name,
+        "service_version": service_version,
+        "environment": environment,
+        "exporter_protocol": exporter_protocol,
+        "exporter_endpoint": exporter_endpoint,
+        "traces_exporter": traces_exporter,
+        "metrics_exporter": metrics_exporter,
+        "logs_exporter": logs_exporter,
+        "metric_export_interval_ms": metric_export_interval_ms,
+        "log_format": log_format,
+        "log_level": log_level,
+        "excluded_urls": excluded_urls,
+        "shutdown_timeout_s": shutdown_timeout_s,
+    }
+    settings = resolve_settings({k: v for k, v in given.items() if v is not None}, os.environ)
+    global _HANDLE  # noqa: PLW0603 - the process-wide handle is the point of setup()
+    with _LOCK:
+        handle = _HANDLE
+        if handle is None:
+            handle = _build(settings, span_processors, log_processors, metric_readers)
+            _HANDLE = handle
+        elif handle.settings != settings or span_processors or log_processors or metric_readers:
+            message = "qm_otel.setup() was already called with other settings; the first call's stay in force"
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+    if app is not None:
+        from qm_otel.fastapi import instrument_app
+
+        instrument_app(app)
+    return handle
+
+
+def _build(
+    settings: Settings,
+    span_processors: Sequence[SpanProcessor],
+    log_processors: Sequence[LogRecordProcessor],
+    metric_readers: Sequence[MetricReader],
+) -> Telemetry:
+    # Stable HTTP semantic conventions (http.server.request.duration in seconds) unless the user
+    # chose a mode; read by the instrumentations when they first instrument.
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    resource = build_resource(settings)
+
+    tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    span_exporter = _span_exporter(settings)
+    if span_exporter is not None:
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    for span_processor in span_processors:
+        tracer_provider.add_span_processor(span_processor)
+
+    readers = list(metric_readers)
+    metric_exporter = _metric_exporter(settings)
+    if metric_exporter is not None:
+        readers.insert(
+            0,
+            PeriodicExportingMetricReader(
+                metric_exporter, export_interval_millis=settings.metric_export_interval_ms
+            ),
+        )
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+
+    logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    log_exporter = _log_exporter(settings)
+    if log_exporter is not None:
+        logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
+    for log_processor in log_processors:
+        logger_provider.add_log_record_processor(log_processor)
+
+    _set_global_providers(tracer_provider, meter_provider, logger_provider)
+    exporting_logs = log_exporter is not None or bool(log_processors)
+    handlers = install_log_handlers(settings, logger_provider if exporting_logs else None)
+    handle = Telemetry(settings, resource, tracer_provider, meter_provider, logger_provider, handlers)
+    _instrument_httpx(handle)
+    atexit.register(_atexit_shutdown)
+    _flush_on_sigterm()
+    return handle
+
+
+def shutdown(timeout_s: float | None = None) -> bool:
+    """Flush and close everything ``setup()`` built; bounded by the shutdown timeout; idempotent.
+
+    Returns:
+        True if the flush finished within the time allowed.
+    """
+    handle = _HANDLE
+    if handle is None:
+        return True
+    return handle.shutdown(timeout_s)

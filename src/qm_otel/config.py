@@ -1,0 +1,240 @@
+"""Settings: declared once as data, resolved once, validated once.
+
+Precedence, for every setting: a keyword argument to :func:`qm_otel.setup` wins, then the
+setting's own ``QM_OTEL_*`` environment variable, then the standard ``OTEL_*`` variable(s)
+it maps to, then the default. An empty string counts as unset.
+
+>>> s = resolve_settings({"service_name": "checkout"}, environ={"OTEL_TRACES_EXPORTER": "none"})
+>>> (s.service_name, s.traces_exporter, s.exporter_protocol)
+('checkout', 'none', 'http/protobuf')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["PARAMS", "ConfigError", "Param", "Settings", "resolve_settings"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value qm-otel cannot use; the message names the setting, value and what is allowed."""
+
+
+_EXPORTERS = ("otlp", "console", "none")
+_PROTOCOLS = ("http/protobuf", "grpc")
+_LOG_FORMATS = ("auto", "json", "text", "none")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_DEVELOPMENT_ENVIRONMENTS = frozenset({"development", "dev", "local"})
+
+#: Resource attribute keys that may also supply a setting through ``OTEL_RESOURCE_ATTRIBUTES``.
+_RESOURCE_KEYS = {
+    "service_name": "service.name",
+    "service_version": "service.version",
+    "environment": "deployment.environment.name",
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One setting: its name, where it is read from, its default and how a raw value is parsed."""
+
+    name: str
+    env: str
+    otel_env: tuple[str, ...]
+    default: Any
+    parse: Callable[[str, Any], Any]
+    allowed: str
+    doc: str
+
+    def error(self, value: object, source: str) -> ConfigError:
+        """Build the error for a value this setting does not accept."""
+        message = (
+            f"qm-otel setting {self.name!r} (from {source}) got {value!r}; allowed: {self.allowed}"
+        )
+        return ConfigError(message)
+
+
+def _choice(*choices: str, upper: bool = False) -> Callable[[str, Any], Any]:
+    def parse(name: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(name)
+        text = value.strip().upper() if upper else value.strip().lower()
+        if text not in choices:
+            raise ValueError(name)
+        return text
+
+    return parse
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 255:
+        raise ValueError(name)
+    return value.strip()
+
+
+def _url(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(name)
+    text = value.strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(name)
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(name) from exc
+    if parts.query or parts.fragment or any(c.isspace() for c in text):
+        raise ValueError(name)
+    return text
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError(name)
+    number = int(value.strip()) if isinstance(value, str) else value
+    if not isinstance(number, int) or number <= 0:
+        raise ValueError(name)
+    return number
+
+
+def _positive_float(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError(name)
+    number = float(value.strip()) if isinstance(value, str) else value
+    if not isinstance(number, int | float) or not number > 0 or number == float("inf"):
+        raise ValueError(name)
+    return float(number)
+
+
+def _regex_list(name: str, value: Any) -> tuple[str, ...]:
+    items = [item.strip() for item in value.split(",")] if isinstance(value, str) else list(value)
+    patterns = tuple(item for item in items if item)
+    for pattern in patterns:
+        if not isinstance(pattern, str) or "," in pattern:
+            raise ValueError(name)
+        re.compile(pattern)
+    return patterns
+
+
+PARAMS: tuple[Param, ...] = (
+    Param("service_name", "QM_OTEL_SERVICE_NAME", ("OTEL_SERVICE_NAME",), "unknown_service", _text,
+          "non-empty text", "`service.name` of every signal (also read from OTEL_RESOURCE_ATTRIBUTES)."),
+    Param("service_version", "QM_OTEL_SERVICE_VERSION", (), "0.0.0", _text,
+          "non-empty text", "`service.version` (also read from OTEL_RESOURCE_ATTRIBUTES)."),
+    Param("environment", "QM_OTEL_ENVIRONMENT", (), "development", _text, "non-empty text",
+          "`deployment.environment.name`; also picks the default stdout log format."),
+    Param("exporter_protocol", "QM_OTEL_EXPORTER_OTLP_PROTOCOL", ("OTEL_EXPORTER_OTLP_PROTOCOL",),
+          "http/protobuf", _choice(*_PROTOCOLS), ", ".join(_PROTOCOLS), "OTLP transport."),
+    Param("exporter_endpoint", "QM_OTEL_EXPORTER_OTLP_ENDPOINT", ("OTEL_EXPORTER_OTLP_ENDPOINT",),
+          None, _url, "an http(s) URL with a host, no query",
+          "Collector base URL; default http://localhost:4318 (http/protobuf) or :4317 (grpc)."),
+    Param("traces_exporter", "QM_OTEL_TRACES_EXPORTER", ("OTEL_TRACES_EXPORTER",), "otlp",
+          _choice(*_EXPORTERS), ", ".join(_EXPORTERS), "Where spans go."),
+    Param("metrics_exporter", "QM_OTEL_METRICS_EXPORTER", ("OTEL_METRICS_EXPORTER",), "otlp",
+          _choice(*_EXPORTERS), ", ".join(_EXPORTERS), "Where metrics go."),
+    Param("logs_exporter", "QM_OTEL_LOGS_EXPORTER", ("OTEL_LOGS_EXPORTER",), "otlp",
+          _choice(*_EXPORTERS), ", ".join(_EXPORTERS), "Where log records go."),
+    Param("metric_export_interval_ms", "QM_OTEL_METRIC_EXPORT_INTERVAL", ("OTEL_METRIC_EXPORT_INTERVAL",),
+          60000, _positive_int, "a positive integer (milliseconds)", "Periodic metric export interval."),
+    Param("log_format", "QM_OTEL_LOG_FORMAT", (), "auto", _choice(*_LOG_FORMATS), ", ".join(_LOG_FORMATS),
+          "stdout log format; `auto` is text in development, JSON elsewhere; `none` adds no stdout handler."),
+    Param("log_level", "QM_OTEL_LOG_LEVEL", (), "INFO", _choice(*_LOG_LEVELS, upper=True),
+          ", ".join(_LOG_LEVELS), "Root logger level."),
+    Param("excluded_urls", "QM_OTEL_EXCLUDED_URLS",
+          ("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"),
+          (r"^https?://[^/]+/healthz$", r"^https?://[^/]+/readyz$"), _regex_list,
+          "comma-separated regular expressions (no comma inside one)",
+          "URLs (scheme://host/path) not traced; searched, so anchor them. Default: the health endpoints."),
+    Param("shutdown_timeout_s", "QM_OTEL_SHUTDOWN_TIMEOUT", (), 5.0, _positive_float,
+          "a positive number of seconds", "Upper bound on the flush at shutdown; the app never waits longer."),
+)
+
+_PARAMS_BY_NAME = {param.name: param for param in PARAMS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved, validated settings: built once by :func:`resolve_settings`."""
+
+    service_name: str
+    service_version: str
+    environment: str
+    exporter_protocol: str
+    exporter_endpoint: str
+    traces_exporter: str
+    metrics_exporter: str
+    logs_exporter: str
+    metric_export_interval_ms: int
+    log_format: str
+    log_level: str
+    excluded_urls: tuple[str, ...]
+    shutdown_timeout_s: float
+    #: names of the settings given explicitly (keyword argument or QM_OTEL_* variable)
+    explicit: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
+
+    @property
+    def stdout_format(self) -> str:
+        """The stdout log format after resolving ``auto``."""
+        if self.log_format != "auto":
+            return self.log_format
+        return "text" if self.environment.lower() in _DEVELOPMENT_ENVIRONMENTS else "json"
+
+
+def _resource_env(environ: Mapping[str, str]) -> dict[str, str]:
+    raw = environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    pairs: dict[str, str] = {}
+    for item in raw.split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip() and value.strip():
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _raw_value(
+    param: Param, kwargs: Mapping[str, Any], environ: Mapping[str, str], resource: Mapping[str, str]
+) -> tuple[Any, str] | None:
+    if kwargs.get(param.name) is not None:
+        return kwargs[param.name], f"argument {param.name}="
+    for var in (param.env, *param.otel_env):
+        if environ.get(var, "").strip():
+            return environ[var], var
+    key = _RESOURCE_KEYS.get(param.name)
+    if key and key in resource:
+        return resource[key], f"OTEL_RESOURCE_ATTRIBUTES[{key}]"
+    return None
+
+
+def resolve_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    """Resolve every setting with the documented precedence and validate it.
+
+    Raises:
+        ConfigError: naming the setting, where the value came from, the value and what is allowed.
+    """
+    unknown = sorted(set(kwargs) - set(_PARAMS_BY_NAME))
+    if unknown:
+        message = f"qm-otel got unknown setting(s) {unknown}; known: {sorted(_PARAMS_BY_NAME)}"
+        raise ConfigError(message)
+    resource = _resource_env(environ)
+    values: dict[str, Any] = {}
+    explicit: set[str] = set()
+    for param in PARAMS:
+        found = _raw_value(param, kwargs, environ, resource)
+        if found is None:
+            values[param.name] = param.default
+            continue
+        raw, source = found
+        if source == f"argument {param.name}=" or source == param.env:
+            explicit.add(param.name)
+        try:
+            values[param.name] = param.parse(param.name, raw)
+        except (TypeError, ValueError, re.error) as exc:
+            raise param.error(raw, source) from exc
+    if values["exporter_endpoint"] is None:
+        port = 4317 if values["exporter_protocol"] == "grpc" else 4318
+        values["exporter_endpoint"] = f"http://localhost:{port}"
+    return Settings(**values, explicit=frozenset(explicit))

@@ -1,0 +1,143 @@
+"""``qm-otel demo``: serve the demo service with real uvicorn, drive traffic, show the telemetry.
+
+With no collector answering at the OTLP endpoint, telemetry stays in-process (the SDK's
+in-memory exporters) and is drawn in the terminal. With a collector up (the compose stack),
+the same telemetry is also exported there and the demo says where to look in Grafana.
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import uvicorn
+from rich.console import Console
+
+from qm_otel.bootstrap import setup
+from qm_otel.config import resolve_settings
+from qm_otel.terminal import render
+from qm_otel.testing import Capture
+
+__all__ = ["TRAFFIC", "collector_reachable", "run_demo"]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request of the demo's traffic."""
+
+    method: str
+    path: str
+
+
+#: The traffic the demo drives: every route, a failing dependency, a 404 and a health probe.
+TRAFFIC = (
+    Call("GET", "/"),
+    Call("GET", "/items/42"),
+    Call("GET", "/items/0"),
+    Call("GET", "/checkout/sku-1"),
+    Call("GET", "/checkout/sku-2"),
+    Call("GET", "/checkout/sku-3"),
+    Call("GET", "/slow"),
+    Call("POST", "/events"),
+    Call("GET", "/healthz"),
+    Call("GET", "/no-such-route"),
+)
+
+
+def collector_reachable(endpoint: str, timeout_s: float = 0.5) -> bool:
+    """Whether something accepts TCP connections at the OTLP endpoint."""
+    parts = urlsplit(endpoint)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _load_app(import_string: str) -> Any:
+    module_name, _, attribute = import_string.partition(":")
+    sys.path.insert(0, str(Path.cwd()))
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute or "app")
+
+
+def _serve(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="demo-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            message = "the demo service did not start"
+            raise RuntimeError(message)
+        time.sleep(0.05)
+    return server, thread
+
+
+def _request(port: int, call: Call) -> tuple[int, str | None]:
+    """Send one request as an outside client would: plain ``http.client``, not traced or logged here."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(call.method, call.path)
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.getheader("x-correlation-id")
+    finally:
+        connection.close()
+
+
+def run_demo(app_path: str = "examples.demo_service:app", console: Console | None = None) -> int:
+    """Run the demo; return the process exit code."""
+    console = console or Console(width=None if sys.stdout.isatty() else 110)
+    os.environ.setdefault("QM_OTEL_SERVICE_NAME", "qm-demo")
+    os.environ.setdefault("QM_OTEL_LOG_FORMAT", "text")
+    endpoint = resolve_settings({}, os.environ).exporter_endpoint
+    online = collector_reachable(endpoint)
+    if not online:
+        for signal_name in ("TRACES", "METRICS", "LOGS"):
+            os.environ[f"QM_OTEL_{signal_name}_EXPORTER"] = "none"
+    capture = Capture()
+    telemetry = setup(**capture.setup_kwargs())
+    where = f"the collector at {endpoint}" if online else "memory (no collector answered at " + endpoint + ")"
+    console.rule(f"[bold]qm-otel demo[/] · service {telemetry.settings.service_name} · telemetry → {where}")
+    app = _load_app(app_path)
+    port = _free_port()
+    server, thread = _serve(app, port)
+    for call in TRAFFIC:
+        status, correlation_id = _request(port, call)
+        console.print(f"[bold]→ {call.method} {call.path}[/] answered {status}"
+                      f" · X-Correlation-ID: {correlation_id or '-'}")
+    server.should_exit = True
+    thread.join(timeout=10)
+    telemetry.force_flush()
+    drawn = render(
+        console,
+        capture.spans.get_finished_spans(),
+        capture.logs.get_finished_logs(),
+        capture.metrics.get_metrics_data(),
+    )
+    console.print(f"{drawn} request traces drawn; /healthz is excluded from traces by default.")
+    if online:
+        console.print(
+            "Grafana: http://localhost:3000/explore — Tempo: search service.name=qm-demo; "
+            'Loki: {service_name="qm-demo"}; Prometheus: http_server_request_duration_seconds_count'
+        )
+    telemetry.shutdown()
+    return 0 if drawn else 1

@@ -1,0 +1,54 @@
+"""The ``opentelemetry-instrument`` entry points: qm-otel as the OTel distro and configurator.
+
+``opentelemetry-instrument uvicorn app:app`` runs, in order: :meth:`QmOtelDistro.configure`,
+:meth:`QmOtelConfigurator.configure` (which calls :func:`qm_otel.setup`, so both launch paths
+build the same telemetry) and then each installed instrumentor through
+:meth:`QmOtelDistro.load_instrumentor`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from opentelemetry.instrumentation.distro import BaseDistro
+
+from qm_otel.bootstrap import current, setup
+from qm_otel.fastapi import fastapi_instrumentor_kwargs
+from qm_otel.logs.pipeline import UVICORN_LOG_CONFIG
+
+__all__ = ["QmOtelConfigurator", "QmOtelDistro"]
+
+#: instrumentations setup() runs itself: loading their entry points again would double them
+_WIRED_BY_SETUP = frozenset({"logging", "httpx"})
+
+
+class QmOtelDistro(BaseDistro):  # type: ignore[misc]
+    """Sets defaults before anything is configured and tunes the instrumentors as they load."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        del kwargs
+        os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+        # uvicorn reads UVICORN_LOG_CONFIG as --log-config: its loggers then propagate into
+        # qm-otel's pipeline instead of printing their own format.
+        os.environ.setdefault("UVICORN_LOG_CONFIG", str(UVICORN_LOG_CONFIG))
+
+    def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        """Skip what ``setup()`` already wired (the log handler, httpx); tune FastAPI's instrumentor."""
+        if entry_point.name in _WIRED_BY_SETUP:
+            return
+        handle = current()
+        if handle is not None:
+            kwargs.update(tracer_provider=handle.tracer_provider, meter_provider=handle.meter_provider)
+            if entry_point.name == "fastapi":
+                kwargs.update(fastapi_instrumentor_kwargs(handle.settings))
+        super().load_instrumentor(entry_point, **kwargs)
+
+
+class QmOtelConfigurator:
+    """The ``opentelemetry_configurator`` entry point: delegates to :func:`qm_otel.setup`."""
+
+    def configure(self, **kwargs: Any) -> None:
+        """Called once by ``opentelemetry-instrument``."""
+        del kwargs
+        setup()

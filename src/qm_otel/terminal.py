@@ -1,0 +1,159 @@
+"""Draw captured telemetry in a terminal: a span waterfall per request, its log lines, key metrics."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk.metrics.export import Histogram, MetricsData, NumberDataPoint, Sum
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, StatusCode
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+__all__ = ["metrics_table", "render", "waterfall"]
+
+_BAR_WIDTH = 40
+_LEVEL_STYLE = {"DEBUG": "dim", "INFO": "green", "WARN": "yellow", "ERROR": "red", "FATAL": "bold red"}
+
+
+def _depth_first(spans: Sequence[ReadableSpan]) -> list[tuple[int, ReadableSpan]]:
+    ids = {span.context.span_id for span in spans if span.context}
+    children: dict[int | None, list[ReadableSpan]] = defaultdict(list)
+    for span in spans:
+        parent = span.parent.span_id if span.parent and span.parent.span_id in ids else None
+        children[parent].append(span)
+    ordered: list[tuple[int, ReadableSpan]] = []
+
+    def walk(parent: int | None, depth: int) -> None:
+        for span in sorted(children[parent], key=lambda s: s.start_time or 0):
+            ordered.append((depth, span))
+            walk(span.context.span_id if span.context else None, depth + 1)
+
+    walk(None, 0)
+    return ordered
+
+
+def waterfall(spans: Sequence[ReadableSpan]) -> Table:
+    """One trace as a table: indented span names, durations and bars on a shared time axis."""
+    rows = _depth_first(spans)
+    start = min(span.start_time or 0 for span in spans)
+    end = max(span.end_time or 0 for span in spans)
+    total = max(end - start, 1)
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("span", no_wrap=True)
+    table.add_column("kind", style="dim")
+    table.add_column("ms", justify="right")
+    table.add_column("timeline", no_wrap=True)
+    for depth, span in rows:
+        offset = round(((span.start_time or start) - start) / total * _BAR_WIDTH)
+        width = max(1, round(((span.end_time or end) - (span.start_time or start)) / total * _BAR_WIDTH))
+        failed = span.status.status_code is StatusCode.ERROR
+        bar = Text(" " * offset) + Text("█" * min(width, _BAR_WIDTH - offset or 1), "red" if failed else "cyan")
+        duration_ms = ((span.end_time or end) - (span.start_time or start)) / 1e6
+        name = Text("  " * depth + span.name, style="red" if failed else "")
+        table.add_row(name, span.kind.name.lower(), f"{duration_ms:.1f}", bar)
+    return table
+
+
+def _log_lines(records: Iterable[ReadableLogRecord]) -> Text:
+    text = Text()
+    for readable in sorted(records, key=lambda r: r.log_record.timestamp or 0):
+        record = readable.log_record
+        level = record.severity_text or "?"
+        scope = readable.instrumentation_scope.name if readable.instrumentation_scope else ""
+        text.append(f"  {level:<5} ", style=_LEVEL_STYLE.get(level, ""))
+        text.append(f"{scope:<16} ", style="dim")
+        text.append(f"{record.body}\n")
+    return text
+
+
+def _request_title(root: ReadableSpan) -> str:
+    attributes = root.attributes or {}
+    status = attributes.get("http.response.status_code", "?")
+    trace_id = format(root.context.trace_id, "032x") if root.context else "?"
+    return f"{root.name}  →  {status}   trace_id={trace_id}"
+
+
+#: attributes worth a column in the terminal; the rest stay in the exported data
+_KEY_ATTRIBUTES = ("http.request.method", "http.route", "http.response.status_code", "server.address", "error.type")
+#: metrics left out of the terminal summary (still exported)
+_QUIET_METRICS = frozenset({"http.server.active_requests", "http.server.request.body.size",
+                            "http.server.response.body.size"})
+
+
+def _point_row(unit: str, point: Any) -> tuple[str, str]:
+    attributes = point.attributes or {}
+    labels = " ".join(str(attributes[key]) for key in _KEY_ATTRIBUTES if key in attributes)
+    if isinstance(point, NumberDataPoint):
+        return labels, f"{point.value}"
+    count = point.count
+    mean = point.sum / count if count else 0.0
+    scale = 1000.0 if unit == "s" else 1.0
+    shown = "ms" if unit == "s" else unit
+    return labels, f"n={count}  mean={mean * scale:.1f}{shown}  max={point.max * scale:.1f}{shown}"
+
+
+def metrics_table(data: MetricsData | None) -> Table:
+    """Every metric point the reader collected, one row per attribute set."""
+    table = Table(title="key metrics", show_lines=False, header_style="bold")
+    table.add_column("metric", no_wrap=True)
+    table.add_column("method route status / peer")
+    table.add_column("value", no_wrap=True)
+    if data is None:
+        return table
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name in _QUIET_METRICS or not isinstance(metric.data, Histogram | Sum):
+                    continue
+                rows = sorted(_point_row(metric.unit or "", point) for point in metric.data.data_points)
+                for labels, value in rows:
+                    table.add_row(metric.name, labels, value)
+    return table
+
+
+def render(
+    console: Console,
+    spans: Sequence[ReadableSpan],
+    logs: Sequence[ReadableLogRecord],
+    metrics: MetricsData | None,
+) -> int:
+    """Print one panel per request (waterfall + its logs), the other logs, then the metrics.
+
+    Returns:
+        The number of request traces drawn.
+    """
+    by_trace: dict[int, list[ReadableSpan]] = defaultdict(list)
+    for span in spans:
+        if span.context:
+            by_trace[span.context.trace_id].append(span)
+    logs_by_trace: dict[int, list[ReadableLogRecord]] = defaultdict(list)
+    for readable in logs:
+        logs_by_trace[readable.log_record.trace_id or 0].append(readable)
+
+    def root_of(trace_spans: list[ReadableSpan]) -> ReadableSpan:
+        roots = [s for s in trace_spans if s.parent is None] or trace_spans
+        return min(roots, key=lambda s: s.start_time or 0)
+
+    drawn = 0
+    for trace_id, trace_spans in sorted(by_trace.items(), key=lambda item: root_of(item[1]).start_time or 0):
+        root = root_of(trace_spans)
+        if root.kind is not SpanKind.SERVER:
+            continue
+        body: list[Any] = [waterfall(trace_spans)]
+        if logs_by_trace.get(trace_id):
+            body.append(Text("logs of this trace:", style="bold"))
+            body.append(_log_lines(logs_by_trace[trace_id]))
+        failed = root.status.status_code is StatusCode.ERROR
+        console.print(Panel(Group(*body), title=_request_title(root), border_style="red" if failed else "blue"))
+        drawn += 1
+    untraced = [r for r in logs if not r.log_record.trace_id]
+    if untraced:
+        console.print(Panel(_log_lines(untraced), title="logs outside any request"))
+    console.print(metrics_table(metrics))
+    return drawn
