@@ -52,10 +52,11 @@ class JsonFormatter(OrjsonFormatter):  # type: ignore[misc]
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         """Fill the fixed fields first, then the record's ``extra=`` fields."""
+        record.message = record.getMessage()  # as logging.Formatter.format does
         log_data["timestamp"] = format_timestamp(record.created)
         log_data["level"] = record.levelname
         log_data["logger"] = record.name
-        log_data["message"] = record.getMessage()
+        log_data["message"] = record.message
         log_data["service"] = self._service
         ids = trace_ids()
         log_data["trace_id"], log_data["span_id"] = ids if ids else (None, None)

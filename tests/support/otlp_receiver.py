@@ -1,0 +1,204 @@
+"""A real OTLP/HTTP receiver for the tests: decodes what the exporters send with opentelemetry-proto."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+T = TypeVar("T")
+
+_ROUTES: dict[str, tuple[type[Message], type[Message]]] = {
+    "/v1/traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
+    "/v1/metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
+    "/v1/logs": (ExportLogsServiceRequest, ExportLogsServiceResponse),
+}
+
+
+def value_of(any_value: AnyValue) -> Any:
+    """The Python value inside an OTLP AnyValue."""
+    kind = any_value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [value_of(v) for v in any_value.array_value.values]
+    if kind == "kvlist_value":
+        return attributes(any_value.kvlist_value.values)
+    return getattr(any_value, kind)
+
+
+def attributes(pairs: Any) -> dict[str, Any]:
+    """OTLP key-value pairs as a dict."""
+    return {pair.key: value_of(pair.value) for pair in pairs if isinstance(pair, KeyValue)}
+
+
+@dataclass
+class Span:
+    resource: dict[str, Any]
+    scope: str
+    name: str
+    kind: int
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    attributes: dict[str, Any]
+
+
+@dataclass
+class Log:
+    resource: dict[str, Any]
+    body: Any
+    severity_text: str
+    severity_number: int
+    trace_id: str
+    span_id: str
+    attributes: dict[str, Any]
+
+
+@dataclass
+class MetricPoint:
+    resource: dict[str, Any]
+    name: str
+    unit: str
+    kind: str
+    attributes: dict[str, Any]
+    count: int | None
+    value: float | None
+
+
+@dataclass
+class OtlpReceiver:
+    """Listens on 127.0.0.1 (a free port) for OTLP/HTTP protobuf on /v1/traces, /v1/metrics, /v1/logs."""
+
+    spans: list[Span] = field(default_factory=list)
+    logs: list[Log] = field(default_factory=list)
+    points: list[MetricPoint] = field(default_factory=list)
+    requests: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def endpoint(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> OtlpReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                types = _ROUTES.get(self.path)
+                if types is None:
+                    self.send_error(404)
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                encoding = self.headers.get("Content-Encoding", "")
+                if encoding == "gzip":
+                    body = gzip.decompress(body)
+                elif encoding == "deflate":
+                    body = zlib.decompress(body)
+                request = types[0].FromString(body)
+                receiver._store(self.path, request)
+                payload = types[1]().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+                del format, args
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def _store(self, path: str, request: Any) -> None:
+        with self._lock:
+            self.requests += 1
+            if path == "/v1/traces":
+                self._store_spans(request)
+            elif path == "/v1/logs":
+                self._store_logs(request)
+            else:
+                self._store_metrics(request)
+
+    def _store_spans(self, request: ExportTraceServiceRequest) -> None:
+        for rs in request.resource_spans:
+            resource = attributes(rs.resource.attributes)
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    self.spans.append(
+                        Span(resource, ss.scope.name, s.name, s.kind, s.trace_id.hex(), s.span_id.hex(),
+                             s.parent_span_id.hex(), attributes(s.attributes))
+                    )
+
+    def _store_logs(self, request: ExportLogsServiceRequest) -> None:
+        for rl in request.resource_logs:
+            resource = attributes(rl.resource.attributes)
+            for sl in rl.scope_logs:
+                for r in sl.log_records:
+                    self.logs.append(
+                        Log(resource, value_of(r.body), r.severity_text, r.severity_number,
+                            r.trace_id.hex(), r.span_id.hex(), attributes(r.attributes))
+                    )
+
+    def _store_metrics(self, request: ExportMetricsServiceRequest) -> None:
+        for rm in request.resource_metrics:
+            resource = attributes(rm.resource.attributes)
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    kind = m.WhichOneof("data")
+                    for p in getattr(m, kind).data_points:
+                        count = getattr(p, "count", None) if kind == "histogram" else None
+                        value = None
+                        if kind in ("sum", "gauge"):
+                            value = p.as_double if p.WhichOneof("value") == "as_double" else p.as_int
+                        self.points.append(
+                            MetricPoint(resource, m.name, m.unit, kind, attributes(p.attributes), count, value)
+                        )
+
+    def snapshot(self) -> tuple[list[Span], list[Log], list[MetricPoint]]:
+        with self._lock:
+            return list(self.spans), list(self.logs), list(self.points)
+
+    def wait_for(self, predicate: Callable[[OtlpReceiver], T], timeout_s: float = 60.0) -> T:
+        """Poll until ``predicate`` returns something truthy; fail with what arrived if it never does."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = predicate(self)
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                spans, logs, points = self.snapshot()
+                names = sorted({s.name for s in spans})
+                raise AssertionError(
+                    f"condition not met in {timeout_s}s; received {len(spans)} spans {names}, "
+                    f"{len(logs)} logs, {len(points)} metric points"
+                )
+            time.sleep(0.05)
