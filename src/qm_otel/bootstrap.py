@@ -30,8 +30,12 @@ from opentelemetry.sdk._logs.export import (
     LogRecordExporter,
 )
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricExporter, MetricReader
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -272,6 +276,7 @@ def setup(
 
     Raises:
         ConfigError: a setting has a value qm-otel cannot use.
+
     """
     given = {
         "service_name": service_name,
@@ -356,6 +361,7 @@ def shutdown(timeout_s: float | None = None) -> bool:
 
     Returns:
         True if the flush finished within the time allowed.
+
     """
     handle = _HANDLE
     if handle is None:

@@ -214,6 +214,7 @@ def resolve_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> S
 
     Raises:
         ConfigError: naming the setting, where the value came from, the value and what is allowed.
+
     """
     unknown = sorted(set(kwargs) - set(_PARAMS_BY_NAME))
     if unknown:
@@ -228,7 +229,7 @@ def resolve_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> S
             values[param.name] = param.default
             continue
         raw, source = found
-        if source == f"argument {param.name}=" or source == param.env:
+        if source in (f"argument {param.name}=", param.env):
             explicit.add(param.name)
         try:
             values[param.name] = param.parse(param.name, raw)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
 from qm_otel.bootstrap import current, setup
 from qm_otel.fastapi import fastapi_instrumentor_kwargs

@@ -34,7 +34,7 @@ def _flush_at_lifespan_end(app: Any, handle: Telemetry) -> None:
     """Flush (bounded) when the app's lifespan ends: uvicorn's graceful SIGTERM path skips ``atexit``."""
     router = getattr(app, "router", None)
     original: Callable[[Any], Any] | None = getattr(router, "lifespan_context", None)
-    if original is None or getattr(router, _FLUSH_TAG, False):
+    if router is None or original is None or getattr(router, _FLUSH_TAG, False):
         return
 
     @contextlib.asynccontextmanager

@@ -68,7 +68,7 @@ def _log_lines(records: Iterable[ReadableLogRecord]) -> Text:
         scope = readable.instrumentation_scope.name if readable.instrumentation_scope else ""
         text.append(f"  {level:<5} ", style=_LEVEL_STYLE.get(level, ""))
         text.append(f"{scope:<16} ", style="dim")
-        text.append(f"{record.body}\n")
+        text.append(f"{record.body!s}\n")
     return text
 
 
@@ -127,6 +127,7 @@ def render(
 
     Returns:
         The number of request traces drawn.
+
     """
     by_trace: dict[int, list[ReadableSpan]] = defaultdict(list)
     for span in spans:

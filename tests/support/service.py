@@ -97,8 +97,8 @@ def start(app: str, env: dict[str, str], *, zero_code: bool = False, extra_args:
     command = [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port), *extra_args]
     if zero_code:
         command = [str(BIN / "opentelemetry-instrument"), *command]
-    stdout = tempfile.TemporaryFile()
-    stderr = tempfile.TemporaryFile()
+    stdout = tempfile.TemporaryFile()  # noqa: SIM115 - closed by Service.terminate()
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
     service = Service(process, port, stdout, stderr)
     deadline = time.monotonic() + 60

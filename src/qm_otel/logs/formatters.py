@@ -43,7 +43,18 @@ def _stringify(value: Any) -> str:
         return f"<unprintable {type(value).__name__}>"
 
 
-class JsonFormatter(OrjsonFormatter):  # type: ignore[misc]
+def _within_orjson(value: Any) -> Any:
+    """Replace what orjson refuses outright (integers beyond 64 bits, inside containers too) by text."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _within_orjson(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_within_orjson(v) for v in value]
+    return value
+
+
+class JsonFormatter(OrjsonFormatter):
     """One JSON object per line: timestamp, level, logger, message, service, trace/span IDs, extras."""
 
     def __init__(self, service: str) -> None:
@@ -75,7 +86,10 @@ class JsonFormatter(OrjsonFormatter):  # type: ignore[misc]
         message_dict: dict[str, Any] = {}
         log_data: dict[str, Any] = {}
         self.add_fields(log_data, record, message_dict)
-        return str(self.jsonify_log_record(log_data))
+        try:
+            return str(self.jsonify_log_record(log_data))
+        except TypeError:  # orjson refuses some values without asking json_default: never fail the log call
+            return str(self.jsonify_log_record(_within_orjson(log_data)))
 
 
 _COLOURS = {

@@ -19,8 +19,8 @@ from qm_otel.config import Settings
 from qm_otel.logs.formatters import JsonFormatter, TextFormatter
 
 __all__ = [
-    "UVICORN_LOG_CONFIG",
     "UVICORN_LOGGERS",
+    "UVICORN_LOG_CONFIG",
     "install_log_handlers",
     "remove_log_handlers",
     "route_uvicorn_loggers",

@@ -1,0 +1,43 @@
+"""The demo command, as the README runs it: with no collector, and with one answering."""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.support import service as svc
+from tests.support.otlp_receiver import OtlpReceiver
+
+
+def run_demo(endpoint: str) -> str:
+    env = svc.base_env(endpoint)
+    for key in ("OTEL_SERVICE_NAME", "QM_OTEL_LOG_FORMAT", "QM_OTEL_SERVICE_VERSION", "QM_OTEL_ENVIRONMENT"):
+        env.pop(key)
+    result = subprocess.run([str(svc.BIN / "qm-otel"), "demo"], env=env, cwd=svc.ROOT, capture_output=True,
+                            timeout=300, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+def test_demo_without_a_collector_keeps_and_draws_its_telemetry() -> None:
+    out = run_demo(f"http://127.0.0.1:{svc.free_port()}")
+    assert "telemetry → memory (no collector answered" in out
+    # one panel per traced request: 9 of the 10 calls (the health probe is not traced)
+    assert "9 request traces drawn" in out
+    assert out.count("GET /checkout/{sku}  →") == 3
+    assert "GET /checkout/{sku}  →  502" in out  # the third inventory call fails
+    assert "inventory backend timed out" in out
+    assert "GET /inventory/{sku}" in out  # the dependency's server span, inside the checkout trace
+    assert "build-report" in out
+    assert "http.server.request.duration" in out and "http.client.request.duration" in out
+    assert "month closed" in out
+
+
+def test_demo_with_a_collector_exports_there_too(receiver: OtlpReceiver) -> None:
+    out = run_demo(receiver.endpoint)
+    assert f"telemetry → the collector at {receiver.endpoint}" in out
+    assert "Grafana" in out
+    spans, logs, points = receiver.snapshot()
+    assert {s.resource["service.name"] for s in spans} == {"qm-demo"}
+    assert any(s.name == "GET /checkout/{sku}" for s in spans)
+    assert any(g.body == "report built" for g in logs)
+    assert any(p.name == "http.server.request.duration" for p in points)

@@ -1,0 +1,120 @@
+"""Settings: precedence, validation, and the README table that documents them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import qm_otel
+from qm_otel.config import PARAMS, ConfigError, resolve_settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_defaults() -> None:
+    s = resolve_settings({}, {})
+    assert (s.service_name, s.exporter_protocol, s.exporter_endpoint) == (
+        "unknown_service", "http/protobuf", "http://localhost:4318")
+    assert (s.traces_exporter, s.metrics_exporter, s.logs_exporter) == ("otlp", "otlp", "otlp")
+    assert s.metric_export_interval_ms == 60000
+    assert s.stdout_format == "text"  # development
+    assert s.explicit == frozenset()
+
+
+def test_grpc_default_endpoint() -> None:
+    assert resolve_settings({"exporter_protocol": "grpc"}, {}).exporter_endpoint == "http://localhost:4317"
+
+
+def test_precedence_argument_then_own_env_then_otel_env_then_resource_then_default() -> None:
+    env = {"QM_OTEL_SERVICE_NAME": "own", "OTEL_SERVICE_NAME": "otel",
+           "OTEL_RESOURCE_ATTRIBUTES": "service.name=res,service.version=9.9,deployment.environment.name=prod"}
+    assert resolve_settings({"service_name": "arg"}, env).service_name == "arg"
+    assert resolve_settings({}, env).service_name == "own"
+    del env["QM_OTEL_SERVICE_NAME"]
+    assert resolve_settings({}, env).service_name == "otel"
+    del env["OTEL_SERVICE_NAME"]
+    s = resolve_settings({}, env)
+    assert (s.service_name, s.service_version, s.environment) == ("res", "9.9", "prod")
+    assert s.stdout_format == "json"
+
+
+def test_empty_string_counts_as_unset() -> None:
+    env = {"QM_OTEL_TRACES_EXPORTER": "", "OTEL_TRACES_EXPORTER": "console"}
+    assert resolve_settings({}, env).traces_exporter == "console"
+
+
+def test_explicit_records_arguments_and_own_env_only() -> None:
+    s = resolve_settings({"service_name": "a"}, {"QM_OTEL_LOG_LEVEL": "debug", "OTEL_TRACES_EXPORTER": "none"})
+    assert s.explicit == {"service_name", "log_level"}
+    assert s.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "env", "setting", "source", "allowed"),
+    [
+        ({"traces_exporter": "zipkin"}, {}, "traces_exporter", "argument traces_exporter=", "otlp, console, none"),
+        ({}, {"OTEL_METRICS_EXPORTER": "prometheus"}, "metrics_exporter", "OTEL_METRICS_EXPORTER", "otlp"),
+        ({}, {"QM_OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"}, "exporter_endpoint",
+         "QM_OTEL_EXPORTER_OTLP_ENDPOINT", "http(s) URL"),
+        ({"exporter_endpoint": "ftp://collector"}, {}, "exporter_endpoint", "argument", "http(s) URL"),
+        ({}, {"OTEL_METRIC_EXPORT_INTERVAL": "-5"}, "metric_export_interval_ms", "OTEL_METRIC_EXPORT_INTERVAL",
+         "positive integer"),
+        ({"metric_export_interval_ms": 0}, {}, "metric_export_interval_ms", "argument", "positive integer"),
+        ({}, {"QM_OTEL_LOG_FORMAT": "xml"}, "log_format", "QM_OTEL_LOG_FORMAT", "auto, json, text, none"),
+        ({"log_level": "LOUD"}, {}, "log_level", "argument", "DEBUG, INFO"),
+        ({}, {"QM_OTEL_EXCLUDED_URLS": "(unclosed"}, "excluded_urls", "QM_OTEL_EXCLUDED_URLS", "regular expr"),
+        ({"shutdown_timeout_s": -1}, {}, "shutdown_timeout_s", "argument", "positive number"),
+        ({}, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "exporter_protocol", "OTEL_EXPORTER_OTLP_PROTOCOL",
+         "http/protobuf, grpc"),
+    ],
+)
+def test_a_bad_value_names_the_setting_the_value_and_what_is_allowed(
+    kwargs: dict[str, object], env: dict[str, str], setting: str, source: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_settings(kwargs, env)
+    message = str(info.value)
+    bad = next(iter(kwargs.values())) if kwargs else next(iter(env.values()))
+    assert repr(setting) in message
+    assert source in message
+    assert repr(bad) in message
+    assert allowed in message
+
+
+def test_setup_rejects_a_bad_setting_before_touching_global_state() -> None:
+    with pytest.raises(ConfigError, match="traces_exporter"):
+        qm_otel.setup(traces_exporter="jaeger")
+    assert qm_otel.bootstrap.current() is None
+
+
+def test_unknown_setting_is_named() -> None:
+    with pytest.raises(ConfigError, match="servce_name"):
+        resolve_settings({"servce_name": "x"}, {})
+
+
+@given(name=st.sampled_from([p.name for p in PARAMS]), raw=st.text(max_size=300))
+def test_any_env_text_parses_or_raises_config_error(name: str, raw: str) -> None:
+    env_var = next(p.env for p in PARAMS if p.name == name)
+    message = ""
+    try:
+        resolve_settings({}, {env_var: raw})
+    except ConfigError as exc:
+        message = str(exc)
+    assert message == "" or repr(name) in message
+
+
+def test_readme_table_lists_every_setting_with_its_variables_and_default() -> None:
+    rows = [line for line in README.read_text().splitlines() if line.startswith("| `")]
+    table = {re.findall(r"`([^`]+)`", row)[0]: row for row in rows}
+    for param in PARAMS:
+        assert param.name in table, f"README settings table lacks {param.name}"
+        row = table[param.name]
+        for var in (param.env, *param.otel_env):
+            assert var in row, f"README row of {param.name} lacks {var}"
+        default = ",".join(param.default) if isinstance(param.default, tuple) else param.default
+        if default is not None:
+            assert f"`{default}`" in row, f"README row of {param.name} lacks default {default!r}"

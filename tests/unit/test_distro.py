@@ -1,0 +1,47 @@
+"""The opentelemetry-instrument entry points."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+import pytest
+
+from qm_otel.distro import QmOtelConfigurator, QmOtelDistro
+
+
+def test_qm_otel_is_registered_as_distro_and_configurator() -> None:
+    distros = {ep.name: ep.value for ep in entry_points(group="opentelemetry_distro")}
+    configurators = {ep.name: ep.value for ep in entry_points(group="opentelemetry_configurator")}
+    assert distros == {"qm_otel": "qm_otel.distro:QmOtelDistro"}  # no second distro installed beside it
+    assert configurators == {"qm_otel": "qm_otel.distro:QmOtelConfigurator"}
+    assert entry_points(group="opentelemetry_distro")["qm_otel"].load() is QmOtelDistro
+    assert entry_points(group="opentelemetry_configurator")["qm_otel"].load() is QmOtelConfigurator
+
+
+class FakeEntryPoint:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls: list[dict[str, Any]] = []
+
+    def load(self) -> Any:
+        calls = self.calls
+
+        class Instrumentor:
+            def instrument(self, **kwargs: Any) -> None:
+                calls.append(kwargs)
+
+        return Instrumentor
+
+
+@pytest.mark.parametrize("name", ["logging", "httpx"])
+def test_instrumentations_setup_wires_itself_are_not_loaded_twice(name: str) -> None:
+    entry_point = FakeEntryPoint(name)
+    QmOtelDistro().load_instrumentor(entry_point, skip_dep_check=True)
+    assert entry_point.calls == []
+
+
+def test_other_instrumentors_load_with_the_wrappers_arguments() -> None:
+    entry_point = FakeEntryPoint("redis")
+    QmOtelDistro().load_instrumentor(entry_point, skip_dep_check=True)
+    assert entry_point.calls == [{"skip_dep_check": True}]
