@@ -12,8 +12,11 @@ Variants, each measured in a fresh subprocess (OTel global providers can be set 
 Every variant with telemetry exports spans through a ``BatchSpanProcessor`` to the same exporter (a no-op
 one when timing) and aggregates metrics in the same ``InMemoryMetricReader`` (never collected when timing),
 so export cost is minimal and equal across variants. Requests are driven in-process by calling the ASGI
-app with a synthetic HTTP scope: no network, no HTTP client. A separate short run per variant counts the
-SERVER spans and ``http.server.request.duration`` histogram points one request yields.
+app with a synthetic HTTP scope: no network, no HTTP client. Timing runs in rounds: each round starts a
+fresh subprocess per variant (rotating the order), which sends warm-up requests and then times one batch;
+the median over the rounds is reported, so slow drift of the machine hits every variant alike. A separate
+short run per variant counts the SERVER spans and ``http.server.request.duration`` histogram points one
+request yields.
 
 Run: ``python benchmarks/http_overhead.py [--requests N] [--repeats R] [--warmup W]``.
 The script only prints figures; it never asserts on speed.
@@ -250,9 +253,9 @@ def _shutdown() -> None:
     """Flush and close whatever providers this child process set globally."""
     from opentelemetry import metrics, trace
 
-    qm_otel = sys.modules.get("qm_otel")
-    if qm_otel is not None and qm_otel.current() is not None:
-        qm_otel.shutdown()  # qm-otel owns its providers (and would shut them down again at exit)
+    qm_otel_bootstrap = sys.modules.get("qm_otel.bootstrap")
+    if qm_otel_bootstrap is not None and qm_otel_bootstrap.current() is not None:
+        qm_otel_bootstrap.shutdown()  # qm-otel owns its providers (and would shut them down again at exit)
         return
     for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
         shutdown = getattr(provider, "shutdown", None)
@@ -262,10 +265,8 @@ def _shutdown() -> None:
 
 def child_main(args: argparse.Namespace) -> None:
     """Entry point of a child process: print one JSON result line on stdout."""
-    if args.mode == "bench":
-        result = bench(args.child, args.requests, args.repeats, args.warmup)
-    else:
-        result = verify(args.child)
+    bench_mode = args.mode == "bench"
+    result = bench(args.child, args.requests, args.repeats, args.warmup) if bench_mode else verify(args.child)
     print(RESULT_MARKER + json.dumps(result), flush=True)
 
 
@@ -287,7 +288,7 @@ def _child_env(variant: str) -> dict[str, str]:
     return env
 
 
-def run_child(variant: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_child(variant: str, mode: str, args: argparse.Namespace, repeats: int = 1) -> dict[str, Any]:
     """Run this script as a fresh subprocess for one variant and mode; return its JSON result."""
     command = [
         sys.executable,
@@ -299,7 +300,7 @@ def run_child(variant: str, mode: str, args: argparse.Namespace) -> dict[str, An
         "--requests",
         str(args.requests),
         "--repeats",
-        str(args.repeats),
+        str(repeats),
         "--warmup",
         str(args.warmup),
     ]
@@ -332,14 +333,19 @@ def parent_main(args: argparse.Namespace) -> None:
         f"qm-otel {version('qm-otel')}"
     )
     print(
-        f"{args.requests} requests x {args.repeats} repeats after {args.warmup} warm-up requests; "
-        f"median req/s; counts from a separate {VERIFY_REQUESTS}-request run with in-memory exporters"
+        f"median req/s of {args.repeats} rounds; per round and variant: a fresh subprocess, "
+        f"{args.warmup} warm-up + {args.requests} timed requests; "
+        f"counts from a separate {VERIFY_REQUESTS}-request run with in-memory exporters"
     )
     print()
 
-    benches = {variant: run_child(variant, "bench", args) for variant in args.variants}
+    rates: dict[str, list[float]] = {variant: [] for variant in args.variants}
+    for round_index in range(args.repeats):
+        shift = round_index % len(args.variants)
+        for variant in [*args.variants[shift:], *args.variants[:shift]]:
+            rates[variant].extend(run_child(variant, "bench", args)["rates"])
     checks = {variant: run_child(variant, "verify", args) for variant in args.variants}
-    medians = {variant: statistics.median(result["rates"]) for variant, result in benches.items()}
+    medians = {variant: statistics.median(variant_rates) for variant, variant_rates in rates.items()}
     baseline = medians.get("bare")
 
     headers = [
@@ -354,8 +360,8 @@ def parent_main(args: argparse.Namespace) -> None:
     ]
     rows = []
     for variant in args.variants:
-        rates, check = benches[variant]["rates"], checks[variant]
-        spread = (max(rates) - min(rates)) / medians[variant]
+        check = checks[variant]
+        spread = (max(rates[variant]) - min(rates[variant])) / medians[variant]
         rows.append(
             [
                 variant,
@@ -377,7 +383,7 @@ def parent_main(args: argparse.Namespace) -> None:
         )
     )
     print(
-        "spread = (max - min) / median over the repeats; native spans = spans of scope "
+        "spread = (max - min) / median over the rounds; native spans = spans of scope "
         f"{NATIVE_SCOPE!r} (FastAPI's native telemetry)"
     )
 
@@ -385,9 +391,9 @@ def parent_main(args: argparse.Namespace) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options; ``--child`` and ``--mode`` are internal (one subprocess per variant)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--requests", type=int, default=2000, help="requests per timed repeat")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
-    parser.add_argument("--warmup", type=int, default=300, help="untimed requests before the repeats")
+    parser.add_argument("--requests", type=int, default=4000, help="requests per timed repeat")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is reported")
+    parser.add_argument("--warmup", type=int, default=1000, help="untimed requests before timing")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=("bench", "verify"), default="bench", help=argparse.SUPPRESS)

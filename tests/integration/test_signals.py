@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -64,6 +67,9 @@ def test_one_server_span_per_request_and_health_is_not_traced(receiver: OtlpRece
     assert not [s for s in spans if "healthz" in s.name or s.attributes.get("url.path") == "/healthz"]
     durations = [p for p in points if p.name == "http.server.request.duration"]
     assert {p.unit for p in durations} == {"s"}
+    # one producer of the histogram: the contrib instrumentation; FastAPI's native telemetry stepped aside
+    assert {p.scope for p in durations} == {"opentelemetry.instrumentation.fastapi"}
+    assert {s.scope for s in spans} == {"opentelemetry.instrumentation.fastapi"}
     # cumulative temporality: the last export per route holds the whole count, once (no second histogram)
     last = [p for p in durations if p.attributes.get("http.route") == "/work/{n}"][-1]
     assert last.count == 3
@@ -127,3 +133,40 @@ def test_both_launch_paths_export_the_same_signals(receiver: OtlpReceiver) -> No
         }
 
     assert shape(first) == shape(second)
+
+
+OLD_FASTAPI = ("fastapi==0.115.12", "starlette==0.46.2")  # before FastAPI had native telemetry
+
+
+@pytest.fixture(scope="session")
+def old_fastapi(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A directory holding an older FastAPI release, to put first on PYTHONPATH."""
+    target = tmp_path_factory.mktemp("old-fastapi")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                    "--target", str(target), *OLD_FASTAPI], check=True, capture_output=True, timeout=600)
+    return str(target)
+
+
+@pytest.mark.parametrize("launch", LAUNCHES)
+def test_older_fastapi_also_gets_one_server_span_and_one_histogram(
+    receiver: OtlpReceiver, launch: str, old_fastapi: str
+) -> None:
+    app, zero_code = LAUNCHES[launch]
+    env = svc.base_env(receiver.endpoint, PYTHONPATH=f"{old_fastapi}{os.pathsep}{svc.ROOT}")
+    service = svc.start(app, env, zero_code=zero_code)
+    try:
+        version = subprocess.run([sys.executable, "-c", "import fastapi; print(fastapi.__version__)"], env=env,
+                                 capture_output=True, check=True, text=True).stdout.strip()
+        assert version == OLD_FASTAPI[0].split("==")[1]
+        for n in range(3):
+            assert service.get(f"/work/{n}").status_code == 200
+        receiver.wait_for(lambda r: sum(s.name == "GET /work/{n}" for s in r.snapshot()[0]) >= 3)
+        receiver.wait_for(lambda r: any(p.name == "http.server.request.duration" and p.count == 3
+                                        for p in r.snapshot()[2]))
+    finally:
+        service.terminate()
+    spans, _, points = receiver.snapshot()
+    assert len(spans) == 3
+    assert {s.kind for s in spans} == {2}
+    durations = {p.scope for p in points if p.name == "http.server.request.duration"}
+    assert durations == {"opentelemetry.instrumentation.fastapi"}

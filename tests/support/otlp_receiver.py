@@ -78,6 +78,7 @@ class Log:
 @dataclass
 class MetricPoint:
     resource: dict[str, Any]
+    scope: str
     name: str
     unit: str
     kind: str
@@ -96,6 +97,7 @@ class OtlpReceiver:
     requests: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
+    _grpc: Any = None
 
     @property
     def endpoint(self) -> str:
@@ -134,6 +136,8 @@ class OtlpReceiver:
         return self
 
     def stop(self) -> None:
+        if self._grpc is not None:
+            self._grpc.stop(grace=None)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -180,8 +184,44 @@ class OtlpReceiver:
                         if kind in ("sum", "gauge"):
                             value = p.as_double if p.WhichOneof("value") == "as_double" else p.as_int
                         self.points.append(
-                            MetricPoint(resource, m.name, m.unit, kind, attributes(p.attributes), count, value)
+                            MetricPoint(resource, sm.scope.name, m.name, m.unit, kind, attributes(p.attributes),
+                                        count, value)
                         )
+
+    def start_grpc(self) -> int:
+        """Also listen for OTLP/gRPC on a free 127.0.0.1 port (returned); decoded into the same lists."""
+        from concurrent import futures
+
+        import grpc
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc as logs_grpc
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc as metrics_grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as trace_grpc
+
+        receiver = self
+
+        class Traces(trace_grpc.TraceServiceServicer):  # type: ignore[misc]
+            def Export(self, request: Any, context: Any) -> Any:
+                receiver._store("/v1/traces", request)
+                return ExportTraceServiceResponse()
+
+        class Metrics(metrics_grpc.MetricsServiceServicer):  # type: ignore[misc]
+            def Export(self, request: Any, context: Any) -> Any:
+                receiver._store("/v1/metrics", request)
+                return ExportMetricsServiceResponse()
+
+        class Logs(logs_grpc.LogsServiceServicer):  # type: ignore[misc]
+            def Export(self, request: Any, context: Any) -> Any:
+                receiver._store("/v1/logs", request)
+                return ExportLogsServiceResponse()
+
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_grpc.add_TraceServiceServicer_to_server(Traces(), server)
+        metrics_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+        logs_grpc.add_LogsServiceServicer_to_server(Logs(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self._grpc = server
+        return int(port)
 
     def snapshot(self) -> tuple[list[Span], list[Log], list[MetricPoint]]:
         with self._lock:
