@@ -42,7 +42,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 
 from qm_otel._version import __version__
 from qm_otel.config import Settings, resolve_settings
-from qm_otel.logs.pipeline import install_log_handlers, remove_log_handlers
+from qm_otel.logs.pipeline import install_log_handlers, remove_log_handlers, route_uvicorn_loggers
 
 __all__ = ["Telemetry", "current", "setup", "shutdown"]
 
@@ -300,9 +300,12 @@ def setup(
         if handle is None:
             handle = _build(settings, span_processors, log_processors, metric_readers)
             _HANDLE = handle
-        elif handle.settings != settings or span_processors or log_processors or metric_readers:
-            message = "qm_otel.setup() was already called with other settings; the first call's stay in force"
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        else:
+            # uvicorn may have configured its loggers since the first call (dictConfig at start-up)
+            route_uvicorn_loggers()
+            if handle.settings != settings or span_processors or log_processors or metric_readers:
+                message = "qm_otel.setup() was already called with other settings; the first call's stay in force"
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
     if app is not None:
         from qm_otel.fastapi import instrument_app
 
