@@ -80,7 +80,7 @@ def _request_title(root: ReadableSpan) -> str:
 
 
 #: attributes worth a column in the terminal; the rest stay in the exported data
-_KEY_ATTRIBUTES = ("http.request.method", "http.route", "http.response.status_code", "server.address", "error.type")
+_KEY_ATTRIBUTES = ("http.request.method", "http.route", "http.response.status_code", "server.address")
 #: metrics left out of the terminal summary (still exported)
 _QUIET_METRICS = frozenset({"http.server.active_requests", "http.server.request.body.size",
                             "http.server.response.body.size"})
