@@ -12,6 +12,7 @@ True
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
 import os
 import signal
@@ -24,21 +25,16 @@ from typing import Any
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
-from opentelemetry.sdk._logs.export import (
-    BatchLogRecordProcessor,
-    ConsoleLogRecordExporter,
-    LogRecordExporter,
-)
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
-    MetricExporter,
     MetricReader,
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
 from qm_otel._version import __version__
 from qm_otel.config import Settings, resolve_settings
@@ -49,7 +45,6 @@ __all__ = ["Telemetry", "current", "setup", "shutdown"]
 _logger = logging.getLogger("qm_otel")
 _LOCK = threading.RLock()
 _HANDLE: Telemetry | None = None
-_SIGNALS = ("traces", "metrics", "logs")
 
 
 def _bounded(work: Callable[[], object], timeout_s: float) -> bool:
@@ -119,52 +114,37 @@ def _signal_endpoint(settings: Settings, signal_name: str) -> str | None:
     return f"{settings.exporter_endpoint}/v1/{signal_name}"
 
 
-def _span_exporter(settings: Settings) -> SpanExporter | None:
-    kind = settings.traces_exporter
+#: per signal: the console exporter, and the OTLP exporters for http/protobuf and grpc (imported when chosen)
+_EXPORTERS: dict[str, tuple[type[Any], str, str]] = {
+    "traces": (
+        ConsoleSpanExporter,
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter:OTLPSpanExporter",
+        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter:OTLPSpanExporter",
+    ),
+    "metrics": (
+        ConsoleMetricExporter,
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter:OTLPMetricExporter",
+        "opentelemetry.exporter.otlp.proto.grpc.metric_exporter:OTLPMetricExporter",
+    ),
+    "logs": (
+        ConsoleLogRecordExporter,
+        "opentelemetry.exporter.otlp.proto.http._log_exporter:OTLPLogExporter",
+        "opentelemetry.exporter.otlp.proto.grpc._log_exporter:OTLPLogExporter",
+    ),
+}
+
+
+def _exporter(settings: Settings, signal_name: str) -> Any:
+    """The exporter the signal's setting asks for (``otlp``, ``console``), or None for ``none``."""
+    kind = getattr(settings, f"{signal_name}_exporter")
+    console, http_path, grpc_path = _EXPORTERS[signal_name]
     if kind == "console":
-        return ConsoleSpanExporter()
+        return console()
     if kind != "otlp":
         return None
-    endpoint = _signal_endpoint(settings, "traces")
-    if settings.exporter_protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
-
-        return GrpcSpans(endpoint=endpoint)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter(endpoint=endpoint)
-
-
-def _metric_exporter(settings: Settings) -> MetricExporter | None:
-    kind = settings.metrics_exporter
-    if kind == "console":
-        return ConsoleMetricExporter()
-    if kind != "otlp":
-        return None
-    endpoint = _signal_endpoint(settings, "metrics")
-    if settings.exporter_protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetrics
-
-        return GrpcMetrics(endpoint=endpoint)
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-    return OTLPMetricExporter(endpoint=endpoint)
-
-
-def _log_exporter(settings: Settings) -> LogRecordExporter | None:
-    kind = settings.logs_exporter
-    if kind == "console":
-        return ConsoleLogRecordExporter()
-    if kind != "otlp":
-        return None
-    endpoint = _signal_endpoint(settings, "logs")
-    if settings.exporter_protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
-
-        return GrpcLogs(endpoint=endpoint)
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-
-    return OTLPLogExporter(endpoint=endpoint)
+    module_name, _, class_name = (grpc_path if settings.exporter_protocol == "grpc" else http_path).partition(":")
+    exporter_class = getattr(importlib.import_module(module_name), class_name)
+    return exporter_class(endpoint=_signal_endpoint(settings, signal_name))
 
 
 def build_resource(settings: Settings) -> Resource:
@@ -325,14 +305,14 @@ def _build(
     resource = build_resource(settings)
 
     tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    span_exporter = _span_exporter(settings)
+    span_exporter = _exporter(settings, "traces")
     if span_exporter is not None:
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
     for span_processor in span_processors:
         tracer_provider.add_span_processor(span_processor)
 
     readers = list(metric_readers)
-    metric_exporter = _metric_exporter(settings)
+    metric_exporter = _exporter(settings, "metrics")
     if metric_exporter is not None:
         readers.insert(
             0,
@@ -343,7 +323,7 @@ def _build(
     meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
 
     logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    log_exporter = _log_exporter(settings)
+    log_exporter = _exporter(settings, "logs")
     if log_exporter is not None:
         logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
     for log_processor in log_processors:

@@ -9,10 +9,7 @@ import pytest
 from tests.support import service as svc
 from tests.support.otlp_receiver import OtlpReceiver
 
-LAUNCHES = {
-    "setup": ("tests.integration.apps.with_setup:app", False),
-    "opentelemetry-instrument": ("tests.integration.apps.plain:app", True),
-}
+LAUNCHES = svc.LAUNCHES
 
 
 @pytest.mark.parametrize("launch", LAUNCHES)

@@ -13,10 +13,7 @@ import qm_otel
 from tests.support import service as svc
 from tests.support.otlp_receiver import OtlpReceiver
 
-LAUNCHES = {
-    "setup": ("tests.integration.apps.with_setup:app", False),
-    "opentelemetry-instrument": ("tests.integration.apps.plain:app", True),
-}
+LAUNCHES = svc.LAUNCHES
 #: resource attributes whose values differ per process, so only their presence is compared
 PER_PROCESS = {"service.instance.id", "process.pid", "process.parent_pid", "process.command_args",
                "process.command_line", "process.command", "process.executable.path", "process.executable.name",

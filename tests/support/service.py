@@ -16,6 +16,11 @@ from typing import IO
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+#: the two launch paths: the app to serve and whether it runs under ``opentelemetry-instrument``
+LAUNCHES = {
+    "setup": ("tests.integration.apps.with_setup:app", False),
+    "opentelemetry-instrument": ("tests.integration.apps.plain:app", True),
+}
 BIN = Path(sys.executable).parent
 
 
