@@ -167,3 +167,17 @@ def test_older_fastapi_also_gets_one_server_span_and_one_histogram(
     assert {s.kind for s in spans} == {2}
     durations = {p.scope for p in points if p.name == "http.server.request.duration"}
     assert durations == {"opentelemetry.instrumentation.fastapi"}
+
+
+def test_instrument_app_for_an_app_created_after_setup(receiver: OtlpReceiver) -> None:
+    service = svc.start("tests.integration.apps.late:app", svc.base_env(receiver.endpoint))
+    try:
+        assert service.get("/work/3").status_code == 200
+        receiver.wait_for(lambda r: any(g.body == "working 3" for g in r.snapshot()[1]))
+        receiver.wait_for(lambda r: any(s.name == "GET /work/{n}" for s in r.snapshot()[0]))
+    finally:
+        service.terminate()
+    spans, logs, _ = receiver.snapshot()
+    assert [s.name for s in spans] == ["GET /work/{n}"]
+    assert [g.trace_id for g in logs if g.body == "working 3"] == [spans[0].trace_id]
+    assert "already instrumented" not in service.errors() + service.output()
