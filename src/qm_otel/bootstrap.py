@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from opentelemetry import _logs, metrics, trace
+from opentelemetry import _logs, metrics, propagate, trace
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
@@ -38,7 +39,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 
 from qm_otel._version import __version__
 from qm_otel.config import Settings, resolve_settings
+from qm_otel.correlation import (
+    CorrelationIdGenerator,
+    CorrelationPropagator,
+    CorrelationSpanProcessor,
+    propagate_context_into_executors,
+)
 from qm_otel.logs.pipeline import install_log_handlers, remove_log_handlers, route_uvicorn_loggers
+from qm_otel.sampling import ratio_sampler
 
 __all__ = ["Telemetry", "current", "setup", "shutdown"]
 
@@ -174,6 +182,14 @@ def _set_global_providers(tracer: TracerProvider, meter: MeterProvider, logger: 
     _logs.set_logger_provider(logger)
 
 
+def _propagate_correlation_outbound() -> None:
+    """Outgoing requests carry ``X-Correlation-ID`` beside whatever ``OTEL_PROPAGATORS`` chose."""
+    current_propagator = propagate.get_global_textmap()
+    members = getattr(current_propagator, "_propagators", [current_propagator])
+    if not any(isinstance(member, CorrelationPropagator) for member in members):
+        propagate.set_global_textmap(CompositePropagator([*members, CorrelationPropagator()]))
+
+
 def _instrument_httpx(handle: Telemetry) -> None:
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
@@ -224,6 +240,9 @@ def setup(
     log_level: str | None = None,
     excluded_urls: Sequence[str] | str | None = None,
     shutdown_timeout_s: float | None = None,
+    correlation_headers: Sequence[str] | str | None = None,
+    trust_incoming_ids: bool | None = None,
+    trace_sample_ratio: float | None = None,
     span_processors: Sequence[SpanProcessor] = (),
     log_processors: Sequence[LogRecordProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
@@ -250,6 +269,9 @@ def setup(
         log_level: ``QM_OTEL_LOG_LEVEL``.
         excluded_urls: ``QM_OTEL_EXCLUDED_URLS`` / ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS``.
         shutdown_timeout_s: ``QM_OTEL_SHUTDOWN_TIMEOUT``.
+        correlation_headers: ``QM_OTEL_CORRELATION_HEADERS``: incoming ID headers, in priority order.
+        trust_incoming_ids: ``QM_OTEL_TRUST_INCOMING_IDS``: False on public edges.
+        trace_sample_ratio: ``QM_OTEL_TRACE_SAMPLE_RATIO`` (or ``OTEL_TRACES_SAMPLER=...traceidratio``).
         span_processors: extra span processors (e.g. an in-memory capture), added after the exporter's.
         log_processors: extra log record processors.
         metric_readers: extra metric readers.
@@ -272,6 +294,9 @@ def setup(
         "log_level": log_level,
         "excluded_urls": excluded_urls,
         "shutdown_timeout_s": shutdown_timeout_s,
+        "correlation_headers": correlation_headers,
+        "trust_incoming_ids": trust_incoming_ids,
+        "trace_sample_ratio": trace_sample_ratio,
     }
     settings = resolve_settings({k: v for k, v in given.items() if v is not None}, os.environ)
     global _HANDLE  # noqa: PLW0603 - the process-wide handle is the point of setup()
@@ -304,7 +329,15 @@ def _build(
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     resource = build_resource(settings)
 
-    tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    sampler = (
+        ratio_sampler(settings.trace_sample_ratio, settings.sample_parent_based)
+        if settings.trace_sample_ratio is not None
+        else None  # the SDK reads OTEL_TRACES_SAMPLER
+    )
+    tracer_provider = TracerProvider(
+        resource=resource, shutdown_on_exit=False, id_generator=CorrelationIdGenerator(), sampler=sampler
+    )
+    tracer_provider.add_span_processor(CorrelationSpanProcessor())
     span_exporter = _exporter(settings, "traces")
     if span_exporter is not None:
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
@@ -333,6 +366,8 @@ def _build(
     exporting_logs = log_exporter is not None or bool(log_processors)
     handlers = install_log_handlers(settings, logger_provider if exporting_logs else None)
     handle = Telemetry(settings, resource, tracer_provider, meter_provider, logger_provider, handlers)
+    _propagate_correlation_outbound()
+    propagate_context_into_executors()
     _instrument_httpx(handle)
     atexit.register(_atexit_shutdown)
     _flush_on_sigterm()

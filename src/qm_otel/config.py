@@ -111,6 +111,39 @@ def _positive_float(name: str, value: Any) -> float:
     return float(number)
 
 
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(name)
+
+
+def _header_names(name: str, value: Any) -> tuple[str, ...]:
+    items = [item.strip() for item in value.split(",")] if isinstance(value, str) else list(value)
+    names = tuple(item for item in items if item)
+    if not names or not all(isinstance(n, str) and _HEADER_NAME.fullmatch(n) for n in names):
+        raise ValueError(name)
+    return names
+
+
+def _ratio(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError(name)
+    number = float(value.strip()) if isinstance(value, str) else value
+    if not isinstance(number, int | float) or not 0.0 <= number <= 1.0:
+        raise ValueError(name)
+    return float(number)
+
+
 def _regex_list(name: str, value: Any) -> tuple[str, ...]:
     items = [item.strip() for item in value.split(",")] if isinstance(value, str) else list(value)
     patterns = tuple(item for item in items if item)
@@ -152,6 +185,14 @@ PARAMS: tuple[Param, ...] = (
           "URLs (scheme://host/path) not traced; searched, so anchor them. Default: the health endpoints."),
     Param("shutdown_timeout_s", "QM_OTEL_SHUTDOWN_TIMEOUT", (), 5.0, _positive_float,
           "a positive number of seconds", "Upper bound on the flush at shutdown; the app never waits longer."),
+    Param("correlation_headers", "QM_OTEL_CORRELATION_HEADERS", (), ("X-Correlation-ID", "X-Request-ID"),
+          _header_names, "comma-separated HTTP header names",
+          "Incoming correlation headers, in priority order; the first is also the response header."),
+    Param("trust_incoming_ids", "QM_OTEL_TRUST_INCOMING_IDS", (), True, _bool, "true or false",
+          "Trust incoming correlation IDs and trace context; false for public edges (new trace per request)."),
+    Param("trace_sample_ratio", "QM_OTEL_TRACE_SAMPLE_RATIO", (), None, _ratio, "a number from 0 to 1",
+          "Parent-based ratio sampling that keeps its ratio for UUID- and hash-derived trace IDs; also used "
+          "for OTEL_TRACES_SAMPLER=(parentbased_)traceidratio with OTEL_TRACES_SAMPLER_ARG."),
 )
 
 _PARAMS_BY_NAME = {param.name: param for param in PARAMS}
@@ -174,6 +215,11 @@ class Settings:
     log_level: str
     excluded_urls: tuple[str, ...]
     shutdown_timeout_s: float
+    correlation_headers: tuple[str, ...]
+    trust_incoming_ids: bool
+    trace_sample_ratio: float | None
+    #: whether the ratio sampler follows a sampled parent (False only for OTEL_TRACES_SAMPLER=traceidratio)
+    sample_parent_based: bool = True
     #: names of the settings given explicitly (keyword argument or QM_OTEL_* variable)
     explicit: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
 
@@ -209,6 +255,22 @@ def _raw_value(
     return None
 
 
+_RATIO_SAMPLERS = {"traceidratio": False, "parentbased_traceidratio": True}
+
+
+def _ratio_from_otel_sampler(environ: Mapping[str, str], values: dict[str, Any]) -> None:
+    """Take over the SDK's ratio samplers, which mis-sample UUID-derived trace IDs."""
+    sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if sampler not in _RATIO_SAMPLERS:
+        return
+    raw = environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip() or "1.0"
+    try:
+        values["trace_sample_ratio"] = _ratio("trace_sample_ratio", raw)
+    except (TypeError, ValueError) as exc:
+        raise _PARAMS_BY_NAME["trace_sample_ratio"].error(raw, "OTEL_TRACES_SAMPLER_ARG") from exc
+    values["sample_parent_based"] = _RATIO_SAMPLERS[sampler]
+
+
 def resolve_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     """Resolve every setting with the documented precedence and validate it.
 
@@ -235,6 +297,8 @@ def resolve_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> S
             values[param.name] = param.parse(param.name, raw)
         except (TypeError, ValueError, re.error) as exc:
             raise param.error(raw, source) from exc
+    if values["trace_sample_ratio"] is None:
+        _ratio_from_otel_sampler(environ, values)
     if values["exporter_endpoint"] is None:
         port = 4317 if values["exporter_protocol"] == "grpc" else 4318
         values["exporter_endpoint"] = f"http://localhost:{port}"

@@ -43,6 +43,37 @@ class QmOtelDistro(BaseDistro):  # type: ignore[misc]
             if entry_point.name == "fastapi":
                 kwargs.update(fastapi_instrumentor_kwargs(handle.settings))
         super().load_instrumentor(entry_point, **kwargs)
+        if entry_point.name == "fastapi" and handle is not None:
+            _instrument_new_apps()
+
+
+def _instrument_new_apps() -> None:
+    """Every FastAPI or Starlette app created from now on gets :func:`qm_otel.instrument_app`.
+
+    The contrib instrumentor has replaced ``fastapi.FastAPI`` by a subclass that adds the server
+    span; this subclass of it adds the correlation middleware and the flush at lifespan end. The
+    Starlette class is replaced only now, after ``fastapi`` is imported, so FastAPI keeps its base.
+    """
+    import fastapi
+    import starlette.applications
+
+    from qm_otel.fastapi import instrument_app
+
+    fastapi_base: Any = fastapi.FastAPI
+    starlette_base: Any = starlette.applications.Starlette
+
+    class QmOtelFastAPI(fastapi_base):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            instrument_app(self)
+
+    class QmOtelStarlette(starlette_base):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            instrument_app(self)
+
+    fastapi.FastAPI = QmOtelFastAPI  # type: ignore[misc]
+    starlette.applications.Starlette = QmOtelStarlette  # type: ignore[misc]
 
 
 class QmOtelConfigurator:

@@ -116,5 +116,7 @@ def test_readme_table_lists_every_setting_with_its_variables_and_default() -> No
         for var in (param.env, *param.otel_env):
             assert var in row, f"README row of {param.name} lacks {var}"
         default = ",".join(param.default) if isinstance(param.default, tuple) else param.default
+        if isinstance(default, bool):
+            default = str(default).lower()
         if default is not None:
             assert f"`{default}`" in row, f"README row of {param.name} lacks default {default!r}"

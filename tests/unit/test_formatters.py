@@ -29,7 +29,8 @@ def test_json_fields_outside_a_span() -> None:
     line = json.loads(JsonFormatter("svc").format(record(user_id=7)))
     assert line == {
         "timestamp": "2025-09-09T10:00:00.048Z", "level": "WARNING", "logger": "app.module",
-        "message": "hello world", "service": "svc", "trace_id": None, "span_id": None, "user_id": 7,
+        "message": "hello world", "service": "svc", "trace_id": None, "span_id": None, "correlation_id": None,
+        "user_id": 7,
     }
 
 

@@ -18,7 +18,7 @@ from pythonjsonlogger.orjson import OrjsonFormatter
 
 __all__ = ["JsonFormatter", "TextFormatter", "format_timestamp", "trace_ids"]
 
-_SKIP = frozenset(RESERVED_ATTRS) | {"message", "asctime", "color_message"}
+_SKIP = frozenset(RESERVED_ATTRS) | {"message", "asctime", "color_message", "correlation_id"}
 
 
 def format_timestamp(created: float) -> str:
@@ -55,7 +55,7 @@ def _within_orjson(value: Any) -> Any:
 
 
 class JsonFormatter(OrjsonFormatter):
-    """One JSON object per line: timestamp, level, logger, message, service, trace/span IDs, extras."""
+    """One JSON object per line: timestamp, level, logger, message, service, trace/span/correlation IDs, extras."""
 
     def __init__(self, service: str) -> None:
         super().__init__(json_default=_stringify, reserved_attrs=list(_SKIP))
@@ -71,6 +71,7 @@ class JsonFormatter(OrjsonFormatter):
         log_data["service"] = self._service
         ids = trace_ids()
         log_data["trace_id"], log_data["span_id"] = ids if ids else (None, None)
+        log_data["correlation_id"] = getattr(record, "correlation_id", None)
         super().add_fields(log_data, record, message_dict)
         if record.exc_info and record.exc_info[0] is not None:
             exc_type, exc_value, _ = record.exc_info

@@ -16,6 +16,7 @@ from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.sdk._logs import LoggerProvider
 
 from qm_otel.config import Settings
+from qm_otel.correlation import correlation_id
 from qm_otel.logs.formatters import JsonFormatter, TextFormatter
 
 __all__ = [
@@ -52,6 +53,25 @@ def route_uvicorn_loggers() -> None:
         logger.propagate = True
 
 
+class CorrelationFilter(logging.Filter):
+    """Adds ``correlation_id`` to records written while a correlation is active (never drops one).
+
+    Set on the record, it reaches stdout as a field and the OTLP export as an attribute, so Loki
+    holds it as structured metadata.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Add the field when a correlation is active and the record has none."""
+        if not hasattr(record, "correlation_id"):
+            value = correlation_id()
+            if value is not None:
+                record.correlation_id = value
+        return True
+
+
+_CORRELATION_FILTER = CorrelationFilter()
+
+
 def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | None) -> list[logging.Handler]:
     """Install the OTel handler (when ``logger_provider`` is given) and the stdout handler on the root logger."""
     root = logging.getLogger()
@@ -68,6 +88,7 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
         stream.setFormatter(formatter)
         handlers.append(_tag(stream))
     for handler in handlers:
+        handler.addFilter(_CORRELATION_FILTER)
         root.addHandler(handler)
     root.setLevel(settings.log_level)
     route_uvicorn_loggers()

@@ -1,0 +1,110 @@
+"""Pure ASGI middleware: correlation in and out, outermost, before the server span starts.
+
+It must wrap the OpenTelemetry middleware (which starts the server span) so the span's trace ID
+can be the one the incoming correlation ID maps to; :func:`qm_otel.instrument_app` puts it there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from qm_otel.correlation import Correlation, activate, count_rejection, deactivate, parse, rejection_reason, resolve
+
+__all__ = ["CorrelationMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
+
+
+def _valid_parent_trace_id(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
+    """The trace ID of a valid W3C ``traceparent`` among ``headers``, or None."""
+    for name, value in headers:
+        if name.lower() == b"traceparent":
+            carrier = {"traceparent": value.decode("latin-1")}
+            context = trace.get_current_span(_TRACE_CONTEXT.extract(carrier)).get_span_context()
+            return context.trace_id if context.is_valid else None
+    return None
+
+
+class CorrelationMiddleware:
+    """Reads ``X-Correlation-ID`` (then ``X-Request-ID``), decides the trace ID, answers with the ID.
+
+    - a valid ``traceparent`` wins for the trace ID; the correlation header is kept as ``correlation.id``;
+    - otherwise the accepted incoming ID maps to the trace ID of the (root) server span;
+    - a rejected ID is replaced by a new one and counted, never echoed or logged;
+    - ``trust_incoming=False`` (public edges): every request starts a new trace, incoming trace
+      headers are dropped, and an accepted incoming ID is only the ``correlation.incoming_id`` attribute.
+
+    Every response, errors included, carries the correlation ID in ``X-Correlation-ID``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        header_names: Sequence[str] = ("X-Correlation-ID", "X-Request-ID"),
+        response_header: str = "X-Correlation-ID",
+        trust_incoming: bool = True,
+    ) -> None:
+        self.app = app
+        self._header_names = tuple(name.lower().encode("latin-1") for name in header_names)
+        self._response_header = response_header.lower().encode("latin-1")
+        self._trust_incoming = trust_incoming
+
+    def _incoming_id(self, headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:
+        found = {name.lower(): value for name, value in headers if name.lower() in self._header_names}
+        for name in self._header_names:
+            if name in found:
+                return found[name]
+        return None
+
+    def _correlate(self, scope: Scope) -> Correlation:
+        headers: Sequence[tuple[bytes, bytes]] = scope.get("headers") or ()
+        raw = self._incoming_id(headers)
+        if not self._trust_incoming:
+            scope["headers"] = [(n, v) for n, v in headers if n.lower() not in _TRACE_HEADERS]
+            active = resolve(None, "http")
+            accepted = parse(raw)
+            if raw is not None and accepted is None:
+                count_rejection(rejection_reason(raw) or "characters", "http")
+            active.untrusted_incoming_id = accepted
+            return active
+        parent_trace_id = _valid_parent_trace_id(headers)
+        if parent_trace_id is None:
+            return resolve(raw, "http")
+        accepted = parse(raw)
+        if raw is not None and accepted is None:
+            count_rejection(rejection_reason(raw) or "characters", "http")
+        # the server span continues the caller's trace: nothing pending for a root span
+        return Correlation(accepted or format(parent_trace_id, "032x"), parent_trace_id)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Correlate one HTTP or WebSocket connection; other scopes pass straight through."""
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        scope = dict(scope)
+        active = self._correlate(scope)
+        header = (self._response_header, active.id.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                others = [(n, v) for n, v in message.get("headers", ()) if n.lower() != self._response_header]
+                message["headers"] = [*others, header]
+            await send(message)
+
+        token = activate(active)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            deactivate(token)

@@ -1,0 +1,273 @@
+"""Correlation IDs become trace IDs.
+
+The ID a client or an upstream service sends is the ID a person searches in Tempo and Loki:
+
+>>> trace_id_for("4bf92f3577b34da6a3ce929d0e0e4736") == 0x4BF92F3577B34DA6A3CE929D0E0E4736
+True
+>>> trace_id_for("6f9619ff-8b86-d011-b42d-00cf4fc964ff") == 0x6F9619FF8B86D011B42D00CF4FC964FF
+True
+>>> format(trace_id_for("job-42"), "032x")  # SHA-256 of the UTF-8 bytes, first 16 bytes
+'5359ae12ca11e5d628161c38de88522b'
+
+Rules: an ID of 32 hex digits or a UUID (dashes optional) IS the 128-bit trace ID (all zeros is
+rejected); any other accepted ID maps to the first 16 bytes of its SHA-256; accepted IDs are 1-128
+characters of ``[A-Za-z0-9._:-]``; anything else is rejected, replaced by a new ID, counted, and
+never echoed, logged or put on a span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.propagators.textmap import (
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
+from opentelemetry.sdk.trace import Span, SpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+__all__ = [
+    "CORRELATION_ATTRIBUTE",
+    "UNTRUSTED_ATTRIBUTE",
+    "Correlation",
+    "CorrelationIdGenerator",
+    "CorrelationPropagator",
+    "CorrelationSpanProcessor",
+    "correlation",
+    "correlation_id",
+    "current_correlation",
+    "parse",
+    "trace_id_for",
+]
+
+#: the span attribute that keeps the original ID (the log field is ``correlation_id``)
+CORRELATION_ATTRIBUTE = "correlation.id"
+#: the span attribute for an incoming ID that was not trusted (``trust_incoming=False``)
+UNTRUSTED_ATTRIBUTE = "correlation.incoming_id"
+MAX_LENGTH = 128
+_ACCEPTED = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_HEX32 = re.compile(r"[0-9a-fA-F]{32}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_random = RandomIdGenerator()
+
+
+def rejection_reason(value: str | bytes | None) -> str | None:
+    """Why ``value`` is not an acceptable correlation ID, or None if it is acceptable.
+
+    The reasons are ``empty``, ``too_long``, ``characters`` and ``zero``; never the value itself.
+    """
+    if value is None or len(value) == 0:
+        return "empty"
+    if len(value) > MAX_LENGTH:
+        return "too_long"
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return "characters"
+    if not _ACCEPTED.fullmatch(value):
+        return "characters"
+    if _is_id_shaped(value) and int(value.replace("-", ""), 16) == 0:
+        return "zero"
+    return None
+
+
+def _is_id_shaped(value: str) -> bool:
+    return bool(_HEX32.fullmatch(value) or _UUID.fullmatch(value))
+
+
+def parse(value: str | bytes | None) -> str | None:
+    """The accepted correlation ID in ``value``, or None if it must be rejected."""
+    if rejection_reason(value) is not None:
+        return None
+    return value.decode("ascii") if isinstance(value, bytes) else value
+
+
+def trace_id_for(correlation_id: str) -> int:
+    """The 128-bit trace ID an accepted correlation ID maps to (see the module docstring)."""
+    if _is_id_shaped(correlation_id):
+        return int(correlation_id.replace("-", ""), 16)
+    return int.from_bytes(hashlib.sha256(correlation_id.encode("utf-8")).digest()[:16], "big")
+
+
+def new_correlation_id() -> tuple[str, int]:
+    """A fresh random trace ID and its 32-hex form, the correlation ID of a request that sent none."""
+    trace_id = _random.generate_trace_id()
+    return format(trace_id, "032x"), trace_id
+
+
+@dataclass
+class Correlation:
+    """The correlation of the work in progress: its ID and the trace ID the next root span takes."""
+
+    id: str
+    trace_id: int
+    #: the trace ID is handed to the first root span only (then None)
+    pending_trace_id: int | None = field(default=None, repr=False)
+    #: an accepted incoming ID that was not trusted (public edge): kept as an attribute only
+    untrusted_incoming_id: str | None = None
+
+
+_CURRENT: contextvars.ContextVar[Correlation | None] = contextvars.ContextVar("qm_otel_correlation", default=None)
+
+
+def current_correlation() -> Correlation | None:
+    """The active :class:`Correlation`, or None."""
+    return _CURRENT.get()
+
+
+def correlation_id() -> str | None:
+    """The correlation ID of the current request or :func:`correlation` block, or None."""
+    active = _CURRENT.get()
+    return active.id if active is not None else None
+
+
+def activate(active: Correlation) -> contextvars.Token[Correlation | None]:
+    """Make ``active`` current; reset with :func:`deactivate` and the token, in a ``finally``."""
+    return _CURRENT.set(active)
+
+
+def deactivate(token: contextvars.Token[Correlation | None]) -> None:
+    """Undo :func:`activate`."""
+    _CURRENT.reset(token)
+
+
+class CorrelationIdGenerator(RandomIdGenerator):
+    """Hands the correlation's trace ID to the root span started for it; random IDs otherwise.
+
+    The SDK calls ``generate_trace_id()`` only for root spans, so a request's server span (a
+    true root, no invented parent) gets the trace ID its correlation ID maps to.
+    """
+
+    def generate_trace_id(self) -> int:
+        """The pending correlation trace ID (once), else a random one."""
+        active = _CURRENT.get()
+        if active is not None and active.pending_trace_id is not None:
+            trace_id, active.pending_trace_id = active.pending_trace_id, None
+            return trace_id
+        return super().generate_trace_id()
+
+
+class CorrelationSpanProcessor(SpanProcessor):
+    """Puts ``correlation.id`` on every span started while a correlation is active."""
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        """Tag the span; cheap when no correlation is active (one context-variable read)."""
+        del parent_context
+        active = _CURRENT.get()
+        if active is None:
+            return
+        span.set_attribute(CORRELATION_ATTRIBUTE, active.id)
+        if active.untrusted_incoming_id is not None:
+            span.set_attribute(UNTRUSTED_ATTRIBUTE, active.untrusted_incoming_id)
+
+
+class CorrelationPropagator(TextMapPropagator):
+    """Outbound: adds ``X-Correlation-ID`` beside ``traceparent`` when a correlation is active.
+
+    Inbound IDs are read by the ASGI middleware, which must validate them before any span starts.
+    """
+
+    header = "X-Correlation-ID"
+
+    def extract(
+        self, carrier: Any, context: otel_context.Context | None = None, getter: Getter[Any] = default_getter
+    ) -> otel_context.Context:
+        """Nothing to extract here (see the class docstring)."""
+        del carrier, getter
+        return context if context is not None else otel_context.get_current()
+
+    def inject(
+        self, carrier: Any, context: otel_context.Context | None = None, setter: Setter[Any] = default_setter
+    ) -> None:
+        """Write the active correlation ID into ``carrier``."""
+        del context
+        active = _CURRENT.get()
+        if active is not None:
+            setter.set(carrier, self.header, active.id)
+
+    @property
+    def fields(self) -> set[str]:
+        """The header this propagator writes."""
+        return {self.header}
+
+
+_EXECUTOR_PATCHED = False
+
+
+def propagate_context_into_executors() -> None:
+    """Make ``loop.run_in_executor`` carry the caller's context (OTel span, correlation) into the thread.
+
+    ``asyncio.to_thread`` and Starlette's thread pool copy the context already; ``run_in_executor``
+    does not, so log records written there would lose their trace and correlation IDs. Idempotent.
+    """
+    global _EXECUTOR_PATCHED  # noqa: PLW0603 - one patch per process
+    if _EXECUTOR_PATCHED:
+        return
+    original = asyncio.BaseEventLoop.run_in_executor
+
+    def run_in_executor(self: asyncio.BaseEventLoop, executor: Any, func: Any, *args: Any) -> Any:
+        return original(self, executor, contextvars.copy_context().run, func, *args)
+
+    setattr(asyncio.BaseEventLoop, "run_in_executor", run_in_executor)  # noqa: B010 - typed as a plain attribute
+    _EXECUTOR_PATCHED = True
+
+
+def _rejections() -> metrics.Counter:
+    return metrics.get_meter("qm_otel.correlation").create_counter(
+        "qm_otel.correlation.rejected",
+        unit="{id}",
+        description="Incoming correlation IDs rejected and replaced by a new ID, by reason",
+    )
+
+
+def count_rejection(reason: str, source: str) -> None:
+    """Count one rejected ID (never the value itself)."""
+    _rejections().add(1, {"reason": reason, "source": source})
+
+
+def resolve(raw: str | bytes | None, source: str) -> Correlation:
+    """The correlation for an incoming value: accepted and mapped, or replaced (and counted)."""
+    reason = rejection_reason(raw) if raw is not None else None
+    if raw is not None and reason is None:
+        accepted = raw.decode("ascii") if isinstance(raw, bytes) else raw
+        trace_id = trace_id_for(accepted)
+        return Correlation(accepted, trace_id, trace_id)
+    if reason is not None:
+        count_rejection(reason, source)
+    new_id, trace_id = new_correlation_id()
+    return Correlation(new_id, trace_id, trace_id)
+
+
+@contextlib.contextmanager
+def correlation(correlation_id: str | None = None, name: str = "job") -> Iterator[Correlation]:
+    """Run non-HTTP work (a worker, a scheduled job, a CLI script) under a correlation ID.
+
+    Starts a root span called ``name`` whose trace ID is the one ``correlation_id`` maps to;
+    log records written inside carry the same ``trace_id``, ``span_id`` and ``correlation_id``.
+    A missing ID gets a new one; an unacceptable one is replaced and counted, like an HTTP header.
+
+    >>> with correlation("job-42", name="nightly-report") as active:   # doctest: +SKIP
+    ...     logging.info("started")  # trace_id 5359ae12..., correlation_id job-42
+    """
+    active = resolve(correlation_id, "code")
+    token = activate(active)
+    try:
+        tracer = trace.get_tracer("qm_otel.correlation")
+        # a new root: an enclosing span must not make this a child of another trace
+        with tracer.start_as_current_span(name, context=otel_context.Context()):
+            yield active
+    finally:
+        deactivate(token)
