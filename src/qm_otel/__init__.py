@@ -9,6 +9,7 @@ wires traces, metrics and logs, correlated, exported over OTLP.
 from qm_otel._version import __version__
 from qm_otel.bootstrap import Telemetry, setup, shutdown
 from qm_otel.config import ConfigError, Settings
+from qm_otel.correlation import correlation, correlation_id
 from qm_otel.fastapi import instrument_app
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "Settings",
     "Telemetry",
     "__version__",
+    "correlation",
+    "correlation_id",
     "instrument_app",
     "setup",
     "shutdown",

@@ -21,6 +21,11 @@ LAUNCHES = {
     "setup": ("tests.integration.apps.with_setup:app", False),
     "opentelemetry-instrument": ("tests.integration.apps.plain:app", True),
 }
+#: the same two launch paths for the correlation app
+CORRELATED = {
+    "setup": ("tests.integration.apps.correlated_setup:app", False),
+    "opentelemetry-instrument": ("tests.integration.apps.correlated:app", True),
+}
 BIN = Path(sys.executable).parent
 
 

@@ -1,0 +1,6 @@
+"""The correlated app, wired with qm_otel.setup() after it was created."""
+
+import qm_otel
+from tests.integration.apps.correlated import app
+
+qm_otel.setup(app=app)
