@@ -36,17 +36,20 @@ class Call:
 
     method: str
     path: str
+    #: the X-Correlation-ID the client sends, if any
+    correlation_id: str | None = None
 
 
 #: The traffic the demo drives: every route, a failing dependency, a 404 and a health probe.
+#: Some calls send an X-Correlation-ID (a UUID, an order number, a rejected value) to show the mapping.
 TRAFFIC = (
     Call("GET", "/"),
-    Call("GET", "/items/42"),
+    Call("GET", "/items/42", "6f9619ff-8b86-d011-b42d-00cf4fc964ff"),
     Call("GET", "/items/0"),
-    Call("GET", "/checkout/sku-1"),
-    Call("GET", "/checkout/sku-2"),
-    Call("GET", "/checkout/sku-3"),
-    Call("GET", "/slow"),
+    Call("GET", "/checkout/sku-1", "order-1001"),
+    Call("GET", "/checkout/sku-2", "order-1002"),
+    Call("GET", "/checkout/sku-3", "order-1003"),
+    Call("GET", "/slow", "not a valid id!"),
     Call("POST", "/events"),
     Call("GET", "/healthz"),
     Call("GET", "/no-such-route"),
@@ -95,7 +98,8 @@ def _request(port: int, call: Call) -> tuple[int, str | None]:
     """Send one request as an outside client would: plain ``http.client``, not traced or logged here."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        connection.request(call.method, call.path)
+        headers = {"X-Correlation-ID": call.correlation_id} if call.correlation_id else {}
+        connection.request(call.method, call.path, headers=headers)
         response = connection.getresponse()
         response.read()
         return response.status, response.getheader("x-correlation-id")
@@ -122,8 +126,9 @@ def run_demo(app_path: str = "examples.demo_service:app", console: Console | Non
     server, thread = _serve(app, port)
     for call in TRAFFIC:
         status, correlation_id = _request(port, call)
-        console.print(f"[bold]→ {call.method} {call.path}[/] answered {status}"
-                      f" · X-Correlation-ID: {correlation_id or '-'}")
+        sent = f"sent X-Correlation-ID {call.correlation_id!r}, " if call.correlation_id else ""
+        console.print(f"[bold]→ {call.method} {call.path}[/] answered {status} · {sent}"
+                      f"got X-Correlation-ID {correlation_id or '-'}", markup=True, highlight=False)
     server.should_exit = True
     thread.join(timeout=10)
     telemetry.force_flush()

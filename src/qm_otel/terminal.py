@@ -76,11 +76,13 @@ def _request_title(root: ReadableSpan) -> str:
     attributes = root.attributes or {}
     status = attributes.get("http.response.status_code", "?")
     trace_id = format(root.context.trace_id, "032x") if root.context else "?"
-    return f"{root.name}  →  {status}   trace_id={trace_id}"
+    correlation = attributes.get("correlation.id")
+    shown = f"  correlation.id={correlation}" if correlation and correlation != trace_id else ""
+    return f"{root.name}  →  {status}   trace_id={trace_id}{shown}"
 
 
 #: attributes worth a column in the terminal; the rest stay in the exported data
-_KEY_ATTRIBUTES = ("http.request.method", "http.route", "http.response.status_code", "server.address")
+_KEY_ATTRIBUTES = ("http.request.method", "http.route", "http.response.status_code", "server.address", "reason")
 #: metrics left out of the terminal summary (still exported)
 _QUIET_METRICS = frozenset({"http.server.active_requests", "http.server.request.body.size",
                             "http.server.response.body.size"})

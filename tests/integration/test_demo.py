@@ -31,6 +31,12 @@ def test_demo_without_a_collector_keeps_and_draws_its_telemetry() -> None:
     assert "http.server.request.duration" in out
     assert "http.client.request.duration" in out
     assert "month closed" in out
+    # correlation: an order number becomes the trace; a rejected value is replaced, never echoed
+    assert "got X-Correlation-ID order-1001" in out
+    assert "correlation.id=order-1003" in out
+    assert "trace_id=6f9619ff8b86d011b42d00cf4fc964ff" in out
+    assert out.count("not a valid id!") == 1  # only where the demo says what it sent
+    assert "qm_otel.correlation.rejected" in out
 
 
 def test_demo_with_a_collector_exports_there_too(receiver: OtlpReceiver) -> None:

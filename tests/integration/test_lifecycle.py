@@ -85,3 +85,37 @@ def test_each_forked_worker_exports_its_own_telemetry(receiver: OtlpReceiver) ->
     assert len(set(instances.values())) == 3, instances
     assert sorted(g.body for g in logs) == ["child 0", "child 1"]
     assert os.getpid() not in pids.values()
+
+
+SAMPLER_SCRIPT = textwrap.dedent(
+    """
+    import uuid
+    import qm_otel
+    from opentelemetry import trace
+    telemetry = qm_otel.setup(log_format="none", traces_exporter="none", metrics_exporter="none",
+                              logs_exporter="none")
+    print(telemetry.tracer_provider.sampler.get_description())
+    tracer = trace.get_tracer("t")
+    sampled = 0
+    for _ in range(4000):
+        with qm_otel.correlation(str(uuid.uuid4())):
+            sampled += trace.get_current_span().is_recording()
+    print(sampled)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"},
+        {"QM_OTEL_TRACE_SAMPLE_RATIO": "0.5"},
+    ],
+)
+def test_setup_samples_uuid_correlated_traces_at_the_configured_ratio(env: dict[str, str]) -> None:
+    result = subprocess.run([sys.executable, "-c", SAMPLER_SCRIPT], env=svc.base_env("http://127.0.0.1:9", **env),
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    description, sampled = result.stdout.split()[-2:]
+    assert "QmOtelTraceIdRatio{0.5}" in description
+    assert 1700 < int(sampled) < 2300  # 4000 draws at 0.5: 2000 ± 300 is beyond 9 sigma

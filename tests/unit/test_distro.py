@@ -45,3 +45,10 @@ def test_other_instrumentors_load_with_the_wrappers_arguments() -> None:
     entry_point = FakeEntryPoint("redis")
     QmOtelDistro().load_instrumentor(entry_point, skip_dep_check=True)
     assert entry_point.calls == [{"skip_dep_check": True}]
+
+
+def test_id_generator_and_propagator_are_registered_for_the_stock_sdk_path() -> None:
+    from qm_otel.correlation import CorrelationIdGenerator, CorrelationPropagator
+
+    assert entry_points(group="opentelemetry_id_generator")["qm_otel"].load() is CorrelationIdGenerator
+    assert entry_points(group="opentelemetry_propagator")["qm_otel_correlation"].load() is CorrelationPropagator
