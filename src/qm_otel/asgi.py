@@ -6,6 +6,9 @@ can be the one the incoming correlation ID maps to; :func:`qm_otel.instrument_ap
 
 from __future__ import annotations
 
+import logging
+import re
+import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -14,7 +17,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from qm_otel.correlation import Correlation, activate, count_rejection, deactivate, parse, rejection_reason, resolve
 
-__all__ = ["CorrelationMiddleware"]
+__all__ = ["CorrelationMiddleware", "RequestLogMiddleware"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -23,6 +26,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _TRACE_CONTEXT = TraceContextTextMapPropagator()
+_request_logger = logging.getLogger("qm_otel.requests")
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 
 
@@ -108,3 +112,74 @@ class CorrelationMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             deactivate(token)
+
+
+class RequestLogMiddleware:
+    """One record per HTTP request: method, route template, status code, duration, client address.
+
+    Written when the response ends, from inside the server span (the ``send`` path runs in its
+    context), so it carries the request's trace, span and correlation IDs. WARNING above the
+    conventions' slow-request threshold (2 s), ERROR for 5xx; the URLs ``excluded`` (health
+    endpoints) are skipped. No header and no query string is logged.
+    """
+
+    def __init__(self, app: ASGIApp, *, excluded: Sequence[str] = (), slow_ms: float = 2000.0) -> None:
+        self.app = app
+        self._excluded = re.compile("|".join(excluded)) if excluded else None
+        self._slow_ms = slow_ms
+
+    def _skipped(self, scope: Scope) -> bool:
+        if self._excluded is None:
+            return False
+        host = next((v.decode("latin-1") for n, v in scope.get("headers", ()) if n == b"host"), "")
+        url = f"{scope.get('scheme', 'http')}://{host}{scope.get('path', '')}"
+        return bool(self._excluded.search(url))
+
+    def _write(self, scope: Scope, status_code: int, started: float) -> None:
+        from qm_otel.events import event
+
+        duration_ms = (time.perf_counter() - started) * 1000.0
+        method = scope.get("method", "?")
+        route = getattr(scope.get("route"), "path", None)
+        failed = status_code >= 500
+        level = "ERROR" if failed else "WARNING" if duration_ms > self._slow_ms else "INFO"
+        client = scope.get("client")
+        target = route or scope.get("path", "")
+        event(
+            "API",
+            f"{method} {target}",
+            "FAILURE" if failed else "SUCCESS",
+            duration_ms,
+            message=f"{method} {target} {status_code} {duration_ms:.1f}ms",
+            event="http_request",
+            level=level,
+            logger=_request_logger,
+            http_method=method,
+            http_route=route,
+            http_status_code=status_code,
+            client_address=f"{client[0]}:{client[1]}" if client else None,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Log the request once its response has ended (or failed)."""
+        if scope["type"] != "http" or self._skipped(scope):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_code = 500
+        written = False
+
+        async def send_and_log(message: Message) -> None:
+            nonlocal status_code, written
+            if message["type"] == "http.response.start":
+                status_code = int(message["status"])
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False) and not written:
+                written = True
+                self._write(scope, status_code, started)
+
+        try:
+            await self.app(scope, receive, send_and_log)
+        finally:
+            if not written:  # no complete response: the client went away or the app failed first
+                self._write(scope, status_code, started)

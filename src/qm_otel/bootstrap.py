@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
 from qm_otel._version import __version__
-from qm_otel.config import Settings, resolve_settings
+from qm_otel.config import SETTING_NAMES, Settings, resolve_settings
 from qm_otel.correlation import (
     CorrelationIdGenerator,
     CorrelationPropagator,
@@ -46,6 +47,7 @@ from qm_otel.correlation import (
     propagate_context_into_executors,
 )
 from qm_otel.logs.pipeline import install_log_handlers, remove_log_handlers, route_uvicorn_loggers
+from qm_otel.redaction import redact_url
 from qm_otel.sampling import ratio_sampler
 
 __all__ = ["Telemetry", "current", "setup", "shutdown"]
@@ -174,12 +176,11 @@ def build_resource(settings: Settings) -> Resource:
     )
 
 
-def _set_global_providers(tracer: TracerProvider, meter: MeterProvider, logger: LoggerProvider) -> None:
+def _set_global_providers(tracer: TracerProvider, meter: MeterProvider) -> None:
     if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         _logger.warning("qm-otel: a global TracerProvider was already set; qm-otel's spans use its own")
     trace.set_tracer_provider(tracer)
     metrics.set_meter_provider(meter)
-    _logs.set_logger_provider(logger)
 
 
 def _propagate_correlation_outbound() -> None:
@@ -193,9 +194,19 @@ def _propagate_correlation_outbound() -> None:
 def _instrument_httpx(handle: Telemetry) -> None:
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
+    words = handle.settings.sensitive_fields
+
+    def redact(span: Any, request: Any) -> None:
+        if span.is_recording():
+            span.set_attribute("url.full", redact_url(str(request.url), words))
+
+    async def redact_async(span: Any, request: Any) -> None:
+        redact(span, request)
+
     instrumentor = HTTPXClientInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument(tracer_provider=handle.tracer_provider, meter_provider=handle.meter_provider)
+        instrumentor.instrument(tracer_provider=handle.tracer_provider, meter_provider=handle.meter_provider,
+                                request_hook=redact, async_request_hook=redact_async)
 
 
 def _flush_on_sigterm() -> None:
@@ -243,6 +254,15 @@ def setup(
     correlation_headers: Sequence[str] | str | None = None,
     trust_incoming_ids: bool | None = None,
     trace_sample_ratio: float | None = None,
+    request_log: bool | None = None,
+    sensitive_fields: Sequence[str] | str | None = None,
+    extra_components: Sequence[str] | str | None = None,
+    log_config: str | None = None,
+    log_file: str | None = None,
+    log_file_format: str | None = None,
+    log_file_max_bytes: int | None = None,
+    log_file_backups: int | None = None,
+    log_file_max_age_days: float | None = None,
     span_processors: Sequence[SpanProcessor] = (),
     log_processors: Sequence[LogRecordProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
@@ -272,6 +292,15 @@ def setup(
         correlation_headers: ``QM_OTEL_CORRELATION_HEADERS``: incoming ID headers, in priority order.
         trust_incoming_ids: ``QM_OTEL_TRUST_INCOMING_IDS``: False on public edges.
         trace_sample_ratio: ``QM_OTEL_TRACE_SAMPLE_RATIO`` (or ``OTEL_TRACES_SAMPLER=...traceidratio``).
+        request_log: ``QM_OTEL_REQUEST_LOG``: one record per HTTP request.
+        sensitive_fields: ``QM_OTEL_SENSITIVE_FIELDS``: words that mark a header/query parameter sensitive.
+        extra_components: ``QM_OTEL_EXTRA_COMPONENTS``: the application's own event components.
+        log_config: ``QM_OTEL_LOG_CONFIG``: a dictConfig JSON file instead of ``log_format``.
+        log_file: ``QM_OTEL_LOG_FILE``: also log to this rotating, gzip-compressed file.
+        log_file_format: ``QM_OTEL_LOG_FILE_FORMAT``: json, pipe or text.
+        log_file_max_bytes: ``QM_OTEL_LOG_FILE_MAX_BYTES``.
+        log_file_backups: ``QM_OTEL_LOG_FILE_BACKUPS``.
+        log_file_max_age_days: ``QM_OTEL_LOG_FILE_MAX_AGE_DAYS``.
         span_processors: extra span processors (e.g. an in-memory capture), added after the exporter's.
         log_processors: extra log record processors.
         metric_readers: extra metric readers.
@@ -280,34 +309,18 @@ def setup(
         ConfigError: a setting has a value qm-otel cannot use.
 
     """
-    given = {
-        "service_name": service_name,
-        "service_version": service_version,
-        "environment": environment,
-        "exporter_protocol": exporter_protocol,
-        "exporter_endpoint": exporter_endpoint,
-        "traces_exporter": traces_exporter,
-        "metrics_exporter": metrics_exporter,
-        "logs_exporter": logs_exporter,
-        "metric_export_interval_ms": metric_export_interval_ms,
-        "log_format": log_format,
-        "log_level": log_level,
-        "excluded_urls": excluded_urls,
-        "shutdown_timeout_s": shutdown_timeout_s,
-        "correlation_headers": correlation_headers,
-        "trust_incoming_ids": trust_incoming_ids,
-        "trace_sample_ratio": trace_sample_ratio,
-    }
-    settings = resolve_settings({k: v for k, v in given.items() if v is not None}, os.environ)
+    started = time.perf_counter()
+    given = {name: value for name, value in locals().items() if name in SETTING_NAMES and value is not None}
+    settings = resolve_settings(given, os.environ)
     global _HANDLE  # noqa: PLW0603 - the process-wide handle is the point of setup()
     with _LOCK:
         handle = _HANDLE
         if handle is None:
-            handle = _build(settings, span_processors, log_processors, metric_readers)
+            handle = _build(settings, span_processors, log_processors, metric_readers, started)
             _HANDLE = handle
         else:
             # uvicorn may have configured its loggers since the first call (dictConfig at start-up)
-            route_uvicorn_loggers()
+            route_uvicorn_loggers(handle.settings)
             if handle.settings != settings or span_processors or log_processors or metric_readers:
                 message = "qm_otel.setup() was already called with other settings; the first call's stay in force"
                 warnings.warn(message, RuntimeWarning, stacklevel=2)
@@ -318,16 +331,54 @@ def setup(
     return handle
 
 
+def _checkpoint(action: str, started: float, message: str) -> None:
+    from qm_otel.events import event
+
+    event("BOOTSTRAP", action, "INFO", (time.perf_counter() - started) * 1000.0, message=message,
+          logger=_logger)
+
+
+def _complete(started: float) -> None:
+    """The COMPLETE checkpoint: "Ready in N ms" at the level and status of the bootstrap band."""
+    from qm_otel.conventions import classify
+    from qm_otel.events import event
+
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    verdict = classify("bootstrap", elapsed_ms)
+    event("BOOTSTRAP", "COMPLETE", verdict.status, elapsed_ms, message=f"Ready in {elapsed_ms:.0f}ms",
+          level=verdict.level, band=verdict.band, logger=_logger)
+    metrics.get_meter("qm_otel").create_gauge(
+        "qm_otel.startup.duration", unit="s", description="Duration of qm_otel.setup(), classified by band"
+    ).set(elapsed_ms / 1000.0, {"band": verdict.band})
+
+
 def _build(
     settings: Settings,
     span_processors: Sequence[SpanProcessor],
     log_processors: Sequence[LogRecordProcessor],
     metric_readers: Sequence[MetricReader],
+    started: float,
 ) -> Telemetry:
     # Stable HTTP semantic conventions (http.server.request.duration in seconds) unless the user
     # chose a mode; read by the instrumentations when they first instrument.
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    # header values captured on spans (opt-in, OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*) are redacted
+    os.environ.setdefault("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS",
+                          ",".join(f".*{word}.*" for word in settings.sensitive_fields))
     resource = build_resource(settings)
+
+    # logs first, so the start-up checkpoints below are exported like every other record
+    logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    log_exporter = _exporter(settings, "logs")
+    if log_exporter is not None:
+        logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
+    for log_processor in log_processors:
+        logger_provider.add_log_record_processor(log_processor)
+    exporting_logs = log_exporter is not None or bool(log_processors)
+    _logs.set_logger_provider(logger_provider)
+    handlers = install_log_handlers(settings, logger_provider if exporting_logs else None)
+    _checkpoint("START", started, f"qm-otel {__version__} starting {settings.service_name} "
+                                  f"({settings.environment})")
 
     sampler = (
         ratio_sampler(settings.trace_sample_ratio, settings.sample_parent_based)
@@ -343,7 +394,6 @@ def _build(
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
     for span_processor in span_processors:
         tracer_provider.add_span_processor(span_processor)
-
     readers = list(metric_readers)
     metric_exporter = _exporter(settings, "metrics")
     if metric_exporter is not None:
@@ -354,23 +404,23 @@ def _build(
             ),
         )
     meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+    _set_global_providers(tracer_provider, meter_provider)
+    _checkpoint("CORE", started, f"providers ready: traces → {settings.traces_exporter}, metrics → "
+                                 f"{settings.metrics_exporter}, logs → {settings.logs_exporter} "
+                                 f"({settings.exporter_protocol} {settings.exporter_endpoint})")
 
-    logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    log_exporter = _exporter(settings, "logs")
-    if log_exporter is not None:
-        logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
-    for log_processor in log_processors:
-        logger_provider.add_log_record_processor(log_processor)
-
-    _set_global_providers(tracer_provider, meter_provider, logger_provider)
-    exporting_logs = log_exporter is not None or bool(log_processors)
-    handlers = install_log_handlers(settings, logger_provider if exporting_logs else None)
     handle = Telemetry(settings, resource, tracer_provider, meter_provider, logger_provider, handlers)
     _propagate_correlation_outbound()
     propagate_context_into_executors()
     _instrument_httpx(handle)
+    _checkpoint("PARALLEL", started, "instrumentations ready: httpx, correlation propagator, executor context")
+
+    root_handlers = logging.getLogger().handlers
+    _checkpoint("VALIDATE", started, f"log pipeline: {len(root_handlers)} root handler(s), "
+                                     f"stdout {settings.stdout_format}, file {settings.log_file or 'off'}")
     atexit.register(_atexit_shutdown)
     _flush_on_sigterm()
+    _complete(started)
     return handle
 
 

@@ -15,10 +15,11 @@ import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["PARAMS", "ConfigError", "Param", "Settings", "resolve_settings"]
+__all__ = ["PARAMS", "SETTING_NAMES", "ConfigError", "Param", "Settings", "resolve_settings"]
 
 
 class ConfigError(ValueError):
@@ -27,7 +28,8 @@ class ConfigError(ValueError):
 
 _EXPORTERS = ("otlp", "console", "none")
 _PROTOCOLS = ("http/protobuf", "grpc")
-_LOG_FORMATS = ("auto", "json", "text", "none")
+_LOG_FORMATS = ("auto", "json", "text", "pipe", "none")
+_FILE_FORMATS = ("json", "pipe", "text")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _DEVELOPMENT_ENVIRONMENTS = frozenset({"development", "dev", "local"})
 
@@ -144,6 +146,29 @@ def _ratio(name: str, value: Any) -> float:
     return float(number)
 
 
+def _components(name: str, value: Any) -> tuple[str, ...]:
+    items = [item.strip() for item in value.split(",")] if isinstance(value, str) else list(value)
+    names = tuple(item for item in items if item)
+    if not all(isinstance(n, str) and re.fullmatch(r"[A-Z][A-Z0-9_]{0,31}", n) for n in names):
+        raise ValueError(name)
+    return names
+
+
+def _words(name: str, value: Any) -> tuple[str, ...]:
+    items = [item.strip().lower() for item in value.split(",")] if isinstance(value, str) else list(value)
+    words = tuple(item for item in items if item)
+    if not all(isinstance(w, str) and re.fullmatch(r"[a-z0-9_.-]{1,64}", w) for w in words):
+        raise ValueError(name)
+    return words
+
+
+def _path(name: str, value: Any) -> str:
+    text = str(value).strip() if isinstance(value, str | PurePath) else None
+    if not text or "\x00" in text:
+        raise ValueError(name)
+    return text
+
+
 def _regex_list(name: str, value: Any) -> tuple[str, ...]:
     items = [item.strip() for item in value.split(",")] if isinstance(value, str) else list(value)
     patterns = tuple(item for item in items if item)
@@ -190,12 +215,34 @@ PARAMS: tuple[Param, ...] = (
           "Incoming correlation headers, in priority order; the first is also the response header."),
     Param("trust_incoming_ids", "QM_OTEL_TRUST_INCOMING_IDS", (), True, _bool, "true or false",
           "Trust incoming correlation IDs and trace context; false for public edges (new trace per request)."),
+    Param("request_log", "QM_OTEL_REQUEST_LOG", (), True, _bool, "true or false",
+          "One record per HTTP request (replaces uvicorn's access log); health endpoints skipped."),
+    Param("sensitive_fields", "QM_OTEL_SENSITIVE_FIELDS", (),
+          ("authorization", "cookie", "token", "password", "passwd", "secret", "api_key", "apikey", "session",
+           "signature"),
+          _words, "comma-separated lower-case words",
+          "A header or query parameter whose name contains one of these is redacted from logs and spans."),
+    Param("extra_components", "QM_OTEL_EXTRA_COMPONENTS", (), (), _components,
+          "comma-separated upper-case names", "Components the application adds to the conventions' list."),
+    Param("log_config", "QM_OTEL_LOG_CONFIG", (), None, _path, "a path to a logging dictConfig JSON file",
+          "Configure logging from this file (also usable as uvicorn --log-config) instead of log_format."),
+    Param("log_file", "QM_OTEL_LOG_FILE", (), None, _path, "a file path", "Also log to this file (opt-in)."),
+    Param("log_file_format", "QM_OTEL_LOG_FILE_FORMAT", (), "json", _choice(*_FILE_FORMATS),
+          ", ".join(_FILE_FORMATS), "Format of the log file."),
+    Param("log_file_max_bytes", "QM_OTEL_LOG_FILE_MAX_BYTES", (), 100 * 1024 * 1024, _positive_int,
+          "a positive integer (bytes)", "Size at which the log file is rotated."),
+    Param("log_file_backups", "QM_OTEL_LOG_FILE_BACKUPS", (), 7, _positive_int, "a positive integer",
+          "Rotated, gzip-compressed files kept."),
+    Param("log_file_max_age_days", "QM_OTEL_LOG_FILE_MAX_AGE_DAYS", (), 7.0, _positive_float,
+          "a positive number of days", "Rotated files older than this are removed."),
     Param("trace_sample_ratio", "QM_OTEL_TRACE_SAMPLE_RATIO", (), None, _ratio, "a number from 0 to 1",
           "Parent-based ratio sampling that keeps its ratio for UUID- and hash-derived trace IDs; also used "
           "for OTEL_TRACES_SAMPLER=(parentbased_)traceidratio with OTEL_TRACES_SAMPLER_ARG."),
 )
 
 _PARAMS_BY_NAME = {param.name: param for param in PARAMS}
+#: the names ``setup()`` accepts as settings
+SETTING_NAMES = frozenset(_PARAMS_BY_NAME)
 
 
 @dataclass(frozen=True)
@@ -217,6 +264,15 @@ class Settings:
     shutdown_timeout_s: float
     correlation_headers: tuple[str, ...]
     trust_incoming_ids: bool
+    request_log: bool
+    sensitive_fields: tuple[str, ...]
+    extra_components: tuple[str, ...]
+    log_config: str | None
+    log_file: str | None
+    log_file_format: str
+    log_file_max_bytes: int
+    log_file_backups: int
+    log_file_max_age_days: float
     trace_sample_ratio: float | None
     #: whether the ratio sampler follows a sampled parent (False only for OTEL_TRACES_SAMPLER=traceidratio)
     sample_parent_based: bool = True
@@ -299,6 +355,10 @@ def resolve_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> S
             raise param.error(raw, source) from exc
     if values["trace_sample_ratio"] is None:
         _ratio_from_otel_sampler(environ, values)
+    if "log_config" in explicit and "log_format" in explicit:
+        message = (f"qm-otel settings 'log_config' and 'log_format' were both given ({values['log_config']!r}, "
+                   f"{values['log_format']!r}); allowed: one of them (the file decides the format)")
+        raise ConfigError(message)
     if values["exporter_endpoint"] is None:
         port = 4317 if values["exporter_protocol"] == "grpc" else 4318
         values["exporter_endpoint"] = f"http://localhost:{port}"

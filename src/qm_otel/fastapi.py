@@ -26,9 +26,11 @@ from typing import Any
 from fastapi.applications import FastAPI
 from starlette.applications import Starlette
 
-from qm_otel.asgi import CorrelationMiddleware
+from qm_otel.asgi import CorrelationMiddleware, RequestLogMiddleware
 from qm_otel.bootstrap import Telemetry, current
 from qm_otel.config import Settings
+from qm_otel.conventions import conventions
+from qm_otel.redaction import redact_query
 
 __all__ = ["fastapi_instrumentor_kwargs", "instrument_app"]
 
@@ -38,10 +40,18 @@ _CORRELATION_TAG = "_qm_otel_correlated"
 
 def fastapi_instrumentor_kwargs(settings: Settings) -> dict[str, Any]:
     """The keyword arguments qm-otel gives the contrib FastAPI instrumentation, on both launch paths."""
+    words = settings.sensitive_fields
+
+    def redact_query_attribute(span: Any, scope: dict[str, Any]) -> None:
+        query = scope.get("query_string", b"")
+        if query and span.is_recording():
+            span.set_attribute("url.query", redact_query(query.decode("latin-1"), words))
+
     return {
         # one server span per request: no internal "http send"/"http receive" spans
         "exclude_spans": ["receive", "send"],
         "excluded_urls": ",".join(settings.excluded_urls),
+        "server_request_hook": redact_query_attribute,
     }
 
 
@@ -138,14 +148,18 @@ def instrument_app(app: Any) -> None:
     _instrument_http(app, handle)
     if not getattr(app, _CORRELATION_TAG, False):
         settings = handle.settings
-        _wrap_stack(
-            app,
-            lambda stack: CorrelationMiddleware(
+        slow_ms = conventions().slow_request_ms
+
+        def outermost(stack: Any) -> Any:
+            if settings.request_log:
+                stack = RequestLogMiddleware(stack, excluded=settings.excluded_urls, slow_ms=slow_ms)
+            return CorrelationMiddleware(
                 stack,
                 header_names=settings.correlation_headers,
                 response_header=settings.correlation_headers[0],
                 trust_incoming=settings.trust_incoming_ids,
-            ),
-        )
+            )
+
+        _wrap_stack(app, outermost)
         setattr(app, _CORRELATION_TAG, True)
     _flush_at_lifespan_end(app, handle)

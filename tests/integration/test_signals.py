@@ -89,8 +89,14 @@ def test_log_records_carry_the_ids_of_the_request_that_wrote_them(receiver: Otlp
     stdout_working = [line for line in lines if str(line["message"]).startswith("working")]
     assert sorted(line["message"] for line in stdout_working) == ["working 0", "working 1", "working 2"]
     assert {line["trace_id"] for line in stdout_working} == set(by_trace)
-    access = [line for line in lines if line["logger"] == "uvicorn.access"]
-    assert len([a for a in access if "/work/" in a["message"]]) == 3
+    # one request-log record per request (uvicorn's own access line is replaced, never doubled)
+    assert [line for line in lines if line["logger"] == "uvicorn.access"] == []
+    requests = [line for line in lines if line["logger"] == "qm_otel.requests"]
+    assert len(requests) == 3  # /healthz is not logged
+    assert {line["http_route"] for line in requests} == {"/work/{n}"}
+    assert {line["http_status_code"] for line in requests} == {200}
+    assert {line["trace_id"] for line in requests} == set(by_trace)
+    assert all(line["event"] == "http_request" and line["component"] == "API" for line in requests)
     assert all(line["service"] == "itest" for line in lines)
     non_json = [line for line in service.lines if line.strip() and not line.startswith("{")]
     assert non_json == []

@@ -64,7 +64,7 @@ def test_explicit_records_arguments_and_own_env_only() -> None:
         ({}, {"OTEL_METRIC_EXPORT_INTERVAL": "-5"}, "metric_export_interval_ms", "OTEL_METRIC_EXPORT_INTERVAL",
          "positive integer"),
         ({"metric_export_interval_ms": 0}, {}, "metric_export_interval_ms", "argument", "positive integer"),
-        ({}, {"QM_OTEL_LOG_FORMAT": "xml"}, "log_format", "QM_OTEL_LOG_FORMAT", "auto, json, text, none"),
+        ({}, {"QM_OTEL_LOG_FORMAT": "xml"}, "log_format", "QM_OTEL_LOG_FORMAT", "auto, json, text, pipe, none"),
         ({"log_level": "LOUD"}, {}, "log_level", "argument", "DEBUG, INFO"),
         ({}, {"QM_OTEL_EXCLUDED_URLS": "(unclosed"}, "excluded_urls", "QM_OTEL_EXCLUDED_URLS", "regular expr"),
         ({"shutdown_timeout_s": -1}, {}, "shutdown_timeout_s", "argument", "positive number"),
@@ -118,5 +118,5 @@ def test_readme_table_lists_every_setting_with_its_variables_and_default() -> No
         default = ",".join(param.default) if isinstance(param.default, tuple) else param.default
         if isinstance(default, bool):
             default = str(default).lower()
-        if default is not None:
+        if default not in (None, ""):
             assert f"`{default}`" in row, f"README row of {param.name} lacks default {default!r}"

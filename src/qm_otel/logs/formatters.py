@@ -1,8 +1,15 @@
-"""stdout formatters: JSON for machines, readable text for development.
+r"""Log formats: JSON for machines, the pipe-delimited execution log, readable text for development.
 
-Both read the trace context of the record's own thread at format time (formatting runs
-synchronously in the thread that logged), so the record itself is never mutated and the
-OTLP handler does not receive copies of fields it already carries natively.
+All three read the trace context of the thread that logged at format time (formatting runs
+synchronously there), so the record is never mutated for them; ``correlation_id`` and the
+execution-log fields (``component``, ``action``, ``status``, ``duration_ms``, ``event``) are set
+on the record by :class:`qm_otel.logs.pipeline.CorrelationFilter` and by :mod:`qm_otel.events`.
+
+>>> line = format_pipe(["2025-09-09T10:00:00.048Z", "BOOTSTRAP", "COMPLETE", "254", "SUCCESS", "Ready | 254ms"])
+>>> line
+'2025-09-09T10:00:00.048Z|BOOTSTRAP|COMPLETE|254|SUCCESS|Ready \\| 254ms'
+>>> parse_pipe(line)[-1]
+'Ready | 254ms'
 """
 
 from __future__ import annotations
@@ -10,22 +17,44 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
 
-__all__ = ["JsonFormatter", "TextFormatter", "format_timestamp", "trace_ids"]
+__all__ = [
+    "PIPE_FIELDS",
+    "JsonFormatter",
+    "PipeFormatter",
+    "TextFormatter",
+    "format_pipe",
+    "format_timestamp",
+    "parse_pipe",
+    "trace_ids",
+]
 
-_SKIP = frozenset(RESERVED_ATTRS) | {"message", "asctime", "color_message", "correlation_id"}
+#: fields the formatters write themselves; every other non-standard record attribute is an ``extra``
+_OWN_FIELDS = frozenset({"correlation_id", "event", "component", "action", "status", "duration_ms"})
+_SKIP = frozenset(RESERVED_ATTRS) | {"message", "asctime", "color_message"} | _OWN_FIELDS
+PIPE_FIELDS = ("timestamp", "component", "action", "duration_ms", "status", "details")
+
+
+#: the last second formatted and its text: ``strftime`` once per second, not once per record
+#: (one tuple, replaced whole, so threads never see a second paired with another's text)
+_last_second: tuple[int, str] = (-1, "")
 
 
 def format_timestamp(created: float) -> str:
     """ISO 8601 UTC with milliseconds, e.g. ``2025-09-09T10:00:00.048Z``."""
+    global _last_second  # noqa: PLW0603 - a one-entry cache
     seconds = int(created)
-    millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    cached_second, text = _last_second
+    if seconds != cached_second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _last_second = (seconds, text)
+    return f"{text}.{int((created - seconds) * 1000):03d}Z"
 
 
 def trace_ids() -> tuple[str, str] | None:
@@ -44,53 +73,133 @@ def _stringify(value: Any) -> str:
 
 
 def _within_orjson(value: Any) -> Any:
-    """Replace what orjson refuses outright (integers beyond 64 bits, inside containers too) by text."""
+    """Replace what orjson refuses outright, inside containers too.
+
+    Integers beyond 64 bits become text; strings with lone surrogates get them backslash-escaped.
+    """
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
         return str(value)
     if isinstance(value, dict):
-        return {k: _within_orjson(v) for k, v in value.items()}
+        return {_within_orjson(k): _within_orjson(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_within_orjson(v) for v in value]
     return value
 
 
-class JsonFormatter(OrjsonFormatter):
-    """One JSON object per line: timestamp, level, logger, message, service, trace/span/correlation IDs, extras."""
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # bad %-arguments: keep the template and the arguments, do not lose the record
+        return f"{_stringify(record.msg)} (arguments {_stringify(record.args)})"
 
-    def __init__(self, service: str) -> None:
+
+def _service() -> str:
+    from qm_otel.bootstrap import current
+
+    handle = current()
+    return handle.settings.service_name if handle is not None else "unknown_service"
+
+
+class JsonFormatter(OrjsonFormatter):
+    """One JSON object per line: the execution-log record of ../shared/conventions.md plus extras.
+
+    Fields, in order: timestamp, level, logger, message, service, trace_id, span_id,
+    correlation_id, event, component, action, status, duration_ms, then ``extra=`` fields, then
+    ``exception`` (type, message, stack) when there is one. Values orjson cannot encode are
+    stringified; nothing a caller passes makes the log call fail.
+    """
+
+    def __init__(self, service: str | None = None) -> None:
         super().__init__(json_default=_stringify, reserved_attrs=list(_SKIP))
         self._service = service
 
-    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
-        """Fill the fixed fields first, then the record's ``extra=`` fields."""
-        record.message = record.getMessage()  # as logging.Formatter.format does
-        log_data["timestamp"] = format_timestamp(record.created)
-        log_data["level"] = record.levelname
-        log_data["logger"] = record.name
-        log_data["message"] = record.message
-        log_data["service"] = self._service
+    def format(self, record: logging.LogRecord) -> str:
+        """Serialise ``record`` as one line of JSON."""
+        record.message = _message(record)
+        get = record.__dict__.get
         ids = trace_ids()
-        log_data["trace_id"], log_data["span_id"] = ids if ids else (None, None)
-        log_data["correlation_id"] = getattr(record, "correlation_id", None)
-        super().add_fields(log_data, record, message_dict)
+        data: dict[str, Any] = {
+            "timestamp": format_timestamp(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.message,
+            "service": self._service or _service(),
+            "trace_id": ids[0] if ids else None,
+            "span_id": ids[1] if ids else None,
+            "correlation_id": get("correlation_id"),
+            "event": get("event"),
+            "component": get("component", "SYSTEM"),
+            "action": get("action", "LOG"),
+            "status": get("status", "INFO"),
+            "duration_ms": get("duration_ms"),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _SKIP and key not in data:
+                data[key] = value
         if record.exc_info and record.exc_info[0] is not None:
-            exc_type, exc_value, _ = record.exc_info
-            log_data.pop("exc_info", None)
-            log_data["exception"] = {
-                "type": exc_type.__name__,
-                "message": _stringify(exc_value),
+            data["exception"] = {
+                "type": record.exc_info[0].__name__,
+                "message": _stringify(record.exc_info[1]),
                 "stack": self.formatException(record.exc_info),
             }
+        try:
+            return str(self.jsonify_log_record(data))
+        except TypeError:  # orjson refuses some values without asking json_default: never fail the log call
+            return str(self.jsonify_log_record(_within_orjson(data)))
+
+
+def _escape(field: str) -> str:
+    return field.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "\\r").replace("\n", "\\n")
+
+
+_UNESCAPE = {"\\": "\\", "|": "|", "r": "\r", "n": "\n"}
+
+
+def format_pipe(fields: Sequence[str]) -> str:
+    r"""Join the six execution-log fields with ``|``; ``\``, ``|``, CR and LF inside are escaped."""
+    return "|".join(_escape(field) for field in fields)
+
+
+def parse_pipe(line: str) -> list[str]:
+    """Split one pipe-format line back into its fields (the inverse of :func:`format_pipe`)."""
+    fields: list[str] = []
+    current: list[str] = []
+    chars = iter(line)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, "")
+            current.append(_UNESCAPE.get(escaped, "\\" + escaped))
+        elif char == "|":
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    fields.append("".join(current))
+    return fields
+
+
+class PipeFormatter(logging.Formatter):
+    """``timestamp|component|action|duration_ms|status|details``: one record, one line, always."""
 
     def format(self, record: logging.LogRecord) -> str:
-        """Serialise; the fields are built in :meth:`add_fields`."""
-        message_dict: dict[str, Any] = {}
-        log_data: dict[str, Any] = {}
-        self.add_fields(log_data, record, message_dict)
-        try:
-            return str(self.jsonify_log_record(log_data))
-        except TypeError:  # orjson refuses some values without asking json_default: never fail the log call
-            return str(self.jsonify_log_record(_within_orjson(log_data)))
+        """Render the execution-log line; an exception's traceback goes into ``details``."""
+        get = record.__dict__.get
+        details = _message(record)
+        if record.exc_info:
+            details += "\n" + self.formatException(record.exc_info)
+        duration = get("duration_ms")
+        return format_pipe(
+            [
+                format_timestamp(record.created),
+                str(get("component", "SYSTEM")),
+                str(get("action", "LOG")),
+                "" if duration is None else _stringify(duration),
+                str(get("status", "INFO")),
+                details,
+            ]
+        )
 
 
 _COLOURS = {
@@ -118,7 +227,9 @@ class TextFormatter(logging.Formatter):
         level = f"{record.levelname:<8}"
         if self._colour:
             level = f"{_COLOURS.get(record.levelname, '')}{level}{_RESET}"
-        line = f"{stamp} {level} {record.name}{short} {record.getMessage()}"
+        status = record.__dict__.get("status")
+        prefix = f"{record.__dict__.get('component', '')} {record.__dict__.get('action', '')} " if status else ""
+        line = f"{stamp} {level} {record.name}{short} {prefix}{_message(record)}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

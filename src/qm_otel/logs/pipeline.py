@@ -1,27 +1,35 @@
 """Attach qm-otel's handlers to the root logger, exactly once, and route uvicorn's loggers into them.
 
-The root logger gets two handlers: the OTel log handler from
-``opentelemetry-instrumentation-logging`` (the SDK's own handler is deprecated), which exports every
-record with the trace and span IDs of the context that wrote it, and one stdout handler. Both are
-tagged, so installing again first removes the old pair: there is never a duplicate line.
+The root logger gets the OTel log handler from ``opentelemetry-instrumentation-logging`` (the SDK's
+own handler is deprecated), which exports every record with the trace and span IDs of the context
+that wrote it, one stdout handler and, opt-in, a rotating file. All are tagged, so installing again
+first removes the old ones: there is never a duplicate line. Alternatively a dictConfig JSON file
+(``log_config``; the packaged ``logging.json`` is one) configures the same, and serves as uvicorn's
+``--log-config`` too.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import logging.config
 import sys
 from pathlib import Path
 
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.sdk._logs import LoggerProvider
 
-from qm_otel.config import Settings
+from qm_otel.config import ConfigError, Settings
 from qm_otel.correlation import correlation_id
-from qm_otel.logs.formatters import JsonFormatter, TextFormatter
+from qm_otel.logs.files import RotatingGzipFileHandler
+from qm_otel.logs.formatters import JsonFormatter, PipeFormatter, TextFormatter
 
 __all__ = [
+    "LOGGING_CONFIG",
     "UVICORN_LOGGERS",
     "UVICORN_LOG_CONFIG",
+    "CorrelationFilter",
+    "OtlpHandler",
     "install_log_handlers",
     "remove_log_handlers",
     "route_uvicorn_loggers",
@@ -30,27 +38,11 @@ __all__ = [
 #: A ``dictConfig`` JSON file for ``uvicorn --log-config``: uvicorn's loggers keep no handlers of
 #: their own and propagate to the root logger, so their lines go through qm-otel's pipeline.
 UVICORN_LOG_CONFIG = Path(__file__).with_name("uvicorn.json")
+#: A complete ``dictConfig`` JSON file (OTLP + JSON stdout, uvicorn routed): ``log_config`` and
+#: ``uvicorn --log-config`` can both point at it, or at a copy of it.
+LOGGING_CONFIG = Path(__file__).with_name("logging.json")
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 _TAG = "_qm_otel_handler"
-
-
-def _tag(handler: logging.Handler) -> logging.Handler:
-    setattr(handler, _TAG, True)
-    return handler
-
-
-def _foreign_otel_handler(handler: logging.Handler) -> bool:
-    """A log handler installed by someone else that already exports to OTel (avoid doubles)."""
-    return type(handler).__name__ == "LoggingHandler" and type(handler).__module__.startswith("opentelemetry")
-
-
-def route_uvicorn_loggers() -> None:
-    """Make uvicorn's loggers propagate to the root logger instead of printing their own format."""
-    for name in UVICORN_LOGGERS:
-        logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            logger.removeHandler(handler)
-        logger.propagate = True
 
 
 class CorrelationFilter(logging.Filter):
@@ -62,36 +54,110 @@ class CorrelationFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Add the field when a correlation is active and the record has none."""
-        if not hasattr(record, "correlation_id"):
+        if "correlation_id" not in record.__dict__:
             value = correlation_id()
             if value is not None:
                 record.correlation_id = value
         return True
 
 
+class _DropAccessLog(logging.Filter):
+    """Drops uvicorn's access lines: qm-otel's request log replaces them (no query strings, route templates)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        del record
+        return False
+
+
+class OtlpHandler(LoggingHandler):
+    """The OTel log handler bound to the global logger provider: for dictConfig files."""
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        super().__init__(level=level)
+
+
 _CORRELATION_FILTER = CorrelationFilter()
+_ACCESS_FILTER = _DropAccessLog()
+
+
+def _tag(handler: logging.Handler) -> logging.Handler:
+    setattr(handler, _TAG, True)
+    handler.addFilter(_CORRELATION_FILTER)
+    return handler
+
+
+def _foreign_otel_handler(handler: logging.Handler) -> bool:
+    """A log handler installed by someone else that already exports to OTel (avoid doubles)."""
+    return isinstance(handler, LoggingHandler) or (
+        type(handler).__name__ == "LoggingHandler" and type(handler).__module__.startswith("opentelemetry")
+    )
+
+
+def _formatter(name: str, settings: Settings) -> logging.Formatter:
+    if name == "json":
+        return JsonFormatter(settings.service_name)
+    if name == "pipe":
+        return PipeFormatter()
+    return TextFormatter()
+
+
+def route_uvicorn_loggers(settings: Settings | None = None) -> None:
+    """Make uvicorn's loggers propagate to the root logger instead of printing their own format.
+
+    With the request log on, uvicorn's access lines are dropped (a filter survives the
+    ``dictConfig`` uvicorn runs at start-up; handlers and levels do not).
+    """
+    for name in UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+    access = logging.getLogger("uvicorn.access")
+    access.removeFilter(_ACCESS_FILTER)
+    if settings is not None and settings.request_log:
+        access.addFilter(_ACCESS_FILTER)
+
+
+def _from_file(path: str) -> None:
+    """Apply a dictConfig JSON file; the root handlers it lists replace the current ones."""
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+        logging.config.dictConfig(config)
+    except (OSError, ValueError, TypeError, AttributeError, ImportError) as exc:
+        message = (f"qm-otel setting 'log_config' got {path!r}, which could not be applied "
+                   f"({type(exc).__name__}: {exc}); allowed: a readable logging dictConfig JSON file")
+        raise ConfigError(message) from exc
 
 
 def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | None) -> list[logging.Handler]:
-    """Install the OTel handler (when ``logger_provider`` is given) and the stdout handler on the root logger."""
+    """Install qm-otel's handlers on the root logger (the OTel one only when ``logger_provider`` is given)."""
     root = logging.getLogger()
     remove_log_handlers([h for h in root.handlers if getattr(h, _TAG, False)])
     handlers: list[logging.Handler] = []
-    if logger_provider is not None and not any(_foreign_otel_handler(h) for h in root.handlers):
-        handlers.append(_tag(LoggingHandler(logger_provider=logger_provider)))
-    stdout_format = settings.stdout_format
-    if stdout_format != "none":
-        stream = logging.StreamHandler(sys.stdout)
-        formatter: logging.Formatter = (
-            JsonFormatter(settings.service_name) if stdout_format == "json" else TextFormatter()
+    if settings.log_config is not None:
+        _from_file(settings.log_config)
+        for handler in root.handlers:
+            handler.addFilter(_CORRELATION_FILTER)
+    else:
+        if logger_provider is not None and not any(_foreign_otel_handler(h) for h in root.handlers):
+            handlers.append(LoggingHandler(logger_provider=logger_provider))
+        if settings.stdout_format != "none":
+            stream = logging.StreamHandler(sys.stdout)
+            stream.setFormatter(_formatter(settings.stdout_format, settings))
+            handlers.append(stream)
+        root.setLevel(settings.log_level)
+    if settings.log_file is not None:
+        file_handler = RotatingGzipFileHandler(
+            settings.log_file,
+            max_bytes=settings.log_file_max_bytes,
+            backups=settings.log_file_backups,
+            max_age_days=settings.log_file_max_age_days,
         )
-        stream.setFormatter(formatter)
-        handlers.append(_tag(stream))
+        file_handler.setFormatter(_formatter(settings.log_file_format, settings))
+        handlers.append(file_handler)
     for handler in handlers:
-        handler.addFilter(_CORRELATION_FILTER)
-        root.addHandler(handler)
-    root.setLevel(settings.log_level)
-    route_uvicorn_loggers()
+        root.addHandler(_tag(handler))
+    route_uvicorn_loggers(settings)
     return handlers
 
 
