@@ -14,7 +14,6 @@ import logging
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request
-from opentelemetry import trace
 
 import qm_otel
 
@@ -22,7 +21,6 @@ app = FastAPI(title="qm-otel demo service")
 qm_otel.setup(app=app)
 
 log = logging.getLogger("demo")
-tracer = trace.get_tracer("demo")
 _inventory_calls = itertools.count(1)
 
 
@@ -63,19 +61,22 @@ async def checkout(sku: str, request: Request) -> dict[str, int | str]:
     return {"sku": sku, "status": "ordered"}
 
 
+@qm_otel.timed("TEMPLATE", "build_report", rows=1200)
+async def build_report() -> None:
+    await asyncio.sleep(0.25)
+    log.info("report built")
+
+
 @app.get("/slow")
 async def slow() -> dict[str, str]:
-    with tracer.start_as_current_span("build-report") as span:
-        span.set_attribute("report.rows", 1200)
-        await asyncio.sleep(0.25)
-        log.info("report built")
+    await build_report()  # a span, a record with duration_ms and a qm_otel.timed.duration point
     return {"report": "ready"}
 
 
 @app.post("/events")
 async def events() -> dict[str, int]:
-    log.info("month closed", extra={"event": "month_closed", "component": "API", "status": "SUCCESS"})
-    log.info("invoice sent", extra={"event": "invoice_sent", "component": "API", "invoices": 3})
+    qm_otel.event("FAMILY", "close_month", message="month closed", event="month_closed", month="2025-09")
+    qm_otel.event("API", "send_invoices", "RETRY", message="invoice sending retried", invoices=3)
     return {"events": 2}
 
 

@@ -31,7 +31,8 @@ class QmOtelDistro(BaseDistro):  # type: ignore[misc]
         os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
         # uvicorn reads UVICORN_LOG_CONFIG as --log-config: its loggers then propagate into
         # qm-otel's pipeline instead of printing their own format.
-        os.environ.setdefault("UVICORN_LOG_CONFIG", str(UVICORN_LOG_CONFIG))
+        # (or the same dictConfig file setup() applies, when QM_OTEL_LOG_CONFIG names one)
+        os.environ.setdefault("UVICORN_LOG_CONFIG", os.environ.get("QM_OTEL_LOG_CONFIG") or str(UVICORN_LOG_CONFIG))
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
         """Skip what ``setup()`` already wired (the log handler, httpx); tune FastAPI's instrumentor."""

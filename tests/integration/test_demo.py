@@ -27,7 +27,7 @@ def test_demo_without_a_collector_keeps_and_draws_its_telemetry() -> None:
     assert "GET /checkout/{sku}  →  502" in out  # the third inventory call fails
     assert "inventory backend timed out" in out
     assert "GET /inventory/{sku}" in out  # the dependency's server span, inside the checkout trace
-    assert "build-report" in out
+    assert "TEMPLATE build_report" in out
     assert "http.server.request.duration" in out
     assert "http.client.request.duration" in out
     assert "month closed" in out

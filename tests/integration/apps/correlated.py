@@ -54,6 +54,13 @@ async def call(url: str) -> dict[str, object]:
     return {"downstream": response.json(), "downstream_header": response.headers.get("x-correlation-id")}
 
 
+@app.get("/fetch")
+async def fetch(url: str) -> dict[str, int]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.get(url, params={"api_key": "keysecret-123", "page": "2"})
+    return {"status": response.status_code}
+
+
 @app.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
