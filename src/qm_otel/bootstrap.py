@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
 from qm_otel._version import __version__
-from qm_otel.config import SETTING_NAMES, Settings, resolve_settings
+from qm_otel.config import SETTING_NAMES, ConfigError, Settings, resolve_settings
 from qm_otel.correlation import (
     CorrelationIdGenerator,
     CorrelationPropagator,
@@ -47,6 +47,7 @@ from qm_otel.correlation import (
     propagate_context_into_executors,
 )
 from qm_otel.logs.pipeline import install_log_handlers, remove_log_handlers, route_uvicorn_loggers
+from qm_otel.metrics import register_standard_instruments
 from qm_otel.redaction import redact_url
 from qm_otel.sampling import ratio_sampler
 
@@ -312,6 +313,7 @@ def setup(
     started = time.perf_counter()
     given = {name: value for name, value in locals().items() if name in SETTING_NAMES and value is not None}
     settings = resolve_settings(given, os.environ)
+    _check_conventions(settings)
     global _HANDLE  # noqa: PLW0603 - the process-wide handle is the point of setup()
     with _LOCK:
         handle = _HANDLE
@@ -329,6 +331,17 @@ def setup(
 
         instrument_app(app)
     return handle
+
+
+def _check_conventions(settings: Settings) -> None:
+    """Load the conventions in force now, so a bad override file fails setup() and names the setting."""
+    from qm_otel.conventions import ConventionsError, load_with_overrides
+
+    try:
+        load_with_overrides(settings.conventions_file)
+    except ConventionsError as exc:
+        message = f"qm-otel setting 'conventions_file' got {settings.conventions_file!r}: {exc}"
+        raise ConfigError(message) from exc
 
 
 def _checkpoint(action: str, started: float, message: str) -> None:
@@ -405,6 +418,7 @@ def _build(
         )
     meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
     _set_global_providers(tracer_provider, meter_provider)
+    register_standard_instruments(meter_provider)
     _checkpoint("CORE", started, f"providers ready: traces → {settings.traces_exporter}, metrics → "
                                  f"{settings.metrics_exporter}, logs → {settings.logs_exporter} "
                                  f"({settings.exporter_protocol} {settings.exporter_endpoint})")

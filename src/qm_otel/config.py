@@ -169,6 +169,12 @@ def _path(name: str, value: Any) -> str:
     return text
 
 
+def _route_path(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"/[A-Za-z0-9._~/-]{0,200}", value.strip()):
+        raise ValueError(name)
+    return value.strip()
+
+
 def _regex_list(name: str, value: Any) -> tuple[str, ...]:
     items = [item.strip() for item in value.split(",")] if isinstance(value, str) else list(value)
     patterns = tuple(item for item in items if item)
@@ -205,9 +211,9 @@ PARAMS: tuple[Param, ...] = (
           ", ".join(_LOG_LEVELS), "Root logger level."),
     Param("excluded_urls", "QM_OTEL_EXCLUDED_URLS",
           ("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"),
-          (r"^https?://[^/]+/healthz$", r"^https?://[^/]+/readyz$"), _regex_list,
-          "comma-separated regular expressions (no comma inside one)",
-          "URLs (scheme://host/path) not traced; searched, so anchor them. Default: the health endpoints."),
+          None, _regex_list, "comma-separated regular expressions (no comma inside one)",
+          "URLs (scheme://host/path) not traced nor request-logged; searched, so anchor them. "
+          "Default: the health and readiness paths."),
     Param("shutdown_timeout_s", "QM_OTEL_SHUTDOWN_TIMEOUT", (), 5.0, _positive_float,
           "a positive number of seconds", "Upper bound on the flush at shutdown; the app never waits longer."),
     Param("correlation_headers", "QM_OTEL_CORRELATION_HEADERS", (), ("X-Correlation-ID", "X-Request-ID"),
@@ -224,6 +230,12 @@ PARAMS: tuple[Param, ...] = (
           "A header or query parameter whose name contains one of these is redacted from logs and spans."),
     Param("extra_components", "QM_OTEL_EXTRA_COMPONENTS", (), (), _components,
           "comma-separated upper-case names", "Components the application adds to the conventions' list."),
+    Param("conventions_file", "QM_OTEL_CONVENTIONS_FILE", (), None, _path, "a path to a TOML file",
+          "Overrides merged over the packaged conventions (bands, breaker defaults, alerts), validated."),
+    Param("health_path", "QM_OTEL_HEALTH_PATH", (), "/healthz", _route_path, "a path starting with /",
+          "Liveness endpoint added by instrument_app (not traced, not request-logged)."),
+    Param("ready_path", "QM_OTEL_READY_PATH", (), "/readyz", _route_path, "a path starting with /",
+          "Readiness endpoint: dependency checks, breakers, degraded flag; 503 when not ready."),
     Param("log_config", "QM_OTEL_LOG_CONFIG", (), None, _path, "a path to a logging dictConfig JSON file",
           "Configure logging from this file (also usable as uvicorn --log-config) instead of log_format."),
     Param("log_file", "QM_OTEL_LOG_FILE", (), None, _path, "a file path", "Also log to this file (opt-in)."),
@@ -267,6 +279,9 @@ class Settings:
     request_log: bool
     sensitive_fields: tuple[str, ...]
     extra_components: tuple[str, ...]
+    conventions_file: str | None
+    health_path: str
+    ready_path: str
     log_config: str | None
     log_file: str | None
     log_file_format: str
@@ -359,6 +374,10 @@ def resolve_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> S
         message = (f"qm-otel settings 'log_config' and 'log_format' were both given ({values['log_config']!r}, "
                    f"{values['log_format']!r}); allowed: one of them (the file decides the format)")
         raise ConfigError(message)
+    if values["excluded_urls"] is None:
+        values["excluded_urls"] = tuple(
+            rf"^https?://[^/]+{re.escape(values[path])}$" for path in ("health_path", "ready_path")
+        )
     if values["exporter_endpoint"] is None:
         port = 4317 if values["exporter_protocol"] == "grpc" else 4318
         values["exporter_endpoint"] = f"http://localhost:{port}"

@@ -14,7 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Band", "Classification", "Conventions", "ConventionsError", "classify", "conventions", "load"]
+__all__ = [
+    "Band",
+    "BreakerDefaults",
+    "Classification",
+    "Conventions",
+    "ConventionsError",
+    "Degradation",
+    "Transition",
+    "classify",
+    "conventions",
+    "load",
+    "load_with_overrides",
+]
 
 PATH = Path(__file__).with_name("conventions.toml")
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -63,14 +75,48 @@ class Classification:
 
 
 @dataclass(frozen=True)
+class Transition:
+    """One circuit-breaker transition as the conventions table logs it."""
+
+    name: str
+    source: str
+    target: str
+    level: str
+    status: str
+    message: str
+
+
+@dataclass(frozen=True)
+class BreakerDefaults:
+    """Default numbers of a circuit breaker and its transitions, keyed by (from, to)."""
+
+    failure_threshold: int
+    window_s: float
+    recovery_s: float
+    transitions: dict[tuple[str, str], Transition]
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """When a cache's hit rate puts the service in degraded mode."""
+
+    cache_hit_rate_below: float
+    window: int
+    min_lookups: int
+
+
+@dataclass(frozen=True)
 class Conventions:
-    """Components, statuses, bands and request rules, validated."""
+    """Components, statuses, bands, alerts, degradation and breaker rules, validated."""
 
     components: tuple[str, ...]
     statuses: dict[str, str]
     band_outcomes: dict[str, tuple[str, str]]
     bands: dict[str, Band]
     slow_request_ms: float
+    alerts: dict[str, float]
+    degradation: Degradation
+    breaker: BreakerDefaults
 
     def level_for_status(self, status: str) -> str:
         """The log level a record with ``status`` is written at."""
@@ -83,66 +129,138 @@ class Conventions:
         return Classification(quantity, value, band, level, status)
 
 
-def _need(table: Any, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
-    if not isinstance(table, dict) or key not in table:
-        message = f"{PATH.name}: missing key {where}{key}"
-        raise ConventionsError(message)
-    value = table[key]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        message = f"{PATH.name}: key {where}{key} has {value!r}; expected {getattr(kind, '__name__', kind)}"
-        raise ConventionsError(message)
-    return value
+_STATES = ("CLOSED", "OPEN", "HALF_OPEN")
+_NUMBER = (int, float)
 
 
-def _band(name: str, table: Any) -> Band:
+class _Reader:
+    """Reads keys out of parsed conventions data; every error names the file and the key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, text: str) -> ConventionsError:
+        return ConventionsError(f"{self.source}: {text}")
+
+    def need(self, table: Any, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
+        if not isinstance(table, dict) or key not in table:
+            raise self.fail(f"missing key {where}{key}")
+        value = table[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise self.fail(f"key {where}{key} has {value!r}; expected {getattr(kind, '__name__', kind)}")
+        return value
+
+    def positive(self, table: Any, key: str, where: str) -> float:
+        value = float(self.need(table, key, where, _NUMBER))
+        if value <= 0:
+            raise self.fail(f"key {where}{key} has {value!r}; expected a positive number")
+        return value
+
+
+def _band(read: _Reader, name: str, table: Any) -> Band:
     where = f"bands.{name}."
-    better = _need(table, "better", where, str)
+    better = read.need(table, "better", where, str)
+    if better not in ("lower", "higher"):
+        raise read.fail(f"key {where}better has {better!r}; expected 'lower' or 'higher'")
     names = ("optimal_below", "acceptable_max", "warning_max") if better == "lower" else (
         "optimal_above", "acceptable_min", "warning_min")
-    if better not in ("lower", "higher"):
-        message = f"{PATH.name}: key {where}better has {better!r}; expected 'lower' or 'higher'"
-        raise ConventionsError(message)
-    edges = [float(_need(table, key, where, (int, float))) for key in names]
+    edges = [float(read.need(table, key, where, _NUMBER)) for key in names]
     ordered = edges == sorted(edges) if better == "lower" else edges == sorted(edges, reverse=True)
     if not ordered:
-        message = f"{PATH.name}: keys {where}{{{', '.join(names)}}} are out of order: {edges}"
-        raise ConventionsError(message)
-    return Band(name, _need(table, "unit", where, str), better, *edges)
+        raise read.fail(f"keys {where}{{{', '.join(names)}}} are out of order: {edges}")
+    return Band(name, read.need(table, "unit", where, str), better, *edges)
 
 
-def load(data: dict[str, Any]) -> Conventions:
-    """Validate parsed conventions data; raises ConventionsError naming the offending key."""
-    components = _need(data, "components", "", list)
+def _breaker(read: _Reader, table: Any, statuses: dict[str, str]) -> BreakerDefaults:
+    transitions: dict[tuple[str, str], Transition] = {}
+    for name, row in read.need(table, "transitions", "breaker.", dict).items():
+        where = f"breaker.transitions.{name}."
+        source, target = read.need(row, "from", where, str), read.need(row, "to", where, str)
+        level, status = read.need(row, "level", where, str), read.need(row, "status", where, str)
+        if source not in _STATES or target not in _STATES:
+            raise read.fail(f"key {where}from/to has {source!r}/{target!r}; expected one of {_STATES}")
+        if level not in _LEVELS or status not in statuses:
+            raise read.fail(f"key {where}level/status has {level!r}/{status!r}; expected a level and a status")
+        transitions[(source, target)] = Transition(name, source, target, level, status,
+                                                   read.need(row, "message", where, str))
+    threshold = read.positive(table, "failure_threshold", "breaker.")
+    if threshold != int(threshold):
+        raise read.fail(f"key breaker.failure_threshold has {threshold!r}; expected a positive integer")
+    return BreakerDefaults(int(threshold), read.positive(table, "window_s", "breaker."),
+                           read.positive(table, "recovery_s", "breaker."), transitions)
+
+
+def load(data: dict[str, Any], source: str = PATH.name) -> Conventions:
+    """Validate parsed conventions data; raises ConventionsError naming ``source`` and the offending key."""
+    read = _Reader(source)
+    components = read.need(data, "components", "", list)
     if not components or not all(isinstance(c, str) and c.isupper() for c in components):
-        message = f"{PATH.name}: key components must list upper-case names, got {components!r}"
-        raise ConventionsError(message)
-    statuses = _need(data, "statuses", "", dict)
+        raise read.fail(f"key components must list upper-case names, got {components!r}")
+    statuses = read.need(data, "statuses", "", dict)
     for status, level in statuses.items():
         if level not in _LEVELS:
-            message = f"{PATH.name}: key statuses.{status} has {level!r}; expected one of {_LEVELS}"
-            raise ConventionsError(message)
-    outcomes_table = _need(data, "band_outcomes", "", dict)
+            raise read.fail(f"key statuses.{status} has {level!r}; expected one of {_LEVELS}")
+    outcomes_table = read.need(data, "band_outcomes", "", dict)
     outcomes: dict[str, tuple[str, str]] = {}
     for band in _BANDS:
-        outcome = _need(outcomes_table, band, "band_outcomes.", dict)
-        level = _need(outcome, "level", f"band_outcomes.{band}.", str)
-        status = _need(outcome, "status", f"band_outcomes.{band}.", str)
+        outcome = read.need(outcomes_table, band, "band_outcomes.", dict)
+        level = read.need(outcome, "level", f"band_outcomes.{band}.", str)
+        status = read.need(outcome, "status", f"band_outcomes.{band}.", str)
         if level not in _LEVELS or status not in statuses:
-            message = f"{PATH.name}: key band_outcomes.{band} has an unknown level or status: {outcome!r}"
-            raise ConventionsError(message)
+            raise read.fail(f"key band_outcomes.{band} has an unknown level or status: {outcome!r}")
         outcomes[band] = (level, status)
-    bands = {name: _band(name, table) for name, table in _need(data, "bands", "", dict).items()}
-    slow = float(_need(_need(data, "requests", "", dict), "slow_ms", "requests.", (int, float)))
-    return Conventions(tuple(components), dict(statuses), outcomes, bands, slow)
+    bands = {name: _band(read, name, table) for name, table in read.need(data, "bands", "", dict).items()}
+    slow = read.positive(read.need(data, "requests", "", dict), "slow_ms", "requests.")
+    alerts_table = read.need(data, "alerts", "", dict)
+    alerts = {key: read.positive(alerts_table, key, "alerts.") for key in alerts_table}
+    degradation_table = read.need(data, "degradation", "", dict)
+    degradation = Degradation(
+        read.positive(degradation_table, "cache_hit_rate_below", "degradation."),
+        int(read.positive(degradation_table, "window", "degradation.")),
+        int(read.positive(degradation_table, "min_lookups", "degradation.")),
+    )
+    breaker = _breaker(read, read.need(data, "breaker", "", dict), statuses)
+    return Conventions(tuple(components), dict(statuses), outcomes, bands, slow, alerts, degradation, breaker)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else (
+            value)
+    return merged
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConventionsError(f"{path}: cannot be read as TOML ({exc})") from exc
 
 
 @functools.cache
+def load_with_overrides(override: str | None) -> Conventions:
+    """The packaged conventions, with an application's override file merged on top (validated as a whole)."""
+    data = _read(PATH)
+    if override is None:
+        return load(data)
+    return load(_merge(data, _read(Path(override))), source=f"{override} (over {PATH.name})")
+
+
 def conventions() -> Conventions:
-    """The packaged conventions, read and validated on first use."""
-    with PATH.open("rb") as file:
-        return load(tomllib.load(file))
+    """The conventions in force: packaged, plus the ``conventions_file`` setting's overrides."""
+    from qm_otel.bootstrap import current
+
+    handle = current()
+    return load_with_overrides(handle.settings.conventions_file if handle is not None else None)
 
 
 def classify(quantity: str, value: float) -> Classification:
-    """Classify ``value`` of ``quantity`` (bootstrap, response_time, cache_hit_rate, memory)."""
+    """Classify ``value`` of ``quantity`` (bootstrap, response_time, cache_hit_rate, memory).
+
+    Raises:
+        KeyError: for a quantity the conventions have no band for.
+
+    """
     return conventions().classify(quantity, value)

@@ -162,4 +162,15 @@ def instrument_app(app: Any) -> None:
 
         _wrap_stack(app, outermost)
         setattr(app, _CORRELATION_TAG, True)
+    _add_health_routes(app, handle.settings)
     _flush_at_lifespan_end(app, handle)
+
+
+def _add_health_routes(app: Any, settings: Settings) -> None:
+    """Serve the liveness and readiness endpoints (unless the app already routes those paths)."""
+    from qm_otel.health import health_routes
+
+    taken = {getattr(route, "path", None) for route in app.router.routes}
+    for route in health_routes(settings.health_path, settings.ready_path):
+        if route.path not in taken:
+            app.router.routes.append(route)
