@@ -1,4 +1,4 @@
-"""The demo service: a few routes, a flaky dependency, a slow route and one that logs events.
+"""The demo service: a few routes, a flaky dependency behind a circuit breaker, a slow route, events.
 
 Run it either way; both give the same telemetry:
 
@@ -39,11 +39,17 @@ async def get_item(item_id: int) -> dict[str, int | str]:
     return {"id": item_id, "name": f"item-{item_id}"}
 
 
+#: calls 2 to 4 of the inventory hit an outage
+_OUTAGE = range(2, 5)
+#: the inventory behind a circuit breaker (3 failures in 10 s open it; a trial after 1 s)
+inventory_breaker = qm_otel.CircuitBreaker("inventory", failure_threshold=3, window_s=10, recovery_s=1.0,
+                                           required=True, component="API")
+
+
 @app.get("/inventory/{sku}")
 async def inventory(sku: str) -> dict[str, int | str]:
-    """The flaky dependency: every third call fails."""
-    call = next(_inventory_calls)
-    if call % 3 == 0:
+    """The flaky dependency: calls 2-4 fail (an outage), the others answer."""
+    if next(_inventory_calls) in _OUTAGE:
         log.error("inventory backend timed out for %s", sku)
         raise HTTPException(status_code=503, detail="inventory unavailable")
     return {"sku": sku, "in_stock": 7}
@@ -51,12 +57,17 @@ async def inventory(sku: str) -> dict[str, int | str]:
 
 @app.get("/checkout/{sku}")
 async def checkout(sku: str, request: Request) -> dict[str, int | str]:
-    """Calls the flaky inventory dependency over HTTP; the trace continues across the call."""
-    async with httpx.AsyncClient(base_url=str(request.base_url), timeout=5.0) as client:
-        response = await client.get(f"/inventory/{sku}")
-    if response.status_code != 200:
-        log.warning("checkout of %s failed: inventory answered %d", sku, response.status_code)
-        raise HTTPException(status_code=502, detail="inventory unavailable")
+    """Calls the flaky inventory over HTTP, through the breaker; the trace continues across the call."""
+    try:
+        async with inventory_breaker, httpx.AsyncClient(base_url=str(request.base_url), timeout=5.0) as client:
+            response = await client.get(f"/inventory/{sku}")
+            response.raise_for_status()
+    except qm_otel.CircuitOpenError as exc:
+        log.warning("checkout of %s refused: the inventory circuit is open", sku)
+        raise HTTPException(status_code=503, detail="inventory circuit open") from exc
+    except httpx.HTTPStatusError as exc:
+        log.warning("checkout of %s failed: inventory answered %d", sku, exc.response.status_code)
+        raise HTTPException(status_code=502, detail="inventory unavailable") from exc
     log.info("checkout of %s done", sku, extra={"in_stock": response.json()["in_stock"]})
     return {"sku": sku, "status": "ordered"}
 
@@ -79,7 +90,3 @@ async def events() -> dict[str, int]:
     qm_otel.event("API", "send_invoices", "RETRY", message="invoice sending retried", invoices=3)
     return {"events": 2}
 
-
-@app.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}

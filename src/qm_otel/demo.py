@@ -38,6 +38,8 @@ class Call:
     path: str
     #: the X-Correlation-ID the client sends, if any
     correlation_id: str | None = None
+    #: seconds to wait before sending (to let a circuit breaker's recovery time pass)
+    wait_s: float = 0.0
 
 
 #: The traffic the demo drives: every route, a failing dependency, a 404 and a health probe.
@@ -47,11 +49,17 @@ TRAFFIC = (
     Call("GET", "/items/42", "6f9619ff-8b86-d011-b42d-00cf4fc964ff"),
     Call("GET", "/items/0"),
     Call("GET", "/checkout/sku-1", "order-1001"),
+    # an inventory outage: three failures open the breaker, the next checkout is refused at once
     Call("GET", "/checkout/sku-2", "order-1002"),
     Call("GET", "/checkout/sku-3", "order-1003"),
+    Call("GET", "/checkout/sku-4", "order-1004"),
+    Call("GET", "/checkout/sku-5", "order-1005"),
+    # after the recovery time one trial call goes through, succeeds, and closes the breaker
+    Call("GET", "/checkout/sku-6", "order-1006", wait_s=1.1),
     Call("GET", "/slow", "not a valid id!"),
     Call("POST", "/events"),
     Call("GET", "/healthz"),
+    Call("GET", "/readyz"),
     Call("GET", "/no-such-route"),
 )
 
@@ -125,6 +133,9 @@ def run_demo(app_path: str = "examples.demo_service:app", console: Console | Non
     port = _free_port()
     server, thread = _serve(app, port)
     for call in TRAFFIC:
+        if call.wait_s:
+            console.print(f"[dim]… waiting {call.wait_s}s for the circuit breaker's recovery time[/]")
+            time.sleep(call.wait_s)
         status, correlation_id = _request(port, call)
         sent = f"sent X-Correlation-ID {call.correlation_id!r}, " if call.correlation_id else ""
         console.print(f"[bold]→ {call.method} {call.path}[/] answered {status} · {sent}"
@@ -138,7 +149,7 @@ def run_demo(app_path: str = "examples.demo_service:app", console: Console | Non
         capture.logs.get_finished_logs(),
         capture.metrics.get_metrics_data(),
     )
-    console.print(f"{drawn} request traces drawn; /healthz is excluded from traces by default.")
+    console.print(f"{drawn} request traces drawn; /healthz and /readyz are excluded from traces by default.")
     if online:
         console.print(
             "Grafana: http://localhost:3000/explore — Tempo: search service.name=qm-demo; "

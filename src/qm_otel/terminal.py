@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
-from opentelemetry.sdk.metrics.export import Histogram, MetricsData, NumberDataPoint, Sum
+from opentelemetry.sdk.metrics.export import Gauge, Histogram, MetricsData, NumberDataPoint, Sum
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 from rich.console import Console, Group
@@ -82,10 +82,11 @@ def _request_title(root: ReadableSpan) -> str:
 
 
 #: attributes worth a column in the terminal; the rest stay in the exported data
-_KEY_ATTRIBUTES = ("http.request.method", "http.route", "http.response.status_code", "server.address", "reason")
+_KEY_ATTRIBUTES = ("http.request.method", "http.route", "http.response.status_code", "server.address", "reason",
+                   "breaker", "state", "outcome", "from", "to", "cache", "band")
 #: metrics left out of the terminal summary (still exported)
 _QUIET_METRICS = frozenset({"http.server.active_requests", "http.server.request.body.size",
-                            "http.server.response.body.size"})
+                            "http.server.response.body.size", "process.memory.usage"})
 
 
 def _point_row(unit: str, point: Any) -> tuple[str, str]:
@@ -111,9 +112,12 @@ def metrics_table(data: MetricsData | None) -> Table:
     for resource_metrics in data.resource_metrics:
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
-                if metric.name in _QUIET_METRICS or not isinstance(metric.data, Histogram | Sum):
+                if metric.name in _QUIET_METRICS or not isinstance(metric.data, Histogram | Sum | Gauge):
                     continue
-                rows = sorted(_point_row(metric.unit or "", point) for point in metric.data.data_points)
+                points = metric.data.data_points
+                if isinstance(metric.data, Gauge):  # one series per state: show the one that is 1
+                    points = [p for p in points if getattr(p, "value", 1) != 0]
+                rows = sorted(_point_row(metric.unit or "", point) for point in points)
                 for labels, value in rows:
                     table.add_row(metric.name, labels, value)
     return table

@@ -21,10 +21,14 @@ def run_demo(endpoint: str) -> str:
 def test_demo_without_a_collector_keeps_and_draws_its_telemetry() -> None:
     out = run_demo(f"http://127.0.0.1:{svc.free_port()}")
     assert "telemetry → memory (no collector answered" in out
-    # one panel per traced request: 9 of the 10 calls (the health probe is not traced)
-    assert "9 request traces drawn" in out
-    assert out.count("GET /checkout/{sku}  →") == 3
-    assert "GET /checkout/{sku}  →  502" in out  # the third inventory call fails
+    # one panel per traced request: 12 of the 14 calls (the health probes are not traced)
+    assert "12 request traces drawn" in out
+    assert out.count("GET /checkout/{sku}  →") == 6
+    assert out.count("GET /checkout/{sku}  →  502") == 3  # the inventory outage ...
+    assert "GET /checkout/{sku}  →  503" in out  # ... opens the breaker: the next checkout is refused
+    for message in ("Circuit breaker opened", "Testing circuit breaker", "Circuit breaker closed"):
+        assert message in out
+    assert "qm_otel.breaker.state" in out
     assert "inventory backend timed out" in out
     assert "GET /inventory/{sku}" in out  # the dependency's server span, inside the checkout trace
     assert "TEMPLATE build_report" in out
@@ -33,7 +37,7 @@ def test_demo_without_a_collector_keeps_and_draws_its_telemetry() -> None:
     assert "month closed" in out
     # correlation: an order number becomes the trace; a rejected value is replaced, never echoed
     assert "got X-Correlation-ID order-1001" in out
-    assert "correlation.id=order-1003" in out
+    assert "correlation.id=order-1006" in out
     assert "trace_id=6f9619ff8b86d011b42d00cf4fc964ff" in out
     assert out.count("not a valid id!") == 1  # only where the demo says what it sent
     assert "qm_otel.correlation.rejected" in out
