@@ -114,7 +114,7 @@ def metrics_table(data: MetricsData | None) -> Table:
             for metric in scope_metrics.metrics:
                 if metric.name in _QUIET_METRICS or not isinstance(metric.data, Histogram | Sum | Gauge):
                     continue
-                points = metric.data.data_points
+                points: Sequence[Any] = metric.data.data_points
                 if isinstance(metric.data, Gauge):  # one series per state: show the one that is 1
                     points = [p for p in points if getattr(p, "value", 1) != 0]
                 rows = sorted(_point_row(metric.unit or "", point) for point in points)
