@@ -1,0 +1,99 @@
+"""Generated dashboards and alert rules: never stale, exact band colours, real promtool checks and tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qm_otel.cli import main
+from qm_otel.conventions import conventions, load_with_overrides
+from qm_otel.render import DASHBOARD, RULE_TESTS, RULES, render_all, stale, write
+from qm_otel.render.dashboards import COLOURS, band_thresholds
+from tests.unit.test_conventions import EDGES
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMTOOL = shutil.which("promtool")
+# scripts/install installs it; outside CI a developer without it gets a skip, CI never does
+needs_promtool = pytest.mark.skipif(PROMTOOL is None and not os.environ.get("CI"),
+                                    reason="promtool (Debian package prometheus) not installed")
+
+
+def test_committed_files_are_not_stale() -> None:
+    assert stale(ROOT) == [], "run `qm-otel render` and commit the result"
+    assert main(["render", "--check", "--root", str(ROOT)]) == 0
+
+
+def test_a_changed_threshold_makes_them_stale_and_render_fixes_it(tmp_path: Path) -> None:
+    write(tmp_path)
+    override = tmp_path / "ours.toml"
+    override.write_text("[alerts]\nerror_rate_percent_above = 2\n")
+    changed = load_with_overrides(str(override))
+    assert set(stale(tmp_path, changed)) == {RULES, RULE_TESTS, DASHBOARD}
+    assert "> 2\n" in render_all(changed)[RULES]
+    write(tmp_path, changed)
+    assert stale(tmp_path, changed) == []
+
+
+def colour_of(steps: list[dict[str, object]], value: float) -> str:
+    """Grafana's rule: the last step whose value is <= the value (the first step has none)."""
+    colour = str(steps[0]["color"])
+    for step in steps[1:]:
+        if value >= float(step["value"]):  # type: ignore[arg-type]
+            colour = str(step["color"])
+    return colour
+
+
+@pytest.mark.parametrize(("quantity", "value", "band"), EDGES)
+def test_dashboard_colours_reproduce_every_band_edge(quantity: str, value: float, band: str) -> None:
+    steps = band_thresholds(conventions().bands[quantity])["steps"]
+    assert colour_of(steps, value) == COLOURS[band]
+
+
+def test_the_dashboard_uses_the_datasources_and_the_bands() -> None:
+    dashboard = json.loads((ROOT / DASHBOARD).read_text())
+    uids = {panel["datasource"]["uid"] for panel in dashboard["panels"]}
+    assert uids == {"prometheus", "loki", "tempo"}
+    latency = next(p for p in dashboard["panels"] if p["title"].startswith("Response time"))
+    assert latency["targets"][0]["exemplar"] is True
+    assert latency["fieldConfig"]["defaults"]["thresholds"] == band_thresholds(conventions().bands["response_time"])
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_rules_carry_the_conventions_thresholds() -> None:
+    rules = {r["alert"]: r for r in yaml.safe_load((ROOT / RULES).read_text())["groups"][0]["rules"]}
+    alerts = conventions().alerts
+    assert rules["QmOtelHighErrorRate"]["expr"].endswith(f"> {alerts['error_rate_percent_above']:g}")
+    assert rules["QmOtelSlowResponses"]["expr"].endswith(f"> {alerts['response_time_ms_above']:g}")
+    assert rules["QmOtelLowCacheHitRate"]["expr"].endswith(f"< {alerts['cache_hit_rate_percent_below']:g}")
+    assert rules["QmOtelHighMemory"]["expr"].endswith(f"> {alerts['memory_mb_above']:g}")
+
+
+@needs_promtool
+def test_promtool_checks_and_unit_tests_the_rules() -> None:
+    alerts_dir = ROOT / RULES
+    check = subprocess.run([PROMTOOL, "check", "rules", str(alerts_dir)], capture_output=True, text=True,
+                           check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "SUCCESS: 6 rules found" in check.stdout
+    tests = subprocess.run([PROMTOOL, "test", "rules", RULE_TESTS], cwd=ROOT, capture_output=True, text=True,
+                           check=False)
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+
+
+@needs_promtool
+def test_promtool_tests_fail_when_a_rule_drifts_from_its_test(tmp_path: Path) -> None:
+    files = render_all()
+    (tmp_path / "dashboards/alerts").mkdir(parents=True)
+    (tmp_path / RULES).write_text(files[RULES].replace("> 5\n", "> 7\n"))
+    (tmp_path / RULE_TESTS).write_text(files[RULE_TESTS])
+    tests = subprocess.run([PROMTOOL, "test", "rules", RULE_TESTS], cwd=tmp_path, capture_output=True, text=True,
+                           check=False)
+    assert tests.returncode != 0
+    assert "QmOtelHighErrorRate" in tests.stdout + tests.stderr
