@@ -158,6 +158,20 @@ def _exporter(settings: Settings, signal_name: str) -> Any:
     return exporter_class(endpoint=_signal_endpoint(settings, signal_name))
 
 
+def _prometheus_reader(settings: Settings) -> MetricReader:
+    """Serve ``/metrics`` for Prometheus to scrape (the same names as Prometheus's OTLP receiver gives)."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(settings.prometheus_port, addr=settings.prometheus_host)
+    except OSError as exc:
+        message = (f"qm-otel setting 'prometheus_port' got {settings.prometheus_port!r}, which cannot be served on "
+                   f"{settings.prometheus_host} ({exc.strerror or exc}); allowed: a free port")
+        raise ConfigError(message) from exc
+    return PrometheusMetricReader()
+
+
 def build_resource(settings: Settings) -> Resource:
     """The resource every signal carries: service, environment, instance, host, process, distro.
 
@@ -408,6 +422,8 @@ def _build(
     for span_processor in span_processors:
         tracer_provider.add_span_processor(span_processor)
     readers = list(metric_readers)
+    if settings.metrics_exporter == "prometheus":
+        readers.insert(0, _prometheus_reader(settings))
     metric_exporter = _exporter(settings, "metrics")
     if metric_exporter is not None:
         readers.insert(

@@ -78,7 +78,8 @@ class _Instruments:
         self.transitions = meter.create_counter(
             "qm_otel.breaker.transitions", unit="{transition}", description="Circuit-breaker state changes")
         meter.create_observable_gauge(
-            "qm_otel.breaker.state", callbacks=[self._observe], unit="1",
+            # no unit: "1" would make Prometheus append _ratio to the name
+            "qm_otel.breaker.state", callbacks=[self._observe], unit="",
             description="1 for the breaker's current state, 0 for the others (one series per state)")
 
     @staticmethod

@@ -27,6 +27,7 @@ class ConfigError(ValueError):
 
 
 _EXPORTERS = ("otlp", "console", "none")
+_METRIC_EXPORTERS = ("otlp", "prometheus", "console", "none")
 _PROTOCOLS = ("http/protobuf", "grpc")
 _LOG_FORMATS = ("auto", "json", "text", "pipe", "none")
 _FILE_FORMATS = ("json", "pipe", "text")
@@ -100,6 +101,13 @@ def _positive_int(name: str, value: Any) -> int:
         raise TypeError(name)
     number = int(value.strip()) if isinstance(value, str) else value
     if not isinstance(number, int) or number <= 0:
+        raise ValueError(name)
+    return number
+
+
+def _port(name: str, value: Any) -> int:
+    number = _positive_int(name, value)
+    if number > 65535:
         raise ValueError(name)
     return number
 
@@ -200,7 +208,12 @@ PARAMS: tuple[Param, ...] = (
     Param("traces_exporter", "QM_OTEL_TRACES_EXPORTER", ("OTEL_TRACES_EXPORTER",), "otlp",
           _choice(*_EXPORTERS), ", ".join(_EXPORTERS), "Where spans go."),
     Param("metrics_exporter", "QM_OTEL_METRICS_EXPORTER", ("OTEL_METRICS_EXPORTER",), "otlp",
-          _choice(*_EXPORTERS), ", ".join(_EXPORTERS), "Where metrics go."),
+          _choice(*_METRIC_EXPORTERS), ", ".join(_METRIC_EXPORTERS),
+          "Where metrics go; `prometheus` serves them for scraping instead of pushing OTLP."),
+    Param("prometheus_host", "QM_OTEL_PROMETHEUS_HOST", ("OTEL_EXPORTER_PROMETHEUS_HOST",), "localhost", _text,
+          "a host name or address", "Address the Prometheus scrape endpoint binds (metrics_exporter=prometheus)."),
+    Param("prometheus_port", "QM_OTEL_PROMETHEUS_PORT", ("OTEL_EXPORTER_PROMETHEUS_PORT",), 9464, _port,
+          "a port number 1-65535", "Port of the Prometheus scrape endpoint (/metrics)."),
     Param("logs_exporter", "QM_OTEL_LOGS_EXPORTER", ("OTEL_LOGS_EXPORTER",), "otlp",
           _choice(*_EXPORTERS), ", ".join(_EXPORTERS), "Where log records go."),
     Param("metric_export_interval_ms", "QM_OTEL_METRIC_EXPORT_INTERVAL", ("OTEL_METRIC_EXPORT_INTERVAL",),
@@ -270,6 +283,8 @@ class Settings:
     metrics_exporter: str
     logs_exporter: str
     metric_export_interval_ms: int
+    prometheus_host: str
+    prometheus_port: int
     log_format: str
     log_level: str
     excluded_urls: tuple[str, ...]

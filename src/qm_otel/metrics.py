@@ -126,7 +126,7 @@ def register_standard_instruments(meter_provider: metrics.MeterProvider) -> None
     meter.create_observable_up_down_counter(
         "process.memory.usage", callbacks=[_memory], unit="By", description="Resident memory of the process")
     meter.create_observable_gauge(
-        "qm_otel.cache.hit_ratio", callbacks=[_hit_ratios], unit="1",
+        "qm_otel.cache.hit_ratio", callbacks=[_hit_ratios], unit="",  # "1" would append _ratio in Prometheus
         description="Hit ratio over each cache's last lookups")
     meter.create_observable_gauge(
-        "qm_otel.degraded", callbacks=[_degraded_flag], unit="1", description="1 while in degraded mode")
+        "qm_otel.degraded", callbacks=[_degraded_flag], unit="", description="1 while in degraded mode")

@@ -47,7 +47,9 @@ def _rules(c: Conventions) -> list[dict[str, Any]]:
         },
         {
             "alert": "QmOtelLowCacheHitRate",
-            "expr": (f'100 * sum by (job, cache) (rate(qm_otel_cache_requests_total{{result="hit"}}[{_WINDOW}])) / '
+            # "or ... * 0": a cache with no hit at all has no hit series; its rate is 0, not absent
+            "expr": (f'100 * (sum by (job, cache) (rate(qm_otel_cache_requests_total{{result="hit"}}[{_WINDOW}])) '
+                     f"or sum by (job, cache) (rate(qm_otel_cache_requests_total[{_WINDOW}])) * 0) / "
                      f"sum by (job, cache) (rate(qm_otel_cache_requests_total[{_WINDOW}])) "
                      f"< {a['cache_hit_rate_percent_below']:g}"),
             "for": "10m",
@@ -177,10 +179,13 @@ def alert_tests(c: Conventions, rules_file: str) -> dict[str, Any]:
                         f"0+{int(hit_below) + 1}x30"),
                 _series("qm_otel_cache_requests_total", {**quiet, "cache": "users", "result": "miss"},
                         f"0+{100 - int(hit_below) - 1}x30"),
+                # a cache that never hits has no "hit" series at all
+                _series("qm_otel_cache_requests_total", {**svc, "cache": "cold", "result": "miss"}, "0+10x30"),
             ],
             "alert_rule_test": [{
                 "eval_time": "20m", "alertname": "QmOtelLowCacheHitRate",
-                "exp_alerts": [_expected(rules, "QmOtelLowCacheHitRate", {"cache": "users", **svc})],
+                "exp_alerts": [_expected(rules, "QmOtelLowCacheHitRate", {"cache": "cold", **svc}),
+                               _expected(rules, "QmOtelLowCacheHitRate", {"cache": "users", **svc})],
             }],
         },
         {

@@ -1,0 +1,113 @@
+"""A real Prometheus scrapes a real service and evaluates the generated alert rules against its metrics.
+
+Debian's Prometheus (2.42) has no OTLP receiver, so the service serves /metrics
+(``metrics_exporter=prometheus``): the names are those Prometheus 3's OTLP receiver gives the same
+instruments, so the rules, the dashboards and this test speak of the same series.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from qm_otel.render import RULES
+from tests.support import service as svc
+
+PROMETHEUS = shutil.which("prometheus")
+pytestmark = pytest.mark.skipif(PROMETHEUS is None and not os.environ.get("CI"),
+                                reason="prometheus (Debian package) not installed")
+
+
+@pytest.fixture
+def scraped(tmp_path: Path) -> Iterator[tuple[svc.Service, str]]:
+    metrics_port = svc.free_port()
+    env = svc.base_env("http://127.0.0.1:9", QM_OTEL_METRICS_EXPORTER="prometheus", QM_OTEL_TRACES_EXPORTER="none",
+                       QM_OTEL_LOGS_EXPORTER="none", QM_OTEL_PROMETHEUS_PORT=str(metrics_port),
+                       TEST_RECOVERY_S="300")
+    service = svc.start("tests.integration.apps.resilience:app", env)
+    prom_port = svc.free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(svc.ROOT / RULES)],
+        "scrape_configs": [{"job_name": "itest", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
+    }))
+    log = (tmp_path / "prometheus.log").open("wb")
+    prometheus = subprocess.Popen(
+        [str(PROMETHEUS), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{prom_port}"],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+    )
+    try:
+        yield service, f"http://127.0.0.1:{prom_port}"
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=30)
+        log.close()
+        service.terminate()
+
+
+def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
+    assert answer["status"] == "success", answer
+    return list(answer["data"]["result"])
+
+
+def wait_for(check: Any, timeout_s: float = 60) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = check()
+        except (httpx.HTTPError, AssertionError):
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not met within {timeout_s}s: {inspect.getsource(check).strip()}")
+        time.sleep(0.25)
+
+
+def test_rules_load_and_their_expressions_see_the_services_metrics(scraped: tuple[svc.Service, str]) -> None:
+    service, prometheus = scraped
+    wait_for(lambda: httpx.get(f"{prometheus}/-/ready", timeout=5).status_code == 200)
+    for _ in range(3):
+        assert service.get("/pay").status_code == 200
+    httpx.post(f"{service.url}/switch", params={"up": "false"})
+    assert service.get("/pay").status_code == 502  # one failure: its series now exists
+    service.get("/lookup/0", params={"hit": "false"})
+    # every series the rules and the dashboard use, under the names they use, scraped once
+    for metric in ("http_server_request_duration_seconds_count", "http_server_request_duration_seconds_bucket",
+                   "qm_otel_cache_requests_total", "process_memory_usage_bytes", "qm_otel_breaker_state",
+                   "qm_otel_degraded", "qm_otel_startup_duration_seconds", "qm_otel_breaker_calls_total"):
+        wait_for(lambda m=metric: query(prometheus, f'{m}{{job="itest"}}'), timeout_s=60)
+    # then the trouble, so that the counters rise between scrapes (rate() needs the increase)
+    for _ in range(4):
+        service.get("/pay")  # 2 more failures open the breaker (3 within 10 s), then rejections (503)
+    for n in range(30):
+        service.get(f"/lookup/{n}", params={"hit": "false"})  # 0 % hits: degraded
+    errors = wait_for(lambda: query(prometheus, 'sum(rate(http_server_request_duration_seconds_count'
+                                                '{job="itest",http_response_status_code=~"5.."}[1m])) > 0'))
+    assert errors
+    # the rules evaluate without errors, and the ones whose condition holds are pending or firing
+    rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"][0]["rules"]
+    assert {r["name"] for r in rules} == {"QmOtelHighErrorRate", "QmOtelSlowResponses", "QmOtelLowCacheHitRate",
+                                         "QmOtelHighMemory", "QmOtelCircuitBreakerOpen", "QmOtelDegradedMode"}
+
+    def active() -> set[str]:
+        current = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"][0]["rules"]
+        assert all(r["health"] == "ok" for r in current), [r.get("lastError") for r in current]
+        return {r["name"] for r in current if r["state"] in ("pending", "firing")}
+
+    fired = wait_for(lambda: (names := active()) >= {"QmOtelHighErrorRate", "QmOtelCircuitBreakerOpen",
+                                                      "QmOtelLowCacheHitRate", "QmOtelDegradedMode"} and names)
+    assert "QmOtelHighMemory" not in fired  # a small test service stays under 100 MB
