@@ -152,8 +152,9 @@ def run_demo(app_path: str = "examples.demo_service:app", console: Console | Non
     console.print(f"{drawn} request traces drawn; /healthz and /readyz are excluded from traces by default.")
     if online:
         console.print(
-            "Grafana: http://localhost:3000/explore — Tempo: search service.name=qm-demo; "
-            'Loki: {service_name="qm-demo"}; Prometheus: http_server_request_duration_seconds_count'
+            "Grafana: http://127.0.0.1:3000/d/qm-otel-service (pick service qm-demo) — Explore: "
+            'Loki {service_name="qm-demo"} | correlation_id="order-1001", Tempo search service.name=qm-demo; '
+            "or `qm-otel logs order-1001`"
         )
     telemetry.shutdown()
     return 0 if drawn else 1

@@ -57,7 +57,7 @@ def test_explicit_records_arguments_and_own_env_only() -> None:
     ("kwargs", "env", "setting", "source", "allowed"),
     [
         ({"traces_exporter": "zipkin"}, {}, "traces_exporter", "argument traces_exporter=", "otlp, console, none"),
-        ({}, {"OTEL_METRICS_EXPORTER": "prometheus"}, "metrics_exporter", "OTEL_METRICS_EXPORTER", "otlp"),
+        ({}, {"OTEL_METRICS_EXPORTER": "statsd"}, "metrics_exporter", "OTEL_METRICS_EXPORTER", "otlp, prometheus"),
         ({}, {"QM_OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"}, "exporter_endpoint",
          "QM_OTEL_EXPORTER_OTLP_ENDPOINT", "http(s) URL"),
         ({"exporter_endpoint": "ftp://collector"}, {}, "exporter_endpoint", "argument", "http(s) URL"),
