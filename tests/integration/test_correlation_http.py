@@ -37,10 +37,14 @@ def server_span(receiver: OtlpReceiver, trace_id: str, name: str = "GET /log") -
     )
 
 
-def logs_of(receiver: OtlpReceiver, trace_id: str, count: int = len(PLACES)) -> list[Log]:
-    return receiver.wait_for(
-        lambda r: (found if len(found := [g for g in r.snapshot()[1] if g.trace_id == trace_id]) >= count else None)
-    )
+def logs_of(receiver: OtlpReceiver, trace_id: str) -> list[Log]:
+    """The trace's log records, once every place has written its record (the background task writes last)."""
+
+    def complete(r: OtlpReceiver) -> list[Log] | None:
+        found = [g for g in r.snapshot()[1] if g.trace_id == trace_id]
+        return found if set(PLACES) <= {str(g.body) for g in found} else None
+
+    return receiver.wait_for(complete)
 
 
 def assert_correlated(receiver: OtlpReceiver, response: httpx.Response, trace_id: str, corr: str) -> None:
