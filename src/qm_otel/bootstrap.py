@@ -278,6 +278,11 @@ def setup(
     log_file_max_bytes: int | None = None,
     log_file_backups: int | None = None,
     log_file_max_age_days: float | None = None,
+    conventions_file: str | None = None,
+    health_path: str | None = None,
+    ready_path: str | None = None,
+    prometheus_host: str | None = None,
+    prometheus_port: int | None = None,
     span_processors: Sequence[SpanProcessor] = (),
     log_processors: Sequence[LogRecordProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
@@ -316,6 +321,11 @@ def setup(
         log_file_max_bytes: ``QM_OTEL_LOG_FILE_MAX_BYTES``.
         log_file_backups: ``QM_OTEL_LOG_FILE_BACKUPS``.
         log_file_max_age_days: ``QM_OTEL_LOG_FILE_MAX_AGE_DAYS``.
+        conventions_file: ``QM_OTEL_CONVENTIONS_FILE``: overrides merged over the packaged conventions.
+        health_path: ``QM_OTEL_HEALTH_PATH`` (liveness, default ``/healthz``).
+        ready_path: ``QM_OTEL_READY_PATH`` (readiness, default ``/readyz``).
+        prometheus_host: ``QM_OTEL_PROMETHEUS_HOST`` / ``OTEL_EXPORTER_PROMETHEUS_HOST``.
+        prometheus_port: ``QM_OTEL_PROMETHEUS_PORT`` / ``OTEL_EXPORTER_PROMETHEUS_PORT``.
         span_processors: extra span processors (e.g. an in-memory capture), added after the exporter's.
         log_processors: extra log record processors.
         metric_readers: extra metric readers.

@@ -20,8 +20,6 @@ metrics. The lock is held only to read or change the state, never while the depe
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import logging
 import threading
 import time
@@ -29,16 +27,15 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Self
 
 from opentelemetry import metrics, trace
 
+from qm_otel.contextwrap import SyncAsyncContext
 from qm_otel.conventions import conventions
 
 __all__ = ["CircuitBreaker", "CircuitOpenError", "breakers"]
 
-P = ParamSpec("P")
-R = TypeVar("R")
 CLOSED, OPEN, HALF_OPEN = "CLOSED", "OPEN", "HALF_OPEN"
 STATES = (CLOSED, OPEN, HALF_OPEN)
 _logger = logging.getLogger("qm_otel.breaker")
@@ -103,7 +100,7 @@ def _metrics() -> _Instruments:
         return _instruments
 
 
-class CircuitBreaker:
+class CircuitBreaker(SyncAsyncContext):
     """A circuit breaker named ``name``; usable as a decorator and a context manager, sync and async.
 
     Args:
@@ -234,7 +231,7 @@ class CircuitBreaker:
         self._count("failure" if failed else "success")
         self._report(change)
 
-    def __enter__(self) -> CircuitBreaker:
+    def __enter__(self) -> Self:
         self.before_call()
         return self
 
@@ -243,32 +240,6 @@ class CircuitBreaker:
     ) -> None:
         del exc_type, tb
         self.after_call(exc)
-
-    async def __aenter__(self) -> CircuitBreaker:
-        return self.__enter__()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
-
-    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
-        """Protect a sync or async function."""
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def guarded_coroutine(*args: P.args, **kwargs: P.kwargs) -> Any:
-                async with self:
-                    return await func(*args, **kwargs)
-
-            return guarded_coroutine  # type: ignore[return-value]
-
-        @functools.wraps(func)
-        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            with self:
-                return func(*args, **kwargs)
-
-        return guarded
 
     def report(self) -> dict[str, Any]:
         """The breaker in the readiness report."""

@@ -10,14 +10,11 @@ one raises :class:`EventError` in development and is counted (and still written)
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import re
 import time
-from collections.abc import Callable
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Self
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Status, StatusCode
@@ -25,9 +22,6 @@ from opentelemetry.trace import Status, StatusCode
 from qm_otel.conventions import conventions
 
 __all__ = ["EventError", "event", "timed"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 _logger = logging.getLogger("qm_otel.events")
 _DEVELOPMENT = frozenset({"development", "dev", "local"})
@@ -149,7 +143,7 @@ class timed:
         self._scope: Any = None
         self._started = 0.0
 
-    def __enter__(self) -> timed:
+    def __enter__(self) -> Self:
         tracer = trace.get_tracer("qm_otel.events")
         self._span = tracer.start_span(f"{self.component} {self.action}", attributes={
             "qm_otel.component": self.component, "qm_otel.action": self.action})
@@ -186,28 +180,5 @@ class timed:
             if span is not None:
                 span.end()
 
-    async def __aenter__(self) -> timed:
-        return self.__enter__()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
-
-    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
-        """Decorate a sync or async function: each call is timed by a fresh instance."""
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def timed_coroutine(*args: P.args, **kwargs: P.kwargs) -> Any:
-                async with timed(self.component, self.action, **self.details):
-                    return await func(*args, **kwargs)
-
-            return timed_coroutine  # type: ignore[return-value]
-
-        @functools.wraps(func)
-        def timed_function(*args: P.args, **kwargs: P.kwargs) -> R:
-            with timed(self.component, self.action, **self.details):
-                return func(*args, **kwargs)
-
-        return timed_function
+    def _for_call(self) -> timed:
+        return timed(self.component, self.action, **self.details)  # a fresh instance per decorated call

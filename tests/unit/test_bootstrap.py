@@ -39,3 +39,15 @@ def test_instrument_app_needs_setup_first() -> None:
 
 def test_shutdown_before_setup_is_a_no_op() -> None:
     assert qm_otel.shutdown() is True
+
+
+def test_every_setting_is_a_documented_keyword_of_setup() -> None:
+    import inspect
+
+    from qm_otel.config import SETTING_NAMES
+
+    parameters = inspect.signature(qm_otel.setup).parameters
+    assert SETTING_NAMES <= set(parameters)
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())
+    doc = qm_otel.setup.__doc__ or ""
+    assert all(f"{name}:" in doc for name in SETTING_NAMES)
