@@ -19,6 +19,7 @@ from typing import Any, Self
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Status, StatusCode
 
+from qm_otel.contextwrap import SyncAsyncContext
 from qm_otel.conventions import conventions
 
 __all__ = ["EventError", "event", "timed"]
@@ -126,7 +127,7 @@ def _duration_histogram() -> metrics.Histogram:
     )
 
 
-class timed:
+class timed(SyncAsyncContext):
     """Wrap work in a span, write its record with ``duration_ms`` and status, record its duration.
 
     Status: SUCCESS, TIMEOUT for ``TimeoutError`` (``asyncio.TimeoutError`` included), FAILURE
