@@ -96,13 +96,18 @@ def _url(name: str, value: Any) -> str:
     return text
 
 
-def _positive_int(name: str, value: Any) -> int:
+def _number(name: str, value: Any, convert: Callable[[Any], Any], accept: Callable[[Any], bool]) -> Any:
+    """A number from text or a number; ``accept`` decides on the value (booleans are never numbers)."""
     if isinstance(value, bool):
         raise TypeError(name)
-    number = int(value.strip()) if isinstance(value, str) else value
-    if not isinstance(number, int) or number <= 0:
+    number = convert(value.strip()) if isinstance(value, str) else value
+    if not isinstance(number, int | float) or not accept(number):
         raise ValueError(name)
-    return number
+    return convert(number)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    return int(_number(name, value, int, lambda n: isinstance(n, int) and n > 0))
 
 
 def _port(name: str, value: Any) -> int:
@@ -113,12 +118,7 @@ def _port(name: str, value: Any) -> int:
 
 
 def _positive_float(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise TypeError(name)
-    number = float(value.strip()) if isinstance(value, str) else value
-    if not isinstance(number, int | float) or not number > 0 or number == float("inf"):
-        raise ValueError(name)
-    return float(number)
+    return float(_number(name, value, float, lambda n: 0 < n < float("inf")))
 
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -146,12 +146,7 @@ def _header_names(name: str, value: Any) -> tuple[str, ...]:
 
 
 def _ratio(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise TypeError(name)
-    number = float(value.strip()) if isinstance(value, str) else value
-    if not isinstance(number, int | float) or not 0.0 <= number <= 1.0:
-        raise ValueError(name)
-    return float(number)
+    return float(_number(name, value, float, lambda n: 0.0 <= n <= 1.0))
 
 
 def _components(name: str, value: Any) -> tuple[str, ...]:
