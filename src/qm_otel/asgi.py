@@ -118,9 +118,10 @@ class RequestLogMiddleware:
     """One record per HTTP request: method, route template, status code, duration, client address.
 
     Written when the response ends, from inside the server span (the ``send`` path runs in its
-    context), so it carries the request's trace, span and correlation IDs. WARNING above the
-    conventions' slow-request threshold (2 s), ERROR for 5xx; the URLs ``excluded`` (health
-    endpoints) are skipped. No header and no query string is logged.
+    context), so it carries the request's trace, span and correlation IDs, and the response-time
+    ``band`` of the conventions. WARNING above the conventions' slow-request threshold (2 s), ERROR
+    for 5xx; the URLs ``excluded`` (health endpoints) are skipped. No header and no query string is
+    logged.
     """
 
     def __init__(self, app: ASGIApp, *, excluded: Sequence[str] = (), slow_ms: float = 2000.0) -> None:
@@ -136,6 +137,7 @@ class RequestLogMiddleware:
         return bool(self._excluded.search(url))
 
     def _write(self, scope: Scope, status_code: int, started: float) -> None:
+        from qm_otel.conventions import classify
         from qm_otel.events import event
 
         duration_ms = (time.perf_counter() - started) * 1000.0
@@ -150,6 +152,7 @@ class RequestLogMiddleware:
             f"{method} {target}",
             "FAILURE" if failed else "SUCCESS",
             duration_ms,
+            band=classify("response_time", duration_ms).band,
             message=f"{method} {target} {status_code} {duration_ms:.1f}ms",
             event="http_request",
             level=level,

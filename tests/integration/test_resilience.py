@@ -103,3 +103,17 @@ def test_degraded_mode_from_the_cache_hit_rate(service: svc.Service, receiver: O
     memory = [p for p in points if p.name == "process.memory.usage"]
     assert memory
     assert memory[-1].value > 10 * 1024 * 1024
+
+
+def test_health_paths_are_configurable(receiver: OtlpReceiver) -> None:
+    env = svc.base_env(receiver.endpoint, QM_OTEL_HEALTH_PATH="/live", QM_OTEL_READY_PATH="/ready")
+    service = svc.start(APP, env)
+    try:
+        assert service.get("/live").json() == {"status": "ok"}
+        assert service.get("/ready").json()["status"] == "ready"
+        assert service.get("/healthz").status_code == 404
+        assert service.get("/pay").status_code == 200
+        receiver.wait_for(lambda r: any(s.name == "GET /pay" for s in r.snapshot()[0]))
+    finally:
+        service.terminate()
+    assert not [s for s in receiver.snapshot()[0] if s.name in ("GET /live", "GET /ready")]  # not traced either

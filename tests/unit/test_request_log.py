@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from qm_otel.asgi import RequestLogMiddleware
+from qm_otel.conventions import classify
 
 
 def run(middleware: RequestLogMiddleware, path: str = "/orders/7", query: bytes = b"token=s3cret") -> None:
@@ -59,6 +60,7 @@ def test_one_record_with_route_status_duration_and_client(caplog: pytest.LogCapt
     assert fields["client_address"] == "10.0.0.9:51234"
     assert (fields["component"], fields["status"], fields["event"]) == ("API", "SUCCESS", "http_request")
     assert fields["duration_ms"] >= 0
+    assert fields["band"] == classify("response_time", fields["duration_ms"]).band
     assert "s3cret" not in repr(fields) + record.getMessage()
 
 
@@ -70,6 +72,7 @@ def test_slow_requests_are_warnings_and_server_errors_are_errors(caplog: pytest.
         run(RequestLogMiddleware(app(200, fail=True)))
     levels = [(r.levelname, r.__dict__["http_status_code"], r.__dict__["status"]) for r in records(caplog)]
     assert levels == [("WARNING", 200, "SUCCESS"), ("ERROR", 503, "FAILURE"), ("ERROR", 500, "FAILURE")]
+    assert records(caplog)[0].__dict__["band"] != "optimal"  # it slept 50 ms: at least acceptable
 
 
 def test_excluded_health_endpoints_are_not_logged(caplog: pytest.LogCaptureFixture) -> None:
