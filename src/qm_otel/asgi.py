@@ -7,15 +7,18 @@ can be the one the incoming correlation ID maps to; :func:`qm_otel.instrument_ap
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.instrumentation.asgi import get_host_port_url_tuple
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.http import ExcludeList
 
-from qm_otel.correlation import Correlation, activate, count_rejection, deactivate, parse, rejection_reason, resolve
+from qm_otel.conventions import classify
+from qm_otel.correlation import Correlation, accept, activate, deactivate, resolve
+from qm_otel.events import event
 
 __all__ = ["CorrelationMiddleware", "RequestLogMiddleware"]
 
@@ -78,17 +81,12 @@ class CorrelationMiddleware:
         if not self._trust_incoming:
             scope["headers"] = [(n, v) for n, v in headers if n.lower() not in _TRACE_HEADERS]
             active = resolve(None, "http")
-            accepted = parse(raw)
-            if raw is not None and accepted is None:
-                count_rejection(rejection_reason(raw) or "characters", "http")
-            active.untrusted_incoming_id = accepted
+            active.untrusted_incoming_id = accept(raw, "http")
             return active
         parent_trace_id = _valid_parent_trace_id(headers)
         if parent_trace_id is None:
             return resolve(raw, "http")
-        accepted = parse(raw)
-        if raw is not None and accepted is None:
-            count_rejection(rejection_reason(raw) or "characters", "http")
+        accepted = accept(raw, "http")
         # the server span continues the caller's trace: nothing pending for a root span
         return Correlation(accepted or format(parent_trace_id, "032x"), parent_trace_id)
 
@@ -126,20 +124,16 @@ class RequestLogMiddleware:
 
     def __init__(self, app: ASGIApp, *, excluded: Sequence[str] = (), slow_ms: float = 2000.0) -> None:
         self.app = app
-        self._excluded = re.compile("|".join(excluded)) if excluded else None
+        # the exclude list and the URL it is matched against are the OTel middleware's own, so what
+        # is not traced is exactly what is not logged
+        self._excluded = ExcludeList(list(excluded))
         self._slow_ms = slow_ms
 
     def _skipped(self, scope: Scope) -> bool:
-        if self._excluded is None:
-            return False
-        host = next((v.decode("latin-1") for n, v in scope.get("headers", ()) if n == b"host"), "")
-        url = f"{scope.get('scheme', 'http')}://{host}{scope.get('path', '')}"
-        return bool(self._excluded.search(url))
+        url: str = get_host_port_url_tuple(scope)[2]  # type: ignore[no-untyped-call]
+        return self._excluded.url_disabled(url)
 
     def _write(self, scope: Scope, status_code: int, started: float) -> None:
-        from qm_otel.conventions import classify
-        from qm_otel.events import event
-
         duration_ms = (time.perf_counter() - started) * 1000.0
         method = scope.get("method", "?")
         route = getattr(scope.get("route"), "path", None)

@@ -305,11 +305,16 @@ class Settings:
     explicit: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
 
     @property
+    def development(self) -> bool:
+        """Whether ``environment`` names a development environment (text logs, strict event checks)."""
+        return self.environment.lower() in _DEVELOPMENT_ENVIRONMENTS
+
+    @property
     def stdout_format(self) -> str:
         """The stdout log format after resolving ``auto``."""
         if self.log_format != "auto":
             return self.log_format
-        return "text" if self.environment.lower() in _DEVELOPMENT_ENVIRONMENTS else "json"
+        return "text" if self.development else "json"
 
 
 def _resource_env(environ: Mapping[str, str]) -> dict[str, str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import hashlib
 import re
 from collections.abc import Iterator
@@ -225,6 +226,7 @@ def propagate_context_into_executors() -> None:
     _EXECUTOR_PATCHED = True
 
 
+@functools.cache
 def _rejections() -> metrics.Counter:
     return metrics.get_meter("qm_otel.correlation").create_counter(
         "qm_otel.correlation.rejected",
@@ -238,15 +240,23 @@ def count_rejection(reason: str, source: str) -> None:
     _rejections().add(1, {"reason": reason, "source": source})
 
 
-def resolve(raw: str | bytes | None, source: str) -> Correlation:
-    """The correlation for an incoming value: accepted and mapped, or replaced (and counted)."""
-    reason = rejection_reason(raw) if raw is not None else None
-    if raw is not None and reason is None:
-        accepted = raw.decode("ascii") if isinstance(raw, bytes) else raw
-        trace_id = trace_id_for(accepted)
-        return Correlation(accepted, trace_id, trace_id)
+def accept(raw: str | bytes | None, source: str) -> str | None:
+    """The accepted ID in an incoming value; a present but unacceptable value is counted and dropped."""
+    if raw is None:
+        return None
+    reason = rejection_reason(raw)
     if reason is not None:
         count_rejection(reason, source)
+        return None
+    return raw.decode("ascii") if isinstance(raw, bytes) else raw
+
+
+def resolve(raw: str | bytes | None, source: str) -> Correlation:
+    """The correlation for an incoming value: accepted and mapped, or replaced (and counted)."""
+    accepted = accept(raw, source)
+    if accepted is not None:
+        trace_id = trace_id_for(accepted)
+        return Correlation(accepted, trace_id, trace_id)
     new_id, trace_id = new_correlation_id()
     return Correlation(new_id, trace_id, trace_id)
 

@@ -10,6 +10,7 @@ one raises :class:`EventError` in development and is counted (and still written)
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -25,7 +26,6 @@ from qm_otel.conventions import conventions
 __all__ = ["EventError", "event", "timed"]
 
 _logger = logging.getLogger("qm_otel.events")
-_DEVELOPMENT = frozenset({"development", "dev", "local"})
 _SNAKE = re.compile(r"[^0-9a-zA-Z]+")
 #: LogRecord attributes an ``extra=`` key may not overwrite; such detail keys get a ``detail_`` prefix
 _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -46,9 +46,10 @@ def _settings() -> tuple[frozenset[str], bool]:
     if handle is None:
         return frozenset(), True
     settings = handle.settings
-    return frozenset(settings.extra_components), settings.environment.lower() in _DEVELOPMENT
+    return frozenset(settings.extra_components), settings.development
 
 
+@functools.cache
 def _invalid_counter() -> metrics.Counter:
     return metrics.get_meter("qm_otel.events").create_counter(
         "qm_otel.events.invalid", unit="{event}", description="Events with an unknown component or status"
@@ -121,6 +122,7 @@ def event(
     (logger or _logger).log(logging.getLevelName(level), text, extra=fields, exc_info=exc_info, stacklevel=2)
 
 
+@functools.cache
 def _duration_histogram() -> metrics.Histogram:
     return metrics.get_meter("qm_otel.events").create_histogram(
         "qm_otel.timed.duration", unit="s", description="Duration of work wrapped in qm_otel.timed"

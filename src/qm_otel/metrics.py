@@ -15,6 +15,7 @@ count by ``http_response_status_code``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -40,6 +41,13 @@ def resident_memory_bytes() -> int | None:
         return None
 
 
+@functools.cache
+def _cache_requests() -> metrics.Counter:
+    # created once; through the API's proxy meter it reaches the provider setup() installs later
+    return metrics.get_meter("qm_otel").create_counter(
+        "qm_otel.cache.requests", unit="{request}", description="Cache lookups by cache and result")
+
+
 class _Caches:
     """Per-cache sliding windows of hits and misses, and the degraded-mode rule over them."""
 
@@ -47,7 +55,6 @@ class _Caches:
         self._lock = threading.Lock()
         self._windows: dict[str, deque[bool]] = {}
         self._degraded: set[str] = set()
-        self._counter: metrics.Counter | None = None
 
     def record(self, cache: str, hit: bool) -> None:
         rule = conventions().degradation
@@ -62,7 +69,7 @@ class _Caches:
                 self._degraded.add(cache)
             elif leaving:
                 self._degraded.discard(cache)
-        self._count(cache, hit)
+        _cache_requests().add(1, {"cache": cache, "result": "hit" if hit else "miss"})
         if entering or leaving:
             from qm_otel.events import event
 
@@ -70,12 +77,6 @@ class _Caches:
                   "DEGRADED" if entering else "SUCCESS",
                   message="Entering degraded mode" if entering else "Leaving degraded mode",
                   logger=_logger, cache=cache, hit_rate_percent=round(ratio * 100, 1))
-
-    def _count(self, cache: str, hit: bool) -> None:
-        if self._counter is None:
-            self._counter = metrics.get_meter("qm_otel").create_counter(
-                "qm_otel.cache.requests", unit="{request}", description="Cache lookups by cache and result")
-        self._counter.add(1, {"cache": cache, "result": "hit" if hit else "miss"})
 
     def ratios(self) -> dict[str, float]:
         with self._lock:

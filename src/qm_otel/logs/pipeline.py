@@ -131,7 +131,7 @@ def redact_logged_urls(settings: Settings) -> None:
         logger.addFilter(RedactUrls(settings.sensitive_fields))
 
 
-def route_uvicorn_loggers(settings: Settings | None = None) -> None:
+def route_uvicorn_loggers(settings: Settings) -> None:
     """Make uvicorn's loggers propagate to the root logger instead of printing their own format.
 
     With the request log on, uvicorn's access lines are dropped (a filter survives the
@@ -144,7 +144,7 @@ def route_uvicorn_loggers(settings: Settings | None = None) -> None:
         logger.propagate = True
     access = logging.getLogger("uvicorn.access")
     access.removeFilter(_ACCESS_FILTER)
-    if settings is not None and settings.request_log:
+    if settings.request_log:
         access.addFilter(_ACCESS_FILTER)
 
 
