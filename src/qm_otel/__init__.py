@@ -3,19 +3,27 @@
 >>> import qm_otel
 >>> qm_otel.setup(app=app)  # doctest: +SKIP
 
-wires traces, metrics and logs, correlated, exported over OTLP.
+wires traces, metrics and logs, correlated, exported over OTLP. This module is the public API
+and nothing else; ``instrument_app`` is imported on first use, so ``import qm_otel`` does not
+import FastAPI, Starlette or httpx.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from qm_otel._version import __version__
 from qm_otel.bootstrap import Telemetry, setup, shutdown
 from qm_otel.breaker import CircuitBreaker, CircuitOpenError
+from qm_otel.caches import cache_hit, cache_miss
 from qm_otel.config import ConfigError, Settings
 from qm_otel.conventions import classify
 from qm_otel.correlation import correlation, correlation_id
 from qm_otel.events import EventError, event, timed
-from qm_otel.fastapi import instrument_app
 from qm_otel.health import add_check, remove_check
-from qm_otel.metrics import cache_hit, cache_miss
+
+if TYPE_CHECKING:
+    from qm_otel.integrations.fastapi import instrument_app
 
 __all__ = [
     "CircuitBreaker",
@@ -38,3 +46,19 @@ __all__ = [
     "shutdown",
     "timed",
 ]
+
+#: public names whose modules are imported on first use: name → module
+_LAZY = {"instrument_app": "qm_otel.integrations.fastapi"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazy public name's module when the name is first used (compare logfire's integrations)."""
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        message = f"module 'qm_otel' has no attribute {name!r}"
+        raise AttributeError(message)
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value

@@ -1,7 +1,9 @@
-"""``setup()`` and ``shutdown()``: the one place where the three OTel signals are wired.
+"""``setup()`` and ``shutdown()``: orchestrate the signal builders, and keep the state room in step.
 
 Both launch paths end here: ``qm_otel.setup(app=app)`` in code, and ``opentelemetry-instrument``
 through :mod:`qm_otel.distro`, so both produce the same resource, exporters and log pipeline.
+The builders live in :mod:`qm_otel.signals`; this module only runs them in order, writes the
+start-up checkpoints, and hangs the flush on what runs at the end of a process.
 
 >>> import qm_otel
 >>> telemetry = qm_otel.setup(service_name="checkout")          # doctest: +SKIP
@@ -12,7 +14,6 @@ True
 from __future__ import annotations
 
 import atexit
-import importlib
 import logging
 import os
 import signal
@@ -22,40 +23,35 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, Unpack
 
-from opentelemetry import _logs, metrics, propagate, trace
-from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    ConsoleMetricExporter,
-    MetricReader,
-    PeriodicExportingMetricReader,
-)
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
+from qm_otel import _state
+from qm_otel._options import SetupOptions
 from qm_otel._version import __version__
-from qm_otel.config import SETTING_NAMES, ConfigError, Settings, resolve_settings
-from qm_otel.correlation import (
-    CorrelationIdGenerator,
-    CorrelationPropagator,
-    CorrelationSpanProcessor,
-    propagate_context_into_executors,
-)
-from qm_otel.logs.pipeline import install_log_handlers, remove_log_handlers, route_uvicorn_loggers
-from qm_otel.metrics import register_standard_instruments
-from qm_otel.redaction import redact_url
-from qm_otel.sampling import ratio_sampler
+from qm_otel.config import ConfigError, Settings, resolve_settings
+from qm_otel.contextwrap import propagate_context_into_executors
+from qm_otel.conventions import Conventions, ConventionsError, load_with_overrides
+from qm_otel.correlation import install_outbound_propagator
+from qm_otel.events import event
+from qm_otel.instruments import Instruments
+from qm_otel.logs.pipeline import remove_log_handlers, route_uvicorn_loggers
+from qm_otel.redaction import header_sanitize_patterns
+from qm_otel.signals import globals as signal_globals
+from qm_otel.signals.logs import build_logger_provider
+from qm_otel.signals.metrics import build_meter_provider
+from qm_otel.signals.resource import build_resource
+from qm_otel.signals.traces import build_tracer_provider
 
-__all__ = ["Telemetry", "current", "setup", "shutdown"]
+__all__ = ["Telemetry", "setup", "shutdown"]
 
 _logger = logging.getLogger("qm_otel")
 _LOCK = threading.RLock()
-_HANDLE: Telemetry | None = None
 
 
 def _bounded(work: Callable[[], object], timeout_s: float) -> bool:
@@ -95,12 +91,19 @@ class Telemetry:
         return _bounded(flush, timeout_s or self.settings.shutdown_timeout_s)
 
     def shutdown(self, timeout_s: float | None = None) -> bool:
-        """Flush and close the providers (idempotent); wait at most ``timeout_s``."""
+        """Flush and close the providers (idempotent); wait at most ``timeout_s``.
+
+        The state room is cleared, so a later ``setup()`` builds a fresh pipeline.
+        """
         with _LOCK:
             if self._closed:
                 return True
             self._closed = True
             remove_log_handlers(self.log_handlers)
+            state = _state.get()
+            if state is not None and state.telemetry is self:
+                _state.reset()
+            signal_globals.mark_closed(self.tracer_provider, self.meter_provider, self.logger_provider)
 
         def close() -> None:
             self.tracer_provider.shutdown()
@@ -108,120 +111,6 @@ class Telemetry:
             self.logger_provider.shutdown()
 
         return _bounded(close, timeout_s or self.settings.shutdown_timeout_s)
-
-
-def current() -> Telemetry | None:
-    """The handle of the running setup, or None before ``setup()``."""
-    return _HANDLE
-
-
-def _signal_endpoint(settings: Settings, signal_name: str) -> str | None:
-    """The endpoint to hand an OTLP exporter, or None to let it read its per-signal env var."""
-    per_signal = f"OTEL_EXPORTER_OTLP_{signal_name.upper()}_ENDPOINT"
-    if "exporter_endpoint" not in settings.explicit and os.environ.get(per_signal, "").strip():
-        return None
-    if settings.exporter_protocol == "grpc":
-        return settings.exporter_endpoint
-    return f"{settings.exporter_endpoint}/v1/{signal_name}"
-
-
-#: per signal: the console exporter, and the OTLP exporters for http/protobuf and grpc (imported when chosen)
-_EXPORTERS: dict[str, tuple[type[Any], str, str]] = {
-    "traces": (
-        ConsoleSpanExporter,
-        "opentelemetry.exporter.otlp.proto.http.trace_exporter:OTLPSpanExporter",
-        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter:OTLPSpanExporter",
-    ),
-    "metrics": (
-        ConsoleMetricExporter,
-        "opentelemetry.exporter.otlp.proto.http.metric_exporter:OTLPMetricExporter",
-        "opentelemetry.exporter.otlp.proto.grpc.metric_exporter:OTLPMetricExporter",
-    ),
-    "logs": (
-        ConsoleLogRecordExporter,
-        "opentelemetry.exporter.otlp.proto.http._log_exporter:OTLPLogExporter",
-        "opentelemetry.exporter.otlp.proto.grpc._log_exporter:OTLPLogExporter",
-    ),
-}
-
-
-def _exporter(settings: Settings, signal_name: str) -> Any:
-    """The exporter the signal's setting asks for (``otlp``, ``console``), or None for ``none``."""
-    kind = getattr(settings, f"{signal_name}_exporter")
-    console, http_path, grpc_path = _EXPORTERS[signal_name]
-    if kind == "console":
-        return console()
-    if kind != "otlp":
-        return None
-    module_name, _, class_name = (grpc_path if settings.exporter_protocol == "grpc" else http_path).partition(":")
-    exporter_class = getattr(importlib.import_module(module_name), class_name)
-    return exporter_class(endpoint=_signal_endpoint(settings, signal_name))
-
-
-def _prometheus_reader(settings: Settings) -> MetricReader:
-    """Serve ``/metrics`` for Prometheus to scrape (the same names as Prometheus's OTLP receiver gives)."""
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from prometheus_client import start_http_server
-
-    try:
-        start_http_server(settings.prometheus_port, addr=settings.prometheus_host)
-    except OSError as exc:
-        message = (f"qm-otel setting 'prometheus_port' got {settings.prometheus_port!r}, which cannot be served on "
-                   f"{settings.prometheus_host} ({exc.strerror or exc}); allowed: a free port")
-        raise ConfigError(message) from exc
-    return PrometheusMetricReader()
-
-
-def build_resource(settings: Settings) -> Resource:
-    """The resource every signal carries: service, environment, instance, host, process, distro.
-
-    Host, OS and process attributes come from the SDK's detectors; qm-otel asks for them by
-    default through ``OTEL_EXPERIMENTAL_RESOURCE_DETECTORS`` (left alone if the user set it),
-    because the SDK re-runs the process-dependent ones after ``fork`` only when named there.
-    """
-    os.environ.setdefault("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "host,os,process")
-    return Resource.create(
-        {
-            "service.name": settings.service_name,
-            "service.version": settings.service_version,
-            "deployment.environment.name": settings.environment,
-            "telemetry.distro.name": "qm-otel",
-            "telemetry.distro.version": __version__,
-        }
-    )
-
-
-def _set_global_providers(tracer: TracerProvider, meter: MeterProvider) -> None:
-    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        _logger.warning("qm-otel: a global TracerProvider was already set; qm-otel's spans use its own")
-    trace.set_tracer_provider(tracer)
-    metrics.set_meter_provider(meter)
-
-
-def _propagate_correlation_outbound() -> None:
-    """Outgoing requests carry ``X-Correlation-ID`` beside whatever ``OTEL_PROPAGATORS`` chose."""
-    current_propagator = propagate.get_global_textmap()
-    members = getattr(current_propagator, "_propagators", [current_propagator])
-    if not any(isinstance(member, CorrelationPropagator) for member in members):
-        propagate.set_global_textmap(CompositePropagator([*members, CorrelationPropagator()]))
-
-
-def _instrument_httpx(handle: Telemetry) -> None:
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-    words = handle.settings.sensitive_fields
-
-    def redact(span: Any, request: Any) -> None:
-        if span.is_recording():
-            span.set_attribute("url.full", redact_url(str(request.url), words))
-
-    async def redact_async(span: Any, request: Any) -> None:
-        redact(span, request)
-
-    instrumentor = HTTPXClientInstrumentor()
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument(tracer_provider=handle.tracer_provider, meter_provider=handle.meter_provider,
-                                request_hook=redact, async_request_hook=redact_async)
 
 
 def _flush_on_sigterm() -> None:
@@ -246,222 +135,156 @@ def _flush_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def _atexit_shutdown() -> None:
-    shutdown()
+_AT_EXIT = "_qm_otel_registered"
+
+
+def _at_exit() -> None:
+    """Registered once per process: flush whatever pipeline runs when the interpreter exits."""
+    if not getattr(_at_exit, _AT_EXIT, False):
+        atexit.register(shutdown)
+        setattr(_at_exit, _AT_EXIT, True)
 
 
 def setup(
     *,
     app: Any = None,
-    service_name: str | None = None,
-    service_version: str | None = None,
-    environment: str | None = None,
-    exporter_protocol: str | None = None,
-    exporter_endpoint: str | None = None,
-    traces_exporter: str | None = None,
-    metrics_exporter: str | None = None,
-    logs_exporter: str | None = None,
-    metric_export_interval_ms: int | None = None,
-    log_format: str | None = None,
-    log_level: str | None = None,
-    excluded_urls: Sequence[str] | str | None = None,
-    shutdown_timeout_s: float | None = None,
-    correlation_headers: Sequence[str] | str | None = None,
-    trust_incoming_ids: bool | None = None,
-    trace_sample_ratio: float | None = None,
-    request_log: bool | None = None,
-    sensitive_fields: Sequence[str] | str | None = None,
-    extra_components: Sequence[str] | str | None = None,
-    log_config: str | None = None,
-    log_file: str | None = None,
-    log_file_format: str | None = None,
-    log_file_max_bytes: int | None = None,
-    log_file_backups: int | None = None,
-    log_file_max_age_days: float | None = None,
-    conventions_file: str | None = None,
-    health_path: str | None = None,
-    ready_path: str | None = None,
-    prometheus_host: str | None = None,
-    prometheus_port: int | None = None,
     span_processors: Sequence[SpanProcessor] = (),
     log_processors: Sequence[LogRecordProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
+    **options: Unpack[SetupOptions],
 ) -> Telemetry:
     """Wire traces, metrics and logs for this process, once; return the handle.
 
-    Every setting is optional and documented in the README's settings table with its
-    environment variables; precedence is argument > ``QM_OTEL_*`` > ``OTEL_*`` > default.
-    A second call changes nothing and returns the same handle (with a warning if its settings
-    differ); ``app`` is still instrumented.
+    Every setting is an optional keyword (``options``): the settings table of
+    :class:`qm_otel.config.Settings` declares each one with its environment variables, default
+    and allowed values (the README's settings table is generated from it). Precedence is
+    argument > ``QM_OTEL_*`` > ``OTEL_*`` > default; ``None`` counts as not given. A second call
+    changes nothing and returns the same handle (with a warning if its settings differ); ``app``
+    is still instrumented. After :func:`shutdown`, ``setup()`` builds a fresh pipeline.
 
     Args:
-        app: a FastAPI application to instrument now (see :func:`qm_otel.instrument_app`).
-        service_name: ``QM_OTEL_SERVICE_NAME`` / ``OTEL_SERVICE_NAME``.
-        service_version: ``QM_OTEL_SERVICE_VERSION``.
-        environment: ``QM_OTEL_ENVIRONMENT`` (``deployment.environment.name``).
-        exporter_protocol: ``QM_OTEL_EXPORTER_OTLP_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL``.
-        exporter_endpoint: ``QM_OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``.
-        traces_exporter: ``QM_OTEL_TRACES_EXPORTER`` / ``OTEL_TRACES_EXPORTER``: otlp, console, none.
-        metrics_exporter: ``QM_OTEL_METRICS_EXPORTER`` / ``OTEL_METRICS_EXPORTER``.
-        logs_exporter: ``QM_OTEL_LOGS_EXPORTER`` / ``OTEL_LOGS_EXPORTER``.
-        metric_export_interval_ms: ``QM_OTEL_METRIC_EXPORT_INTERVAL`` / ``OTEL_METRIC_EXPORT_INTERVAL``.
-        log_format: ``QM_OTEL_LOG_FORMAT``: auto, json, text, none.
-        log_level: ``QM_OTEL_LOG_LEVEL``.
-        excluded_urls: ``QM_OTEL_EXCLUDED_URLS`` / ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS``.
-        shutdown_timeout_s: ``QM_OTEL_SHUTDOWN_TIMEOUT``.
-        correlation_headers: ``QM_OTEL_CORRELATION_HEADERS``: incoming ID headers, in priority order.
-        trust_incoming_ids: ``QM_OTEL_TRUST_INCOMING_IDS``: False on public edges.
-        trace_sample_ratio: ``QM_OTEL_TRACE_SAMPLE_RATIO`` (or ``OTEL_TRACES_SAMPLER=...traceidratio``).
-        request_log: ``QM_OTEL_REQUEST_LOG``: one record per HTTP request.
-        sensitive_fields: ``QM_OTEL_SENSITIVE_FIELDS``: words that mark a header/query parameter sensitive.
-        extra_components: ``QM_OTEL_EXTRA_COMPONENTS``: the application's own event components.
-        log_config: ``QM_OTEL_LOG_CONFIG``: a dictConfig JSON file instead of ``log_format``.
-        log_file: ``QM_OTEL_LOG_FILE``: also log to this rotating, gzip-compressed file.
-        log_file_format: ``QM_OTEL_LOG_FILE_FORMAT``: json, pipe or text.
-        log_file_max_bytes: ``QM_OTEL_LOG_FILE_MAX_BYTES``.
-        log_file_backups: ``QM_OTEL_LOG_FILE_BACKUPS``.
-        log_file_max_age_days: ``QM_OTEL_LOG_FILE_MAX_AGE_DAYS``.
-        conventions_file: ``QM_OTEL_CONVENTIONS_FILE``: overrides merged over the packaged conventions.
-        health_path: ``QM_OTEL_HEALTH_PATH`` (liveness, default ``/healthz``).
-        ready_path: ``QM_OTEL_READY_PATH`` (readiness, default ``/readyz``).
-        prometheus_host: ``QM_OTEL_PROMETHEUS_HOST`` / ``OTEL_EXPORTER_PROMETHEUS_HOST``.
-        prometheus_port: ``QM_OTEL_PROMETHEUS_PORT`` / ``OTEL_EXPORTER_PROMETHEUS_PORT``.
+        app: a FastAPI or Starlette application to instrument now (see :func:`qm_otel.instrument_app`).
         span_processors: extra span processors (e.g. an in-memory capture), added after the exporter's.
         log_processors: extra log record processors.
         metric_readers: extra metric readers.
+        options: the settings, by name (``service_name="checkout"``, ``log_format="json"``, ...).
 
     Raises:
-        ConfigError: a setting has a value qm-otel cannot use.
+        ConfigError: a setting has a value qm-otel cannot use (the message names it).
 
     """
     started = time.perf_counter()
-    given = {name: value for name, value in locals().items() if name in SETTING_NAMES and value is not None}
+    given = {name: value for name, value in options.items() if value is not None}
     settings = resolve_settings(given, os.environ)
-    _check_conventions(settings)
-    global _HANDLE  # noqa: PLW0603 - the process-wide handle is the point of setup()
+    conventions = _conventions(settings)
     with _LOCK:
-        handle = _HANDLE
-        if handle is None:
-            handle = _build(settings, span_processors, log_processors, metric_readers, started)
-            _HANDLE = handle
+        state = _state.get()
+        if state is None or state.telemetry is None:
+            extras = _Extras(span_processors, log_processors, metric_readers)
+            telemetry = _build(settings, conventions, extras, started)
         else:
+            telemetry = state.telemetry
             # uvicorn may have configured its loggers since the first call (dictConfig at start-up)
-            route_uvicorn_loggers(handle.settings)
-            if handle.settings != settings or span_processors or log_processors or metric_readers:
+            route_uvicorn_loggers(telemetry.settings)
+            if telemetry.settings != settings or span_processors or log_processors or metric_readers:
                 message = "qm_otel.setup() was already called with other settings; the first call's stay in force"
                 warnings.warn(message, RuntimeWarning, stacklevel=2)
     if app is not None:
-        from qm_otel.fastapi import instrument_app
+        from qm_otel.integrations.fastapi import instrument_app
 
         instrument_app(app)
-    return handle
+    return telemetry
 
 
-def _check_conventions(settings: Settings) -> None:
-    """Load the conventions in force now, so a bad override file fails setup() and names the setting."""
-    from qm_otel.conventions import ConventionsError, load_with_overrides
-
+def _conventions(settings: Settings) -> Conventions:
+    """Load the conventions in force, so a bad override file fails setup() and names the setting."""
     try:
-        load_with_overrides(settings.conventions_file)
+        return load_with_overrides(settings.conventions_file)
     except ConventionsError as exc:
         message = f"qm-otel setting 'conventions_file' got {settings.conventions_file!r}: {exc}"
         raise ConfigError(message) from exc
 
 
 def _checkpoint(action: str, started: float, message: str) -> None:
-    from qm_otel.events import event
-
-    event("BOOTSTRAP", action, "INFO", (time.perf_counter() - started) * 1000.0, message=message,
-          logger=_logger)
+    event("BOOTSTRAP", action, "INFO", (time.perf_counter() - started) * 1000.0, message=message, logger=_logger)
 
 
-def _complete(started: float) -> None:
+def _complete(started: float, conventions: Conventions, instruments: Instruments) -> None:
     """The COMPLETE checkpoint: "Ready in N ms" at the level and status of the bootstrap band."""
-    from qm_otel.conventions import classify
-    from qm_otel.events import event
-
     elapsed_ms = (time.perf_counter() - started) * 1000.0
-    verdict = classify("bootstrap", elapsed_ms)
+    verdict = conventions.classify("bootstrap", elapsed_ms)
     event("BOOTSTRAP", "COMPLETE", verdict.status, elapsed_ms, message=f"Ready in {elapsed_ms:.0f}ms",
           level=verdict.level, band=verdict.band, logger=_logger)
-    metrics.get_meter("qm_otel").create_gauge(
-        "qm_otel.startup.duration", unit="s", description="Duration of qm_otel.setup(), classified by band"
-    ).set(elapsed_ms / 1000.0, {"band": verdict.band})
+    instruments.startup_duration.set(elapsed_ms / 1000.0, {"band": verdict.band})
 
 
-def _build(
-    settings: Settings,
-    span_processors: Sequence[SpanProcessor],
-    log_processors: Sequence[LogRecordProcessor],
-    metric_readers: Sequence[MetricReader],
-    started: float,
-) -> Telemetry:
-    # Stable HTTP semantic conventions (http.server.request.duration in seconds) unless the user
-    # chose a mode; read by the instrumentations when they first instrument.
+def _otel_env_defaults(settings: Settings) -> None:
+    """Defaults the instrumentations read when they instrument; a value the user set is left alone."""
+    # stable HTTP semantic conventions: http.server.request.duration, in seconds
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     # header values captured on spans (opt-in, OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*) are redacted
     os.environ.setdefault("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS",
-                          ",".join(f".*{word}.*" for word in settings.sensitive_fields))
-    resource = build_resource(settings)
+                          header_sanitize_patterns(settings.sensitive_fields))
 
+
+@dataclass(frozen=True)
+class _Extras:
+    """Pipeline parts the caller adds after qm-otel's own (in-memory capture, a second exporter)."""
+
+    span_processors: Sequence[SpanProcessor] = ()
+    log_processors: Sequence[LogRecordProcessor] = ()
+    metric_readers: Sequence[MetricReader] = ()
+
+
+def _build(settings: Settings, conventions: Conventions, extras: _Extras, started: float) -> Telemetry:
+    """Build the pipeline with the state room holding the settings; on failure, leave it empty."""
+    _state.set_state(_state.State(settings, conventions))
+    try:
+        return _build_signals(settings, conventions, extras, started)
+    except BaseException:
+        _state.reset()
+        raise
+
+
+def _build_signals(settings: Settings, conventions: Conventions, extras: _Extras, started: float) -> Telemetry:
+    _otel_env_defaults(settings)
+    signal_globals.forget_closed()
+    resource = build_resource(settings)
     # logs first, so the start-up checkpoints below are exported like every other record
-    logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    log_exporter = _exporter(settings, "logs")
-    if log_exporter is not None:
-        logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
-    for log_processor in log_processors:
-        logger_provider.add_log_record_processor(log_processor)
-    exporting_logs = log_exporter is not None or bool(log_processors)
-    _logs.set_logger_provider(logger_provider)
-    handlers = install_log_handlers(settings, logger_provider if exporting_logs else None)
+    logger_provider, handlers = build_logger_provider(settings, resource, extras.log_processors)
     _checkpoint("START", started, f"qm-otel {__version__} starting {settings.service_name} "
                                   f"({settings.environment})")
-
-    sampler = (
-        ratio_sampler(settings.trace_sample_ratio, settings.sample_parent_based)
-        if settings.trace_sample_ratio is not None
-        else None  # the SDK reads OTEL_TRACES_SAMPLER
-    )
-    tracer_provider = TracerProvider(
-        resource=resource, shutdown_on_exit=False, id_generator=CorrelationIdGenerator(), sampler=sampler
-    )
-    tracer_provider.add_span_processor(CorrelationSpanProcessor())
-    span_exporter = _exporter(settings, "traces")
-    if span_exporter is not None:
-        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
-    for span_processor in span_processors:
-        tracer_provider.add_span_processor(span_processor)
-    readers = list(metric_readers)
-    if settings.metrics_exporter == "prometheus":
-        readers.insert(0, _prometheus_reader(settings))
-    metric_exporter = _exporter(settings, "metrics")
-    if metric_exporter is not None:
-        readers.insert(
-            0,
-            PeriodicExportingMetricReader(
-                metric_exporter, export_interval_millis=settings.metric_export_interval_ms
-            ),
-        )
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
-    _set_global_providers(tracer_provider, meter_provider)
-    register_standard_instruments(meter_provider)
+    tracer_provider = build_tracer_provider(settings, resource, extras.span_processors)
+    meter_provider, instruments = build_meter_provider(settings, resource, extras.metric_readers)
     _checkpoint("CORE", started, f"providers ready: traces → {settings.traces_exporter}, metrics → "
                                  f"{settings.metrics_exporter}, logs → {settings.logs_exporter} "
                                  f"({settings.exporter_protocol} {settings.exporter_endpoint})")
-
-    handle = Telemetry(settings, resource, tracer_provider, meter_provider, logger_provider, handlers)
-    _propagate_correlation_outbound()
+    telemetry = Telemetry(settings, resource, tracer_provider, meter_provider, logger_provider, handlers)
+    _state.with_telemetry(telemetry, instruments)
+    install_outbound_propagator()
     propagate_context_into_executors()
-    _instrument_httpx(handle)
-    _checkpoint("PARALLEL", started, "instrumentations ready: httpx, correlation propagator, executor context")
-
+    instrumented = _instrument_libraries(telemetry)
+    _checkpoint("PARALLEL", started, f"instrumentations ready: {instrumented}correlation propagator, "
+                                     "executor context")
     root_handlers = logging.getLogger().handlers
     _checkpoint("VALIDATE", started, f"log pipeline: {len(root_handlers)} root handler(s), "
                                      f"stdout {settings.stdout_format}, file {settings.log_file or 'off'}")
-    atexit.register(_atexit_shutdown)
+    _at_exit()
     _flush_on_sigterm()
-    _complete(started)
-    return handle
+    _complete(started, conventions, instruments)
+    return telemetry
+
+
+def _instrument_libraries(telemetry: Telemetry) -> str:
+    """Instrument the client libraries that are installed (httpx); return their names for the checkpoint."""
+    import importlib.util
+
+    if importlib.util.find_spec("httpx") is None:
+        return ""
+    from qm_otel.integrations.httpx import instrument_httpx
+
+    instrument_httpx(telemetry.tracer_provider, telemetry.meter_provider, telemetry.settings.sensitive_fields)
+    return "httpx, "
 
 
 def shutdown(timeout_s: float | None = None) -> bool:
@@ -471,7 +294,7 @@ def shutdown(timeout_s: float | None = None) -> bool:
         True if the flush finished within the time allowed.
 
     """
-    handle = _HANDLE
-    if handle is None:
+    state = _state.get()
+    if state is None or state.telemetry is None:
         return True
-    return handle.shutdown(timeout_s)
+    return state.telemetry.shutdown(timeout_s)

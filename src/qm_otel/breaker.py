@@ -31,10 +31,12 @@ from typing import Any, Self
 
 from opentelemetry import metrics, trace
 
+from qm_otel import instruments
 from qm_otel.contextwrap import SyncAsyncContext
 from qm_otel.conventions import conventions
+from qm_otel.events import event
 
-__all__ = ["CircuitBreaker", "CircuitOpenError", "breakers"]
+__all__ = ["CircuitBreaker", "CircuitOpenError", "breakers", "state_observations"]
 
 CLOSED, OPEN, HALF_OPEN = "CLOSED", "OPEN", "HALF_OPEN"
 STATES = (CLOSED, OPEN, HALF_OPEN)
@@ -65,39 +67,13 @@ def _caller() -> tuple[int, int]:
     return threading.get_ident(), id(task) if task is not None else 0
 
 
-class _Instruments:
-    """The breaker metrics, created once per meter provider."""
-
-    def __init__(self) -> None:
-        meter = metrics.get_meter("qm_otel.breaker")
-        self.calls = meter.create_counter(
-            "qm_otel.breaker.calls", unit="{call}", description="Calls through circuit breakers, by outcome")
-        self.transitions = meter.create_counter(
-            "qm_otel.breaker.transitions", unit="{transition}", description="Circuit-breaker state changes")
-        meter.create_observable_gauge(
-            # no unit: "1" would make Prometheus append _ratio to the name
-            "qm_otel.breaker.state", callbacks=[self._observe], unit="",
-            description="1 for the breaker's current state, 0 for the others (one series per state)")
-
-    @staticmethod
-    def _observe(options: metrics.CallbackOptions) -> list[metrics.Observation]:
-        del options
-        return [
-            metrics.Observation(1 if breaker.state == state else 0, {"breaker": breaker.name, "state": state})
-            for breaker in breakers() for state in STATES
-        ]
-
-
-_instruments: _Instruments | None = None
-_instruments_lock = threading.Lock()
-
-
-def _metrics() -> _Instruments:
-    global _instruments  # noqa: PLW0603 - one set of instruments per process
-    with _instruments_lock:
-        if _instruments is None:
-            _instruments = _Instruments()
-        return _instruments
+def state_observations(options: metrics.CallbackOptions) -> list[metrics.Observation]:
+    """``qm_otel.breaker.state``: per live breaker, 1 for its state and 0 for the other two."""
+    del options
+    return [
+        metrics.Observation(1 if breaker.state == state else 0, {"breaker": breaker.name, "state": state})
+        for breaker in breakers() for state in STATES
+    ]
 
 
 class CircuitBreaker(SyncAsyncContext):
@@ -197,8 +173,6 @@ class CircuitBreaker(SyncAsyncContext):
     def _report(self, change: tuple[str, str] | None) -> None:
         if change is None:
             return
-        from qm_otel.events import event
-
         row = self._transitions[change]
         event(self.component, f"breaker_{row.name}", row.status, message=row.message, level=row.level,
               event=f"circuit_breaker_{row.name}", logger=_logger, breaker=self.name,
@@ -206,10 +180,10 @@ class CircuitBreaker(SyncAsyncContext):
         span = trace.get_current_span()
         if span.is_recording():
             span.add_event(row.message, {"breaker": self.name, "from": row.source, "to": row.target})
-        _metrics().transitions.add(1, {"breaker": self.name, "from": row.source, "to": row.target})
+        instruments.current().breaker_transitions.add(1, {"breaker": self.name, "from": row.source, "to": row.target})
 
     def _count(self, outcome: str) -> None:
-        _metrics().calls.add(1, {"breaker": self.name, "outcome": outcome})
+        instruments.current().breaker_calls.add(1, {"breaker": self.name, "outcome": outcome})
 
     # --- the public protocol ---------------------------------------------------------------------
 

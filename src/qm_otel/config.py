@@ -34,25 +34,29 @@ _FILE_FORMATS = ("json", "pipe", "text")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _DEVELOPMENT_ENVIRONMENTS = frozenset({"development", "dev", "local"})
 
-#: Resource attribute keys that may also supply a setting through ``OTEL_RESOURCE_ATTRIBUTES``.
-_RESOURCE_KEYS = {
-    "service_name": "service.name",
-    "service_version": "service.version",
-    "environment": "deployment.environment.name",
-}
-
-
 @dataclass(frozen=True)
 class Param:
-    """One setting: its name, where it is read from, its default and how a raw value is parsed."""
+    """One setting as the table declares it: where it is read from, its default, how it is parsed.
+
+    Built from the metadata of a :class:`Settings` field; the resolver, the generated ``setup()``
+    keywords (:mod:`qm_otel._options`) and the README's settings table all come from it.
+    """
 
     name: str
+    #: the setting's own ``QM_OTEL_*`` variable
     env: str
+    #: standard ``OTEL_*`` variables it also reads, in order
     otel_env: tuple[str, ...]
+    #: a key of ``OTEL_RESOURCE_ATTRIBUTES`` it also reads, if any
+    resource_key: str | None
     default: Any
     parse: Callable[[str, Any], Any]
     allowed: str
     doc: str
+    #: the type ``setup()`` accepts for it (Python source), when wider than the resolved type
+    accepts: str
+    #: the default as the README shows it, when ``default`` is computed later (None)
+    default_doc: str | None
 
     def error(self, value: object, source: str) -> ConfigError:
         """Build the error for a value this setting does not accept."""
@@ -60,6 +64,27 @@ class Param:
             f"qm-otel setting {self.name!r} (from {source}) got {value!r}; allowed: {self.allowed}"
         )
         return ConfigError(message)
+
+
+_PARAM_KEY = "qm_otel.param"
+
+
+def setting(
+    default: Any,
+    env: str,
+    parse: Callable[[str, Any], Any],
+    allowed: str,
+    doc: str,
+    *,
+    otel: tuple[str, ...] = (),
+    resource_key: str | None = None,
+    accepts: str | None = None,
+    default_doc: str | None = None,
+) -> Any:
+    """One row of the settings table: a :class:`Settings` field carrying its :class:`Param` pieces."""
+    row = {"env": env, "otel_env": otel, "resource_key": resource_key, "default": default, "parse": parse,
+           "allowed": allowed, "doc": doc, "accepts": accepts, "default_doc": default_doc}
+    return dataclasses.field(default=default, metadata={_PARAM_KEY: row})
 
 
 def _choice(*choices: str, upper: bool = False) -> Callable[[str, Any], Any]:
@@ -188,117 +213,127 @@ def _regex_list(name: str, value: Any) -> tuple[str, ...]:
     return patterns
 
 
-PARAMS: tuple[Param, ...] = (
-    Param("service_name", "QM_OTEL_SERVICE_NAME", ("OTEL_SERVICE_NAME",), "unknown_service", _text,
-          "non-empty text", "`service.name` of every signal (also read from OTEL_RESOURCE_ATTRIBUTES)."),
-    Param("service_version", "QM_OTEL_SERVICE_VERSION", (), "0.0.0", _text,
-          "non-empty text", "`service.version` (also read from OTEL_RESOURCE_ATTRIBUTES)."),
-    Param("environment", "QM_OTEL_ENVIRONMENT", (), "development", _text, "non-empty text",
-          "`deployment.environment.name`; also picks the default stdout log format."),
-    Param("exporter_protocol", "QM_OTEL_EXPORTER_OTLP_PROTOCOL", ("OTEL_EXPORTER_OTLP_PROTOCOL",),
-          "http/protobuf", _choice(*_PROTOCOLS), ", ".join(_PROTOCOLS), "OTLP transport."),
-    Param("exporter_endpoint", "QM_OTEL_EXPORTER_OTLP_ENDPOINT", ("OTEL_EXPORTER_OTLP_ENDPOINT",),
-          None, _url, "an http(s) URL with a host, no query",
-          "Collector base URL; default http://localhost:4318 (http/protobuf) or :4317 (grpc)."),
-    Param("traces_exporter", "QM_OTEL_TRACES_EXPORTER", ("OTEL_TRACES_EXPORTER",), "otlp",
-          _choice(*_EXPORTERS), ", ".join(_EXPORTERS), "Where spans go."),
-    Param("metrics_exporter", "QM_OTEL_METRICS_EXPORTER", ("OTEL_METRICS_EXPORTER",), "otlp",
-          _choice(*_METRIC_EXPORTERS), ", ".join(_METRIC_EXPORTERS),
-          "Where metrics go; `prometheus` serves them for scraping instead of pushing OTLP."),
-    Param("prometheus_host", "QM_OTEL_PROMETHEUS_HOST", ("OTEL_EXPORTER_PROMETHEUS_HOST",), "localhost", _text,
-          "a host name or address", "Address the Prometheus scrape endpoint binds (metrics_exporter=prometheus)."),
-    Param("prometheus_port", "QM_OTEL_PROMETHEUS_PORT", ("OTEL_EXPORTER_PROMETHEUS_PORT",), 9464, _port,
-          "a port number 1-65535", "Port of the Prometheus scrape endpoint (/metrics)."),
-    Param("logs_exporter", "QM_OTEL_LOGS_EXPORTER", ("OTEL_LOGS_EXPORTER",), "otlp",
-          _choice(*_EXPORTERS), ", ".join(_EXPORTERS), "Where log records go."),
-    Param("metric_export_interval_ms", "QM_OTEL_METRIC_EXPORT_INTERVAL", ("OTEL_METRIC_EXPORT_INTERVAL",),
-          60000, _positive_int, "a positive integer (milliseconds)", "Periodic metric export interval."),
-    Param("log_format", "QM_OTEL_LOG_FORMAT", (), "auto", _choice(*_LOG_FORMATS), ", ".join(_LOG_FORMATS),
-          "stdout log format; `auto` is text in development, JSON elsewhere; `none` adds no stdout handler."),
-    Param("log_level", "QM_OTEL_LOG_LEVEL", (), "INFO", _choice(*_LOG_LEVELS, upper=True),
-          ", ".join(_LOG_LEVELS), "Root logger level."),
-    Param("excluded_urls", "QM_OTEL_EXCLUDED_URLS",
-          ("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"),
-          None, _regex_list, "comma-separated regular expressions (no comma inside one)",
-          "URLs (scheme://host/path) not traced nor request-logged; searched, so anchor them. "
-          "Default: the health and readiness paths."),
-    Param("shutdown_timeout_s", "QM_OTEL_SHUTDOWN_TIMEOUT", (), 5.0, _positive_float,
-          "a positive number of seconds", "Upper bound on the flush at shutdown; the app never waits longer."),
-    Param("correlation_headers", "QM_OTEL_CORRELATION_HEADERS", (), ("X-Correlation-ID", "X-Request-ID"),
-          _header_names, "comma-separated HTTP header names",
-          "Incoming correlation headers, in priority order; the first is also the response header."),
-    Param("trust_incoming_ids", "QM_OTEL_TRUST_INCOMING_IDS", (), True, _bool, "true or false",
-          "Trust incoming correlation IDs and trace context; false for public edges (new trace per request)."),
-    Param("request_log", "QM_OTEL_REQUEST_LOG", (), True, _bool, "true or false",
-          "One record per HTTP request (replaces uvicorn's access log); health endpoints skipped."),
-    Param("sensitive_fields", "QM_OTEL_SENSITIVE_FIELDS", (),
-          ("authorization", "cookie", "token", "password", "passwd", "secret", "api_key", "apikey", "session",
-           "signature"),
-          _words, "comma-separated lower-case words",
-          "A header or query parameter whose name contains one of these is redacted from logs and spans."),
-    Param("extra_components", "QM_OTEL_EXTRA_COMPONENTS", (), (), _components,
-          "comma-separated upper-case names", "Components the application adds to the conventions' list."),
-    Param("conventions_file", "QM_OTEL_CONVENTIONS_FILE", (), None, _path, "a path to a TOML file",
-          "Overrides merged over the packaged conventions (bands, breaker defaults, alerts), validated."),
-    Param("health_path", "QM_OTEL_HEALTH_PATH", (), "/healthz", _route_path, "a path starting with /",
-          "Liveness endpoint added by instrument_app (not traced, not request-logged)."),
-    Param("ready_path", "QM_OTEL_READY_PATH", (), "/readyz", _route_path, "a path starting with /",
-          "Readiness endpoint: dependency checks, breakers, degraded flag; 503 when not ready."),
-    Param("log_config", "QM_OTEL_LOG_CONFIG", (), None, _path, "a path to a logging dictConfig JSON file",
-          "Configure logging from this file (also usable as uvicorn --log-config) instead of log_format."),
-    Param("log_file", "QM_OTEL_LOG_FILE", (), None, _path, "a file path", "Also log to this file (opt-in)."),
-    Param("log_file_format", "QM_OTEL_LOG_FILE_FORMAT", (), "json", _choice(*_FILE_FORMATS),
-          ", ".join(_FILE_FORMATS), "Format of the log file."),
-    Param("log_file_max_bytes", "QM_OTEL_LOG_FILE_MAX_BYTES", (), 100 * 1024 * 1024, _positive_int,
-          "a positive integer (bytes)", "Size at which the log file is rotated."),
-    Param("log_file_backups", "QM_OTEL_LOG_FILE_BACKUPS", (), 7, _positive_int, "a positive integer",
-          "Rotated, gzip-compressed files kept."),
-    Param("log_file_max_age_days", "QM_OTEL_LOG_FILE_MAX_AGE_DAYS", (), 7.0, _positive_float,
-          "a positive number of days", "Rotated files older than this are removed."),
-    Param("trace_sample_ratio", "QM_OTEL_TRACE_SAMPLE_RATIO", (), None, _ratio, "a number from 0 to 1",
-          "Parent-based ratio sampling that keeps its ratio for UUID- and hash-derived trace IDs; also used "
-          "for OTEL_TRACES_SAMPLER=(parentbased_)traceidratio with OTEL_TRACES_SAMPLER_ARG."),
-)
-
-_PARAMS_BY_NAME = {param.name: param for param in PARAMS}
-#: the names ``setup()`` accepts as settings
-SETTING_NAMES = frozenset(_PARAMS_BY_NAME)
-
-
 @dataclass(frozen=True)
 class Settings:
-    """The resolved, validated settings: built once by :func:`resolve_settings`."""
+    """The settings table, declared once, and the resolved values :func:`resolve_settings` builds.
 
-    service_name: str
-    service_version: str
-    environment: str
-    exporter_protocol: str
-    exporter_endpoint: str
-    traces_exporter: str
-    metrics_exporter: str
-    logs_exporter: str
-    metric_export_interval_ms: int
-    prometheus_host: str
-    prometheus_port: int
-    log_format: str
-    log_level: str
-    excluded_urls: tuple[str, ...]
-    shutdown_timeout_s: float
-    correlation_headers: tuple[str, ...]
-    trust_incoming_ids: bool
-    request_log: bool
-    sensitive_fields: tuple[str, ...]
-    extra_components: tuple[str, ...]
-    conventions_file: str | None
-    health_path: str
-    ready_path: str
-    log_config: str | None
-    log_file: str | None
-    log_file_format: str
-    log_file_max_bytes: int
-    log_file_backups: int
-    log_file_max_age_days: float
-    trace_sample_ratio: float | None
+    Each field is one setting: its default, its ``QM_OTEL_*`` variable, its parser, what it allows
+    and one line of documentation. ``setup()``'s typed keywords (:mod:`qm_otel._options`) and the
+    README's settings table are generated from these rows by ``qm-otel render``.
+    """
+
+    service_name: str = setting(
+        "unknown_service", "QM_OTEL_SERVICE_NAME", _text, "non-empty text",
+        "`service.name` on every signal", otel=("OTEL_SERVICE_NAME",), resource_key="service.name")
+    service_version: str = setting(
+        "0.0.0", "QM_OTEL_SERVICE_VERSION", _text, "non-empty text", "`service.version`",
+        resource_key="service.version")
+    environment: str = setting(
+        "development", "QM_OTEL_ENVIRONMENT", _text, "non-empty text",
+        "`deployment.environment.name`; picks the default log format", resource_key="deployment.environment.name")
+    exporter_protocol: str = setting(
+        "http/protobuf", "QM_OTEL_EXPORTER_OTLP_PROTOCOL", _choice(*_PROTOCOLS), ", ".join(_PROTOCOLS),
+        "OTLP transport; `grpc` needs the `qm-otel[grpc]` extra", otel=("OTEL_EXPORTER_OTLP_PROTOCOL",))
+    exporter_endpoint: str = setting(
+        None, "QM_OTEL_EXPORTER_OTLP_ENDPOINT", _url, "an http(s) URL with a host, no query",
+        "collector base URL; `/v1/traces` etc. are appended for HTTP. A per-signal "
+        "`OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT` wins over `OTEL_EXPORTER_OTLP_ENDPOINT` (not over an explicit "
+        "qm-otel endpoint)", otel=("OTEL_EXPORTER_OTLP_ENDPOINT",), accepts="str",
+        default_doc="`http://localhost:4318` (`:4317` for grpc)")
+    traces_exporter: str = setting(
+        "otlp", "QM_OTEL_TRACES_EXPORTER", _choice(*_EXPORTERS), ", ".join(_EXPORTERS), "where spans go",
+        otel=("OTEL_TRACES_EXPORTER",))
+    metrics_exporter: str = setting(
+        "otlp", "QM_OTEL_METRICS_EXPORTER", _choice(*_METRIC_EXPORTERS), ", ".join(_METRIC_EXPORTERS),
+        "where metrics go; `prometheus` serves `/metrics` for scraping (one process per port: not with "
+        "`--workers`)", otel=("OTEL_METRICS_EXPORTER",))
+    prometheus_host: str = setting(
+        "localhost", "QM_OTEL_PROMETHEUS_HOST", _text, "a host name or address",
+        "where the scrape endpoint binds (`0.0.0.0` in a container)", otel=("OTEL_EXPORTER_PROMETHEUS_HOST",))
+    prometheus_port: int = setting(
+        9464, "QM_OTEL_PROMETHEUS_PORT", _port, "a port number 1-65535", "scrape endpoint port",
+        otel=("OTEL_EXPORTER_PROMETHEUS_PORT",))
+    logs_exporter: str = setting(
+        "otlp", "QM_OTEL_LOGS_EXPORTER", _choice(*_EXPORTERS), ", ".join(_EXPORTERS), "where log records go",
+        otel=("OTEL_LOGS_EXPORTER",))
+    metric_export_interval_ms: int = setting(
+        60000, "QM_OTEL_METRIC_EXPORT_INTERVAL", _positive_int, "a positive integer (milliseconds)",
+        "periodic metric export", otel=("OTEL_METRIC_EXPORT_INTERVAL",))
+    log_format: str = setting(
+        "auto", "QM_OTEL_LOG_FORMAT", _choice(*_LOG_FORMATS), ", ".join(_LOG_FORMATS),
+        "stdout format; `auto` = `text` in development (`development`, `dev`, `local`), `json` elsewhere; "
+        "`none` = no stdout handler")
+    log_config: str | None = setting(
+        None, "QM_OTEL_LOG_CONFIG", _path, "a path to a logging dictConfig JSON file",
+        "configure logging from this file instead of `log_format` (the same file works as `uvicorn "
+        "--log-config`); `qm_otel/logs/logging.json` is a ready one", accepts="str | os.PathLike[str]",
+        default_doc="unset")
+    log_file: str | None = setting(
+        None, "QM_OTEL_LOG_FILE", _path, "a file path",
+        "also log to this file: size-rotated, rotated files gzip-compressed in the background",
+        accepts="str | os.PathLike[str]", default_doc="unset (no file)")
+    log_file_format: str = setting(
+        "json", "QM_OTEL_LOG_FILE_FORMAT", _choice(*_FILE_FORMATS), ", ".join(_FILE_FORMATS),
+        "format of the log file")
+    log_file_max_bytes: int = setting(
+        100 * 1024 * 1024, "QM_OTEL_LOG_FILE_MAX_BYTES", _positive_int, "a positive integer (bytes)",
+        "rotate at this size (100 MB)")
+    log_file_backups: int = setting(
+        7, "QM_OTEL_LOG_FILE_BACKUPS", _positive_int, "a positive integer", "rotated `.gz` files kept")
+    log_file_max_age_days: float = setting(
+        7.0, "QM_OTEL_LOG_FILE_MAX_AGE_DAYS", _positive_float, "a positive number of days",
+        "rotated files older than this are removed")
+    request_log: bool = setting(
+        True, "QM_OTEL_REQUEST_LOG", _bool, "true or false",
+        "one record per HTTP request (method, route template, status, duration, client); replaces uvicorn's "
+        "access log; WARNING above 2 s")
+    sensitive_fields: tuple[str, ...] = setting(
+        ("authorization", "cookie", "token", "password", "passwd", "secret", "api_key", "apikey", "session",
+         "signature"),
+        "QM_OTEL_SENSITIVE_FIELDS", _words, "comma-separated lower-case words",
+        "a header or query parameter whose name contains one of them is redacted (`REDACTED`) in span "
+        "attributes and logged URLs; headers and query strings never reach the request log",
+        accepts="Sequence[str] | str")
+    extra_components: tuple[str, ...] = setting(
+        (), "QM_OTEL_EXTRA_COMPONENTS", _components, "comma-separated upper-case names",
+        "the application's own event components, beside the conventions'", accepts="Sequence[str] | str",
+        default_doc="none")
+    log_level: str = setting(
+        "INFO", "QM_OTEL_LOG_LEVEL", _choice(*_LOG_LEVELS, upper=True), ", ".join(_LOG_LEVELS),
+        "root logger level")
+    excluded_urls: tuple[str, ...] = setting(
+        None, "QM_OTEL_EXCLUDED_URLS", _regex_list, "comma-separated regular expressions (no comma inside one)",
+        "URLs (`scheme://host/path`) neither traced nor request-logged; they are *searched*, so anchor them",
+        otel=("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"), accepts="Sequence[str] | str",
+        default_doc="the health and readiness paths, anchored: `^https?://[^/]+/healthz$,^https?://[^/]+/readyz$`")
+    health_path: str = setting(
+        "/healthz", "QM_OTEL_HEALTH_PATH", _route_path, "a path starting with /",
+        "liveness endpoint served by `instrument_app` (not traced, not request-logged)")
+    ready_path: str = setting(
+        "/readyz", "QM_OTEL_READY_PATH", _route_path, "a path starting with /",
+        "readiness endpoint: checks, breakers, degraded flag; 503 when not ready")
+    conventions_file: str | None = setting(
+        None, "QM_OTEL_CONVENTIONS_FILE", _path, "a path to a TOML file",
+        "overrides merged over the packaged `conventions.toml` (bands, breaker defaults, alerts, degradation), "
+        "validated as a whole; a bad file fails `setup()` naming the file and key",
+        accepts="str | os.PathLike[str]", default_doc="unset")
+    shutdown_timeout_s: float = setting(
+        5.0, "QM_OTEL_SHUTDOWN_TIMEOUT", _positive_float, "a positive number of seconds",
+        "upper bound on the flush at shutdown; the app never waits longer")
+    correlation_headers: tuple[str, ...] = setting(
+        ("X-Correlation-ID", "X-Request-ID"), "QM_OTEL_CORRELATION_HEADERS", _header_names,
+        "comma-separated HTTP header names",
+        "incoming correlation headers in priority order; the first is the response header",
+        accepts="Sequence[str] | str")
+    trust_incoming_ids: bool = setting(
+        True, "QM_OTEL_TRUST_INCOMING_IDS", _bool, "true or false",
+        "`false` on public edges: every request starts a new trace, incoming `traceparent`/`tracestate`/"
+        "`baggage` are dropped, an incoming ID is only the `correlation.incoming_id` attribute")
+    trace_sample_ratio: float | None = setting(
+        None, "QM_OTEL_TRACE_SAMPLE_RATIO", _ratio, "a number from 0 to 1",
+        "ratio sampling that keeps its ratio for UUID- and hash-derived trace IDs (parent-based); also used "
+        "for `OTEL_TRACES_SAMPLER=(parentbased_)traceidratio` with `OTEL_TRACES_SAMPLER_ARG`",
+        default_doc="unset: the SDK's `OTEL_TRACES_SAMPLER`")
     #: whether the ratio sampler follows a sampled parent (False only for OTEL_TRACES_SAMPLER=traceidratio)
     sample_parent_based: bool = True
     #: names of the settings given explicitly (keyword argument or QM_OTEL_* variable)
@@ -315,6 +350,23 @@ class Settings:
         if self.log_format != "auto":
             return self.log_format
         return "text" if self.development else "json"
+
+
+def _params() -> tuple[Param, ...]:
+    rows = []
+    for row in dataclasses.fields(Settings):
+        pieces = row.metadata.get(_PARAM_KEY)
+        if pieces is not None:
+            accepts = pieces["accepts"] or str(row.type).replace(" | None", "")
+            rows.append(Param(name=row.name, **{**pieces, "accepts": accepts}))
+    return tuple(rows)
+
+
+#: the settings table, one :class:`Param` per setting, in the order of :class:`Settings`
+PARAMS: tuple[Param, ...] = _params()
+_PARAMS_BY_NAME = {param.name: param for param in PARAMS}
+#: the names ``setup()`` accepts as settings
+SETTING_NAMES = frozenset(_PARAMS_BY_NAME)
 
 
 def _resource_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -335,7 +387,7 @@ def _raw_value(
     for var in (param.env, *param.otel_env):
         if environ.get(var, "").strip():
             return environ[var], var
-    key = _RESOURCE_KEYS.get(param.name)
+    key = param.resource_key
     if key and key in resource:
         return resource[key], f"OTEL_RESOURCE_ATTRIBUTES[{key}]"
     return None

@@ -1,14 +1,21 @@
-"""One base for objects that work as ``with``, ``async with`` and as a decorator of sync and async functions."""
+"""Context that follows the work: one base for ``with``/``async with``/decorator objects, and executors.
+
+- :class:`SyncAsyncContext`: subclasses write ``__enter__``/``__exit__``; the async forms and the
+  decorator of sync and async functions follow (``timed``, ``CircuitBreaker``).
+- :func:`propagate_context_into_executors`: ``loop.run_in_executor`` carries the caller's context.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
 import inspect
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
-__all__ = ["SyncAsyncContext"]
+__all__ = ["SyncAsyncContext", "propagate_context_into_executors"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -57,3 +64,24 @@ class SyncAsyncContext:
                 return func(*args, **kwargs)
 
         return wrapped
+
+
+_PATCH_TAG = "_qm_otel_copies_context"
+
+
+def propagate_context_into_executors() -> None:
+    """Make ``loop.run_in_executor`` carry the caller's context (OTel span, correlation) into the thread.
+
+    ``asyncio.to_thread`` and Starlette's thread pool copy the context already; ``run_in_executor``
+    does not, so log records written there would lose their trace and correlation IDs. Idempotent
+    (the patched method carries a tag).
+    """
+    original = asyncio.BaseEventLoop.run_in_executor
+    if getattr(original, _PATCH_TAG, False):
+        return
+
+    def run_in_executor(self: asyncio.BaseEventLoop, executor: Any, func: Any, *args: Any) -> Any:
+        return original(self, executor, contextvars.copy_context().run, func, *args)
+
+    setattr(run_in_executor, _PATCH_TAG, True)
+    setattr(asyncio.BaseEventLoop, "run_in_executor", run_in_executor)  # noqa: B010 - typed as a plain attribute

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qm_otel import _state
+
 __all__ = [
     "Band",
     "BreakerDefaults",
@@ -249,11 +251,9 @@ def load_with_overrides(override: str | None) -> Conventions:
 
 
 def conventions() -> Conventions:
-    """The conventions in force: packaged, plus the ``conventions_file`` setting's overrides."""
-    from qm_otel.bootstrap import current
-
-    handle = current()
-    return load_with_overrides(handle.settings.conventions_file if handle is not None else None)
+    """The conventions in force: those ``setup()`` loaded, or the packaged ones before it."""
+    state = _state.get()
+    return state.conventions if state is not None else load_with_overrides(None)
 
 
 def classify(quantity: str, value: float) -> Classification:

@@ -17,10 +17,8 @@ never echoed, logged or put on a span.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
-import functools
 import hashlib
 import re
 from collections.abc import Iterator
@@ -28,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import metrics, trace
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import (
     Getter,
     Setter,
@@ -39,6 +38,8 @@ from opentelemetry.propagators.textmap import (
 from opentelemetry.sdk.trace import Span, SpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
+from qm_otel import instruments
+
 __all__ = [
     "CORRELATION_ATTRIBUTE",
     "UNTRUSTED_ATTRIBUTE",
@@ -48,7 +49,7 @@ __all__ = [
     "CorrelationSpanProcessor",
     "correlation",
     "correlation_id",
-    "current_correlation",
+    "install_outbound_propagator",
     "parse",
     "trace_id_for",
 ]
@@ -122,11 +123,6 @@ class Correlation:
 
 
 _CURRENT: contextvars.ContextVar[Correlation | None] = contextvars.ContextVar("qm_otel_correlation", default=None)
-
-
-def current_correlation() -> Correlation | None:
-    """The active :class:`Correlation`, or None."""
-    return _CURRENT.get()
 
 
 def correlation_id() -> str | None:
@@ -205,39 +201,17 @@ class CorrelationPropagator(TextMapPropagator):
         return {self.header}
 
 
-_EXECUTOR_PATCHED = False
-
-
-def propagate_context_into_executors() -> None:
-    """Make ``loop.run_in_executor`` carry the caller's context (OTel span, correlation) into the thread.
-
-    ``asyncio.to_thread`` and Starlette's thread pool copy the context already; ``run_in_executor``
-    does not, so log records written there would lose their trace and correlation IDs. Idempotent.
-    """
-    global _EXECUTOR_PATCHED  # noqa: PLW0603 - one patch per process
-    if _EXECUTOR_PATCHED:
-        return
-    original = asyncio.BaseEventLoop.run_in_executor
-
-    def run_in_executor(self: asyncio.BaseEventLoop, executor: Any, func: Any, *args: Any) -> Any:
-        return original(self, executor, contextvars.copy_context().run, func, *args)
-
-    setattr(asyncio.BaseEventLoop, "run_in_executor", run_in_executor)  # noqa: B010 - typed as a plain attribute
-    _EXECUTOR_PATCHED = True
-
-
-@functools.cache
-def _rejections() -> metrics.Counter:
-    return metrics.get_meter("qm_otel.correlation").create_counter(
-        "qm_otel.correlation.rejected",
-        unit="{id}",
-        description="Incoming correlation IDs rejected and replaced by a new ID, by reason",
-    )
+def install_outbound_propagator() -> None:
+    """Outgoing requests carry ``X-Correlation-ID`` beside whatever ``OTEL_PROPAGATORS`` chose (once)."""
+    current = propagate.get_global_textmap()
+    members = getattr(current, "_propagators", [current])
+    if not any(isinstance(member, CorrelationPropagator) for member in members):
+        propagate.set_global_textmap(CompositePropagator([*members, CorrelationPropagator()]))
 
 
 def count_rejection(reason: str, source: str) -> None:
     """Count one rejected ID (never the value itself)."""
-    _rejections().add(1, {"reason": reason, "source": source})
+    instruments.current().correlation_rejected.add(1, {"reason": reason, "source": source})
 
 
 def accept(raw: str | bytes | None, source: str) -> str | None:

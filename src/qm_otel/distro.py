@@ -13,8 +13,8 @@ from typing import Any
 
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
-from qm_otel.bootstrap import current, setup
-from qm_otel.fastapi import fastapi_instrumentor_kwargs
+import qm_otel
+from qm_otel import _state
 from qm_otel.logs.pipeline import UVICORN_LOG_CONFIG
 
 __all__ = ["QmOtelConfigurator", "QmOtelDistro"]
@@ -28,7 +28,6 @@ class QmOtelDistro(BaseDistro):  # type: ignore[misc]
 
     def _configure(self, **kwargs: Any) -> None:
         del kwargs
-        os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
         # uvicorn reads UVICORN_LOG_CONFIG as --log-config: its loggers then propagate into
         # qm-otel's pipeline instead of printing their own format.
         # (or the same dictConfig file setup() applies, when QM_OTEL_LOG_CONFIG names one)
@@ -38,13 +37,16 @@ class QmOtelDistro(BaseDistro):  # type: ignore[misc]
         """Skip what ``setup()`` already wired (the log handler, httpx); tune FastAPI's instrumentor."""
         if entry_point.name in _WIRED_BY_SETUP:
             return
-        handle = current()
-        if handle is not None:
-            kwargs.update(tracer_provider=handle.tracer_provider, meter_provider=handle.meter_provider)
+        state = _state.get()
+        telemetry = state.telemetry if state is not None else None
+        if state is not None and telemetry is not None:
+            kwargs.update(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
             if entry_point.name == "fastapi":
-                kwargs.update(fastapi_instrumentor_kwargs(handle.settings))
+                from qm_otel.integrations.fastapi import fastapi_instrumentor_kwargs
+
+                kwargs.update(fastapi_instrumentor_kwargs(state.settings))
         super().load_instrumentor(entry_point, **kwargs)
-        if entry_point.name == "fastapi" and handle is not None:
+        if entry_point.name == "fastapi" and telemetry is not None:
             _instrument_new_apps()
 
 
@@ -58,7 +60,7 @@ def _instrument_new_apps() -> None:
     import fastapi
     import starlette.applications
 
-    from qm_otel.fastapi import instrument_app
+    from qm_otel.integrations.fastapi import instrument_app
 
     fastapi_base: Any = fastapi.FastAPI
     starlette_base: Any = starlette.applications.Starlette
@@ -83,4 +85,4 @@ class QmOtelConfigurator:
     def configure(self, **kwargs: Any) -> None:
         """Called once by ``opentelemetry-instrument``."""
         del kwargs
-        setup()
+        qm_otel.setup()

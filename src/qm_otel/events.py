@@ -10,16 +10,16 @@ one raises :class:`EventError` in development and is counted (and still written)
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import time
 from types import TracebackType
 from typing import Any, Self
 
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from qm_otel import _state, instruments
 from qm_otel.contextwrap import SyncAsyncContext
 from qm_otel.conventions import conventions
 
@@ -39,21 +39,12 @@ def _snake(text: str) -> str:
     return _SNAKE.sub("_", text).strip("_").lower()
 
 
-def _settings() -> tuple[frozenset[str], bool]:
-    from qm_otel.bootstrap import current
-
-    handle = current()
-    if handle is None:
-        return frozenset(), True
-    settings = handle.settings
-    return frozenset(settings.extra_components), settings.development
-
-
-@functools.cache
-def _invalid_counter() -> metrics.Counter:
-    return metrics.get_meter("qm_otel.events").create_counter(
-        "qm_otel.events.invalid", unit="{event}", description="Events with an unknown component or status"
-    )
+def _settings() -> tuple[tuple[str, ...], bool]:
+    """The application's extra components, and whether unknown names raise (development, or no setup())."""
+    state = _state.get()
+    if state is None:
+        return (), True
+    return state.settings.extra_components, state.settings.development
 
 
 def _check(component: str, status: str) -> None:
@@ -71,7 +62,7 @@ def _check(component: str, status: str) -> None:
     if strict:
         raise EventError("; ".join(text for _, text in problems))
     for kind, _ in problems:
-        _invalid_counter().add(1, {"kind": kind})
+        instruments.current().events_invalid.add(1, {"kind": kind})
 
 
 def event(
@@ -122,13 +113,6 @@ def event(
     (logger or _logger).log(logging.getLevelName(level), text, extra=fields, exc_info=exc_info, stacklevel=2)
 
 
-@functools.cache
-def _duration_histogram() -> metrics.Histogram:
-    return metrics.get_meter("qm_otel.events").create_histogram(
-        "qm_otel.timed.duration", unit="s", description="Duration of work wrapped in qm_otel.timed"
-    )
-
-
 class timed(SyncAsyncContext):
     """Wrap work in a span, write its record with ``duration_ms`` and status, record its duration.
 
@@ -174,7 +158,7 @@ class timed(SyncAsyncContext):
                 span.set_attribute("qm_otel.status", status)
             event(self.component, self.action, status, duration_s * 1000.0,
                   exc_info=(exc_type, exc, tb) if exc is not None else None, **self.details)
-            _duration_histogram().record(
+            instruments.current().timed_duration.record(
                 duration_s, {"component": self.component, "action": self.action, "status": status}
             )
         finally:

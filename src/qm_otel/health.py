@@ -5,7 +5,7 @@
 A check is a function (sync or async) that returns normally when the dependency is up and raises
 (or returns False) when it is down; it gets ``timeout_s`` to answer. Readiness is 503 when a
 required check is down or a required circuit breaker is open. Both endpoints are excluded from
-traces and from the request log by default.
+traces and from the request log by default; :mod:`qm_otel.integrations.health` serves them.
 """
 
 from __future__ import annotations
@@ -17,14 +17,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-
 from qm_otel.breaker import OPEN, breakers
-from qm_otel.metrics import degraded
+from qm_otel.caches import degraded
 
-__all__ = ["Check", "add_check", "health_routes", "readiness", "remove_check"]
+__all__ = ["Check", "add_check", "readiness", "remove_check"]
 
 CheckFunction = Callable[[], Any] | Callable[[], Awaitable[Any]]
 
@@ -94,22 +90,3 @@ async def readiness() -> tuple[bool, dict[str, Any]]:
         "degraded": bool(degraded_caches),
         "degraded_caches": degraded_caches,
     }
-
-
-async def _liveness(request: Request) -> JSONResponse:
-    del request
-    return JSONResponse({"status": "ok"})
-
-
-async def _readiness(request: Request) -> JSONResponse:
-    del request
-    ready, body = await readiness()
-    return JSONResponse(body, status_code=200 if ready else 503)
-
-
-def health_routes(health_path: str, ready_path: str) -> list[Route]:
-    """The two endpoints as Starlette routes."""
-    return [
-        Route(health_path, _liveness, methods=["GET", "HEAD"], name="qm_otel_liveness"),
-        Route(ready_path, _readiness, methods=["GET", "HEAD"], name="qm_otel_readiness"),
-    ]

@@ -1,19 +1,38 @@
-"""Sensitive headers and query parameters never reach logs or span attributes.
+"""Redaction, the only place it happens: sensitive headers and query values never reach logs or spans.
 
 A name is sensitive when it contains one of the ``sensitive_fields`` words (case-insensitive):
 
 >>> redact_query("user=7&access_token=abc&Password=x", ("token", "password"))
 'user=7&access_token=REDACTED&Password=REDACTED'
+
+Every path that could carry a secret goes through here: the server span's ``url.query``
+(:func:`server_request_hook`), the httpx client span's ``url.full`` (:func:`client_request_hooks`),
+the URLs HTTP clients write into log lines (:class:`RedactUrls`), and the header values the
+instrumentations capture on request (:func:`header_sanitize_patterns`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["REDACTED", "is_sensitive", "redact_query", "redact_url"]
+__all__ = [
+    "REDACTED",
+    "RedactUrls",
+    "client_request_hooks",
+    "header_sanitize_patterns",
+    "is_sensitive",
+    "redact_logged_urls",
+    "redact_query",
+    "redact_url",
+    "server_request_hook",
+]
 
 REDACTED = "REDACTED"
+#: loggers of HTTP clients that write full URLs into their records
+URL_LOGGERS = ("httpx", "httpcore")
 
 
 def is_sensitive(name: str, words: Sequence[str]) -> bool:
@@ -40,3 +59,59 @@ def redact_url(url: str, words: Sequence[str]) -> str:
     if "@" in netloc:
         netloc = f"{REDACTED}:{REDACTED}@{netloc.rpartition('@')[2]}"
     return urlunsplit((parts.scheme, netloc, parts.path, redact_query(parts.query, words), parts.fragment))
+
+
+def header_sanitize_patterns(words: Sequence[str]) -> str:
+    """``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS`` for ``words``: captured values redacted."""
+    return ",".join(f".*{word}.*" for word in words)
+
+
+def server_request_hook(words: Sequence[str]) -> Callable[[Any, dict[str, Any]], None]:
+    """A server span hook that sets ``url.query`` with sensitive values redacted."""
+
+    def hook(span: Any, scope: dict[str, Any]) -> None:
+        query = scope.get("query_string", b"")
+        if query and span.is_recording():
+            span.set_attribute("url.query", redact_query(query.decode("latin-1"), words))
+
+    return hook
+
+
+def client_request_hooks(
+    words: Sequence[str],
+) -> tuple[Callable[[Any, Any], None], Callable[[Any, Any], Awaitable[None]]]:
+    """Httpx request hooks (sync, async) that set ``url.full`` with the secrets redacted."""
+
+    def hook(span: Any, request: Any) -> None:
+        if span.is_recording():
+            span.set_attribute("url.full", redact_url(str(request.url), words))
+
+    async def async_hook(span: Any, request: Any) -> None:
+        hook(span, request)
+
+    return hook, async_hook
+
+
+class RedactUrls(logging.Filter):
+    """Redacts the URLs httpx logs ("HTTP Request: GET https://…?api_key=…"): their query values may be secrets."""
+
+    def __init__(self, words: Sequence[str]) -> None:
+        super().__init__()
+        self._words = tuple(words)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Replace URL arguments by their redacted text; never drops the record."""
+        if isinstance(record.args, tuple) and any("://" in str(arg) for arg in record.args):
+            record.args = tuple(
+                redact_url(str(arg), self._words) if "://" in str(arg) else arg for arg in record.args
+            )
+        return True
+
+
+def redact_logged_urls(words: Sequence[str]) -> None:
+    """Attach :class:`RedactUrls` (once, replacing an older one) to the HTTP clients' loggers."""
+    for name in URL_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, RedactUrls)]:
+            logger.removeFilter(old)
+        logger.addFilter(RedactUrls(words))

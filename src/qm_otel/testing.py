@@ -1,8 +1,9 @@
-"""Test helpers for qm-otel users and for qm-otel's own tests: capture telemetry in memory.
+"""Test helpers for qm-otel users and for qm-otel's own tests: capture telemetry in memory, reset.
 
 >>> capture = Capture()
 >>> telemetry = qm_otel.setup(traces_exporter="none", **capture.setup_kwargs())  # doctest: +SKIP
 >>> capture.spans.get_finished_spans()                                            # doctest: +SKIP
+>>> reset()   # between tests: the next setup() builds a fresh pipeline            # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-__all__ = ["Capture"]
+import qm_otel
+
+__all__ = ["Capture", "reset"]
 
 
 @dataclass
@@ -33,3 +36,12 @@ class Capture:
             "log_processors": [SimpleLogRecordProcessor(self.logs)],
             "metric_readers": [self.metrics],
         }
+
+
+def reset(timeout_s: float = 5.0) -> None:
+    """Shut the running pipeline down (flushed, bounded by ``timeout_s``) and clear qm-otel's state.
+
+    For tests that call :func:`qm_otel.setup` in-process: after ``reset()`` the next ``setup()``
+    builds a fresh pipeline with the settings it is given (compare structlog's ``reset_defaults``).
+    """
+    qm_otel.shutdown(timeout_s)

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from qm_otel.render import RULES
+from qm_otel.cli.render import RULES
 from tests.support import service as svc
 
 PROMETHEUS = shutil.which("prometheus")

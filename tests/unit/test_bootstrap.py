@@ -1,12 +1,15 @@
-"""Pieces of bootstrap that need no global state: endpoints per signal, the API's guards."""
+"""Pieces of setup that need no global state: endpoints per signal, the API's guards, the settings table."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 import qm_otel
-from qm_otel.bootstrap import _signal_endpoint, current
-from qm_otel.config import resolve_settings
+from qm_otel import _state
+from qm_otel.config import ConfigError, resolve_settings
+from qm_otel.signals.exporters import signal_endpoint as _signal_endpoint
 
 
 def test_http_endpoints_get_the_signal_path() -> None:
@@ -32,7 +35,7 @@ def test_a_per_signal_variable_wins_over_the_general_one_but_not_over_qm_otel(
 
 
 def test_instrument_app_needs_setup_first() -> None:
-    assert current() is None
+    assert _state.get() is None
     with pytest.raises(RuntimeError, match=r"setup\(\) first"):
         qm_otel.instrument_app(object())
 
@@ -41,13 +44,39 @@ def test_shutdown_before_setup_is_a_no_op() -> None:
     assert qm_otel.shutdown() is True
 
 
-def test_every_setting_is_a_documented_keyword_of_setup() -> None:
+def test_every_setting_is_a_typed_keyword_of_setup() -> None:
+    import importlib
     import inspect
+    import typing
 
-    from qm_otel.config import SETTING_NAMES
+    from qm_otel._options import SetupOptions
+    from qm_otel.config import PARAMS, SETTING_NAMES
 
     parameters = inspect.signature(qm_otel.setup).parameters
-    assert set(parameters) >= SETTING_NAMES
-    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())
-    doc = qm_otel.setup.__doc__ or ""
-    assert all(f"{name}:" in doc for name in SETTING_NAMES)
+    assert all(p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD) for p in parameters.values())
+    assert parameters["options"].annotation == "Unpack[SetupOptions]"
+    hints = typing.get_type_hints(SetupOptions)
+    assert set(hints) == SETTING_NAMES
+    assert SetupOptions.__required_keys__ == frozenset()
+    namespace = vars(importlib.import_module(SetupOptions.__module__))
+    for param in PARAMS:  # the type each row accepts, and None for "not given"
+        assert hints[param.name] == eval(f"{param.accepts} | None", namespace)
+
+
+def test_the_settings_table_is_declared_once_and_generates_the_rest() -> None:
+    from qm_otel.cli.render import OPTIONS, README, settings_files
+    from qm_otel.config import PARAMS
+
+    root = Path(__file__).resolve().parents[2]
+    files = settings_files(root)
+    assert files[OPTIONS] == (root / OPTIONS).read_text(encoding="utf-8"), "run `qm-otel render`"
+    assert files[README] == (root / README).read_text(encoding="utf-8"), "run `qm-otel render`"
+    readme = files[README]
+    for param in PARAMS:
+        assert f"| `{param.name}` | `{param.env}`" in readme
+        assert param.allowed in readme
+
+
+def test_an_unknown_keyword_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match="servce_name"):
+        qm_otel.setup(servce_name="x")  # type: ignore[call-arg]

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import qm_otel
+from qm_otel import _state
 from qm_otel.config import PARAMS, ConfigError, resolve_settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -88,7 +89,7 @@ def test_a_bad_value_names_the_setting_the_value_and_what_is_allowed(
 def test_setup_rejects_a_bad_setting_before_touching_global_state() -> None:
     with pytest.raises(ConfigError, match="traces_exporter"):
         qm_otel.setup(traces_exporter="jaeger")
-    assert qm_otel.bootstrap.current() is None
+    assert _state.get() is None
 
 
 def test_unknown_setting_is_named() -> None:

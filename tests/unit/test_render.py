@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from qm_otel.cli import main
+from qm_otel.cli.render import DASHBOARD, RULE_TESTS, RULES, render_all, stale, write
+from qm_otel.cli.render.dashboards import COLOURS, band_thresholds
 from qm_otel.conventions import conventions, load_with_overrides
-from qm_otel.render import DASHBOARD, RULE_TESTS, RULES, render_all, stale, write
-from qm_otel.render.dashboards import COLOURS, band_thresholds
 from tests.unit.test_conventions import EDGES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,9 +12,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from qm_otel.cli import main
+from qm_otel.cli.loki import LokiClient, LokiError, correlation_query
+from qm_otel.cli.stack import Endpoint, check_endpoints
 from qm_otel.correlation import trace_id_for
-from qm_otel.loki import LokiClient, LokiError, correlation_query
-from qm_otel.stack import Endpoint, check_endpoints
 
 # https://grafana.com/docs/loki/latest/reference/loki-http-api/#query-logs-within-a-range-of-time
 # (with the categorize-labels encoding flag: structured metadata apart from the stream labels)

@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from qm_otel.render import RULES
+from qm_otel.cli.render import RULES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -24,8 +24,9 @@ from opentelemetry import trace
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
 
+from qm_otel import _state
+
 __all__ = [
-    "PIPE_FIELDS",
     "JsonFormatter",
     "PipeFormatter",
     "TextFormatter",
@@ -38,7 +39,6 @@ __all__ = [
 #: fields the formatters write themselves; every other non-standard record attribute is an ``extra``
 _OWN_FIELDS = frozenset({"correlation_id", "event", "component", "action", "status", "duration_ms"})
 _SKIP = frozenset(RESERVED_ATTRS) | {"message", "asctime", "color_message"} | _OWN_FIELDS
-PIPE_FIELDS = ("timestamp", "component", "action", "duration_ms", "status", "details")
 
 
 #: the last second formatted and its text: ``strftime`` once per second, not once per record
@@ -96,10 +96,8 @@ def _message(record: logging.LogRecord) -> str:
 
 
 def _service() -> str:
-    from qm_otel.bootstrap import current
-
-    handle = current()
-    return handle.settings.service_name if handle is not None else "unknown_service"
+    state = _state.get()
+    return state.settings.service_name if state is not None else "unknown_service"
 
 
 class JsonFormatter(OrjsonFormatter):

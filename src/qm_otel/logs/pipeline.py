@@ -23,7 +23,7 @@ from qm_otel.config import ConfigError, Settings
 from qm_otel.correlation import correlation_id
 from qm_otel.logs.files import RotatingGzipFileHandler
 from qm_otel.logs.formatters import JsonFormatter, PipeFormatter, TextFormatter
-from qm_otel.redaction import redact_url
+from qm_otel.redaction import redact_logged_urls
 
 __all__ = [
     "LOGGING_CONFIG",
@@ -31,7 +31,6 @@ __all__ = [
     "UVICORN_LOG_CONFIG",
     "CorrelationFilter",
     "OtlpHandler",
-    "RedactUrls",
     "install_log_handlers",
     "remove_log_handlers",
     "route_uvicorn_loggers",
@@ -71,22 +70,6 @@ class _DropAccessLog(logging.Filter):
         return False
 
 
-class RedactUrls(logging.Filter):
-    """Redacts the URLs httpx logs ("HTTP Request: GET https://…?api_key=…"): their query values may be secrets."""
-
-    def __init__(self, words: tuple[str, ...]) -> None:
-        super().__init__()
-        self._words = words
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Replace URL arguments by their redacted text; never drops the record."""
-        if isinstance(record.args, tuple) and any("://" in str(arg) for arg in record.args):
-            record.args = tuple(
-                redact_url(str(arg), self._words) if "://" in str(arg) else arg for arg in record.args
-            )
-        return True
-
-
 class OtlpHandler(LoggingHandler):
     """The OTel log handler bound to the global logger provider: for dictConfig files."""
 
@@ -117,18 +100,6 @@ def _formatter(name: str, settings: Settings) -> logging.Formatter:
     if name == "pipe":
         return PipeFormatter()
     return TextFormatter()
-
-
-_URL_LOGGERS = ("httpx", "httpcore")
-
-
-def redact_logged_urls(settings: Settings) -> None:
-    """Attach :class:`RedactUrls` (once) to the loggers of HTTP clients that log full URLs."""
-    for name in _URL_LOGGERS:
-        logger = logging.getLogger(name)
-        for old in [f for f in logger.filters if isinstance(f, RedactUrls)]:
-            logger.removeFilter(old)
-        logger.addFilter(RedactUrls(settings.sensitive_fields))
 
 
 def route_uvicorn_loggers(settings: Settings) -> None:
@@ -188,7 +159,7 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
     for handler in handlers:
         root.addHandler(_tag(handler))
     route_uvicorn_loggers(settings)
-    redact_logged_urls(settings)
+    redact_logged_urls(settings.sensitive_fields)
     return handlers
 
 

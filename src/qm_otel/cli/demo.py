@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 import uvicorn
 from rich.console import Console
 
-from qm_otel.bootstrap import setup
+import qm_otel
+from qm_otel.cli.terminal import render
 from qm_otel.config import resolve_settings
-from qm_otel.terminal import render
 from qm_otel.testing import Capture
 
 __all__ = ["TRAFFIC", "collector_reachable", "run_demo"]
@@ -126,7 +126,7 @@ def run_demo(app_path: str = "examples.demo_service:app", console: Console | Non
         for signal_name in ("TRACES", "METRICS", "LOGS"):
             os.environ[f"QM_OTEL_{signal_name}_EXPORTER"] = "none"
     capture = Capture()
-    telemetry = setup(**capture.setup_kwargs())
+    telemetry = qm_otel.setup(**capture.setup_kwargs())
     where = f"the collector at {endpoint}" if online else "memory (no collector answered at " + endpoint + ")"
     console.rule(f"[bold]qm-otel demo[/] · service {telemetry.settings.service_name} · telemetry → {where}")
     app = _load_app(app_path)

@@ -1,4 +1,8 @@
-"""The ``qm-otel`` command: demo, render, check, logs."""
+"""The ``qm-otel`` command: demo, render, check, logs — the tooling wing; the runtime never imports it.
+
+Its third-party needs (rich, PyYAML, uvicorn) come with the ``qm-otel[cli]`` extra; a command
+run without them says which extra to install instead of failing with a traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["CLI_EXTRA_MODULES", "main"]
+
+#: what the ``cli`` extra installs for these commands (the runtime needs none of it)
+CLI_EXTRA_MODULES = frozenset({"rich", "yaml", "uvicorn"})
 
 
 def _render(args: argparse.Namespace) -> int:
-    from qm_otel.render import stale, write
+    from qm_otel.cli.render import stale, write
 
     root = Path(args.root)
     if args.check:
@@ -25,7 +32,7 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from qm_otel.stack import check_endpoints, default_endpoints
+    from qm_otel.cli.stack import check_endpoints, default_endpoints
 
     endpoints = default_endpoints(args.host)
     for name in args.skip or ():
@@ -38,7 +45,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from qm_otel.loki import LokiClient, LokiError, print_correlation_logs
+    from qm_otel.cli.loki import LokiClient, LokiError, print_correlation_logs
 
     try:
         with LokiClient(args.loki, timeout_s=args.timeout) as client:
@@ -70,11 +77,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.add_argument("--limit", type=int, default=500)
     logs.add_argument("--timeout", type=float, default=10.0)
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        from qm_otel.demo import run_demo
+    try:
+        if args.command == "demo":
+            from qm_otel.cli.demo import run_demo
 
-        return run_demo(args.app)
-    return {"render": _render, "check": _check, "logs": _logs}[args.command](args)
+            return run_demo(args.app)
+        return {"render": _render, "check": _check, "logs": _logs}[args.command](args)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in CLI_EXTRA_MODULES:
+            raise
+        print(f"qm-otel {args.command} needs the 'cli' extra ({exc.name} is not installed): "
+              "pip install 'qm-otel[cli]'", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

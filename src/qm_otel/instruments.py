@@ -1,0 +1,121 @@
+"""Every instrument qm-otel records, made in one place, one way: from the pipeline's meter provider.
+
+| instrument (OTel)               | Prometheus name                        | what                                    |
+|---------------------------------|----------------------------------------|-----------------------------------------|
+| ``process.memory.usage``        | ``process_memory_usage_bytes``         | resident set size (RSS), bytes          |
+| ``qm_otel.startup.duration``    | ``qm_otel_startup_duration_seconds``   | ``setup()`` duration, attribute band    |
+| ``qm_otel.cache.requests``      | ``qm_otel_cache_requests_total``       | lookups by ``cache`` and ``result``     |
+| ``qm_otel.cache.hit_ratio``     | ``qm_otel_cache_hit_ratio``            | hit ratio over the last lookups (0-1)   |
+| ``qm_otel.degraded``            | ``qm_otel_degraded``                   | 1 while in degraded mode                |
+| ``qm_otel.breaker.calls``       | ``qm_otel_breaker_calls_total``        | calls through breakers, by outcome      |
+| ``qm_otel.breaker.transitions`` | ``qm_otel_breaker_transitions_total``  | breaker state changes                   |
+| ``qm_otel.breaker.state``       | ``qm_otel_breaker_state``              | 1 for the current state, 0 for others   |
+| ``qm_otel.timed.duration``      | ``qm_otel_timed_duration_seconds``     | work wrapped in ``qm_otel.timed``       |
+| ``qm_otel.events.invalid``      | ``qm_otel_events_invalid_total``       | events naming an unknown component      |
+| ``qm_otel.correlation.rejected``| ``qm_otel_correlation_rejected_total`` | incoming IDs rejected, by reason        |
+
+``setup()`` makes one :class:`Instruments` for its meter provider and keeps it in the state room;
+:func:`current` returns it (before ``setup()``: one made on the API's global meter, which forwards
+to the provider ``setup()`` installs later). Observable instruments get their callbacks from the
+modules that own the observed state (breakers, caches), handed in by the metrics builder.
+
+Units: no ``"1"`` for ratios and flags, which would make Prometheus append ``_ratio`` to the name.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from opentelemetry import metrics
+from opentelemetry.metrics import _Gauge as Gauge  # the API's synchronous gauge (its public name)
+
+from qm_otel import _state
+from qm_otel._version import __version__
+
+__all__ = ["Instruments", "Observer", "current", "observe", "resident_memory_bytes"]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+Observer = Callable[[metrics.CallbackOptions], Iterable[metrics.Observation]]
+
+
+@dataclass(frozen=True)
+class Instruments:
+    """The synchronous instruments, made once per meter provider by :meth:`create`."""
+
+    startup_duration: Gauge
+    cache_requests: metrics.Counter
+    breaker_calls: metrics.Counter
+    breaker_transitions: metrics.Counter
+    timed_duration: metrics.Histogram
+    events_invalid: metrics.Counter
+    correlation_rejected: metrics.Counter
+
+    @classmethod
+    def create(cls, provider: metrics.MeterProvider) -> Instruments:
+        """Make every synchronous instrument on ``provider``'s ``qm_otel`` meter."""
+        meter = provider.get_meter("qm_otel", __version__)
+        return cls(
+            startup_duration=meter.create_gauge(
+                "qm_otel.startup.duration", unit="s", description="Duration of qm_otel.setup(), classified by band"),
+            cache_requests=meter.create_counter(
+                "qm_otel.cache.requests", unit="{request}", description="Cache lookups by cache and result"),
+            breaker_calls=meter.create_counter(
+                "qm_otel.breaker.calls", unit="{call}", description="Calls through circuit breakers, by outcome"),
+            breaker_transitions=meter.create_counter(
+                "qm_otel.breaker.transitions", unit="{transition}", description="Circuit-breaker state changes"),
+            timed_duration=meter.create_histogram(
+                "qm_otel.timed.duration", unit="s", description="Duration of work wrapped in qm_otel.timed"),
+            events_invalid=meter.create_counter(
+                "qm_otel.events.invalid", unit="{event}", description="Events with an unknown component or status"),
+            correlation_rejected=meter.create_counter(
+                "qm_otel.correlation.rejected", unit="{id}",
+                description="Incoming correlation IDs rejected and replaced by a new ID, by reason"),
+        )
+
+
+def observe(
+    provider: metrics.MeterProvider, *, breaker_states: Observer, cache_ratios: Observer, degraded: Observer
+) -> None:
+    """Make the observable instruments on ``provider``, with the callbacks of the state they observe."""
+    meter = provider.get_meter("qm_otel", __version__)
+    meter.create_observable_up_down_counter(
+        "process.memory.usage", callbacks=[_memory], unit="By", description="Resident memory of the process")
+    meter.create_observable_gauge(
+        "qm_otel.cache.hit_ratio", callbacks=[cache_ratios], unit="",
+        description="Hit ratio over each cache's last lookups")
+    meter.create_observable_gauge(
+        "qm_otel.degraded", callbacks=[degraded], unit="", description="1 while in degraded mode")
+    meter.create_observable_gauge(
+        "qm_otel.breaker.state", callbacks=[breaker_states], unit="",
+        description="1 for the breaker's current state, 0 for the others (one series per state)")
+
+
+@functools.cache
+def _before_setup() -> Instruments:
+    return Instruments.create(metrics.get_meter_provider())
+
+
+def current() -> Instruments:
+    """The instruments of the running pipeline (one state read on the hot path)."""
+    state = _state.get()
+    if state is not None and state.instruments is not None:
+        return state.instruments
+    return _before_setup()
+
+
+def resident_memory_bytes() -> int | None:
+    """The resident set size of the process, from ``/proc/self/statm`` (Linux), or None elsewhere."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _memory(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+    del options
+    rss = resident_memory_bytes()
+    return [] if rss is None else [metrics.Observation(rss, {"process.memory.type": "rss"})]

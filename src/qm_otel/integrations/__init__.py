@@ -1,0 +1,10 @@
+"""Integrations: what qm-otel adds to the frameworks and clients a service uses.
+
+Each is imported only when used (``import qm_otel`` imports none of them, so a worker that never
+serves HTTP pays nothing for FastAPI, Starlette or httpx) and each is handed the state it needs:
+
+- :mod:`~qm_otel.integrations.fastapi`: ``instrument_app`` for FastAPI and Starlette apps;
+- :mod:`~qm_otel.integrations.asgi`: the correlation and request-log middleware;
+- :mod:`~qm_otel.integrations.httpx`: client spans with redacted URLs;
+- :mod:`~qm_otel.integrations.health`: the liveness and readiness routes.
+"""

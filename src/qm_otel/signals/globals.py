@@ -1,0 +1,43 @@
+"""Let a later ``setup()`` replace the global providers an earlier one set (each builder sets its own).
+
+The OpenTelemetry API lets each global provider be set once per process. ``shutdown()`` marks
+the providers qm-otel built as closed; the next ``setup()`` forgets those (never a provider
+someone else set) the way the API's own test utilities do (``opentelemetry.test.globals_test``),
+so ``setup()`` → ``shutdown()`` → ``setup()`` exports again. Tracers and meters that code took
+from the closed providers stay bound to them; anything asked for afterwards, and everything
+qm-otel records itself, uses the new pipeline.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import _logs, metrics, trace
+from opentelemetry._logs import _internal as logs_api
+from opentelemetry.metrics import _internal as metrics_api
+from opentelemetry.util._once import Once
+
+__all__ = ["forget_closed", "mark_closed"]
+
+_CLOSED = "_qm_otel_closed"
+
+
+def mark_closed(*providers: object) -> None:
+    """Mark providers qm-otel built and shut down: a later :func:`install` may replace them."""
+    for provider in providers:
+        setattr(provider, _CLOSED, True)
+
+
+def _closed(provider: object) -> bool:
+    return bool(getattr(provider, _CLOSED, False))
+
+
+def forget_closed() -> None:
+    """Clear the API's set-once guards for each global provider that is one of qm-otel's closed ones."""
+    if _closed(trace.get_tracer_provider()):
+        trace._TRACER_PROVIDER_SET_ONCE = Once()
+        trace._TRACER_PROVIDER = None
+    if _closed(metrics.get_meter_provider()):
+        metrics_api._METER_PROVIDER_SET_ONCE = Once()
+        metrics_api._METER_PROVIDER = None
+    if _closed(_logs.get_logger_provider()):
+        logs_api._LOGGER_PROVIDER_SET_ONCE = Once()
+        logs_api._LOGGER_PROVIDER = None

@@ -1,0 +1,36 @@
+"""The logger provider and the root logger's handlers (OTLP, stdout, the optional rotating file)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from opentelemetry import _logs
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+
+from qm_otel.config import Settings
+from qm_otel.logs.pipeline import install_log_handlers
+from qm_otel.signals.exporters import exporter
+
+__all__ = ["build_logger_provider"]
+
+
+def build_logger_provider(
+    settings: Settings, resource: Resource, extra: Sequence[LogRecordProcessor]
+) -> tuple[LoggerProvider, list[logging.Handler]]:
+    """The global provider (batch export, then ``extra``) and the handlers installed on the root logger.
+
+    Set globally before the handlers are installed: a ``log_config`` file's OTLP handler binds to
+    the global provider. The OTLP handler is installed only when records go somewhere.
+    """
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    log_exporter = exporter(settings, "logs")
+    if log_exporter is not None:
+        provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
+    for processor in extra:
+        provider.add_log_record_processor(processor)
+    _logs.set_logger_provider(provider)
+    exporting = log_exporter is not None or bool(extra)
+    return provider, install_log_handlers(settings, provider if exporting else None)
