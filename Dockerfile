@@ -12,7 +12,8 @@ WORKDIR /app
 # The package first (this layer is reused while only the examples change).
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install .
+# the cli extra brings uvicorn, which serves the demo
+RUN pip install ".[cli]"
 
 COPY examples ./examples
 

@@ -253,9 +253,11 @@ def _shutdown() -> None:
     """Flush and close whatever providers this child process set globally."""
     from opentelemetry import metrics, trace
 
-    qm_otel_bootstrap = sys.modules.get("qm_otel.bootstrap")
-    if qm_otel_bootstrap is not None and qm_otel_bootstrap.current() is not None:
-        qm_otel_bootstrap.shutdown()  # qm-otel owns its providers (and would shut them down again at exit)
+    qm_otel_state = sys.modules.get("qm_otel._state")
+    if qm_otel_state is not None and qm_otel_state.get() is not None:
+        import qm_otel
+
+        qm_otel.shutdown()  # qm-otel owns its providers (and would shut them down again at exit)
         return
     for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
         shutdown = getattr(provider, "shutdown", None)

@@ -84,9 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.app)
         return {"render": _render, "check": _check, "logs": _logs}[args.command](args)
     except ModuleNotFoundError as exc:
-        if (exc.name or "").partition(".")[0] not in CLI_EXTRA_MODULES:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in CLI_EXTRA_MODULES:
             raise
-        print(f"qm-otel {args.command} needs the 'cli' extra ({exc.name} is not installed): "
+        print(f"qm-otel {args.command} needs the 'cli' extra ({missing} is not installed): "
               "pip install 'qm-otel[cli]'", file=sys.stderr)
         return 2
 
