@@ -1,0 +1,309 @@
+"""The benchmark: qm-otel against a bare app, the stock distro, FastAPI's native telemetry and logfire.
+
+One run, side by side, on this machine; prints every figure and ratio and writes
+``docs/benchmarks.md``. Never a pass/fail: targets are labelled, nothing is asserted.
+
+For each variant (the same FastAPI app, ``benchmarks/apps/``, one JSON route that writes one log
+line; all signals over OTLP/HTTP to a sink on loopback, 100 % sampled):
+
+- **HTTP under load**: one uvicorn worker, ``wrk -t1 -c8`` on loopback: requests/s, p50, p99; then
+  the items the sink (``benchmarks/sink.py``, its own process) counted for those requests.
+- **CPU per request, in-process**: the app driven by an ASGI driver at full speed
+  (``benchmarks/inprocess.py``), process CPU time over all threads including the final flush,
+  and what the sink counted.
+- **Start-up**: importing the app module (building the app, calling ``setup()``), wall time and
+  peak RSS, against the bare app.
+- **Log records/s** end to end (``benchmarks/logs.py``).
+
+Run it with ``./scripts/bench`` (installs wrk, the stock distro and logfire in side environments
+under ``.bench/``); ``--short`` is the setting CI runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = Path(sys.executable).parent
+SIDE = ROOT / ".bench"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the app: which environment, which module, whether under the wrapper."""
+
+    key: str
+    label: str
+    bin_dir: Path
+    module: str
+    zero_code: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    #: log records the sink should get per request (the app's line, qm-otel's request log)
+    logs_per_request: int = 1
+
+    def available(self) -> bool:
+        return (self.bin_dir / "python").exists()
+
+
+STOCK_ENV = {
+    "OTEL_TRACES_EXPORTER": "otlp",
+    "OTEL_METRICS_EXPORTER": "otlp",
+    "OTEL_LOGS_EXPORTER": "otlp",
+    "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
+}
+VARIANTS = (
+    Variant("bare", "bare app", MAIN, "benchmarks.apps.bare", logs_per_request=0),
+    Variant("qm-setup", "qm-otel `setup()`", MAIN, "benchmarks.apps.qm_setup", logs_per_request=2),
+    Variant("qm-instrument", "qm-otel `opentelemetry-instrument`", MAIN, "benchmarks.apps.plain", zero_code=True,
+            logs_per_request=2),
+    # the stock distro exports the app's log line only at WARNING and above (root logger default): 0 per request
+    Variant("stock", "stock `opentelemetry-distro`", SIDE / "stock" / "bin", "benchmarks.apps.plain", zero_code=True,
+            env=STOCK_ENV, logs_per_request=0),
+    Variant("native", "FastAPI native telemetry", MAIN, "benchmarks.apps.native"),
+    Variant("logfire", "logfire", SIDE / "logfire" / "bin", "benchmarks.apps.logfire_app"),
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on {port}")
+
+
+class Sink:
+    """The OTLP sink process and its counters."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.sink", str(self.port)], cwd=ROOT,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.process)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def counts(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.endpoint + "/counts", timeout=10) as response:
+            return dict(json.loads(response.read()))
+
+    def reset(self) -> None:
+        request = urllib.request.Request(self.endpoint + "/reset", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def variant_env(variant: Variant, sink: Sink) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QM_OTEL_", "UVICORN_"))}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_SERVICE_NAME="bench",
+        OTEL_METRIC_EXPORT_INTERVAL="5000",
+        QM_OTEL_ENVIRONMENT="production",  # JSON lines on stdout, as in a container
+        LOGFIRE_SEND_TO_LOGFIRE="false",
+    )
+    env.update(variant.env)
+    return env
+
+
+def command(variant: Variant, *args: str) -> list[str]:
+    wrapped = [str(variant.bin_dir / "opentelemetry-instrument")] if variant.zero_code else []
+    return [*wrapped, *args]
+
+
+def settle(sink: Sink, expected_spans: int, timeout_s: float) -> dict[str, Any]:
+    """Wait until the sink has the expected server spans (or the timeout); return its counts."""
+    deadline = time.monotonic() + timeout_s
+    counts = sink.counts()
+    while time.monotonic() < deadline and counts["server_spans"] < expected_spans:
+        time.sleep(0.5)
+        counts = sink.counts()
+    time.sleep(1.0)  # the other signals' last batches
+    return sink.counts()
+
+
+WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+WRK_TOTAL = re.compile(r"(\d+) requests in")
+WRK_PCT = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(url: str, seconds: float) -> dict[str, float]:
+    out = subprocess.run(["wrk", "-t1", "-c8", f"-d{seconds:g}s", "--latency", url], capture_output=True,
+                         text=True, check=True, timeout=seconds + 60).stdout
+    rps = WRK_RPS.search(out)
+    total = WRK_TOTAL.search(out)
+    pct = {p: float(v) * UNITS[u] for p, v, u in WRK_PCT.findall(out)}
+    if rps is None or total is None:
+        raise RuntimeError(f"wrk printed no figures:\n{out}")
+    return {"rps": float(rps.group(1)), "requests": float(total.group(1)), "p50_ms": pct.get("50", float("nan")),
+            "p99_ms": pct.get("99", float("nan"))}
+
+
+def http_load(variant: Variant, sink: Sink, seconds: float, workdir: Path) -> dict[str, Any]:
+    port = free_port()
+    log = (workdir / f"{variant.key}.stdout").open("wb")
+    process = subprocess.Popen(
+        command(variant, str(variant.bin_dir / "uvicorn"), f"{variant.module}:app", "--host", "127.0.0.1", "--port",
+                str(port), "--no-access-log"),
+        cwd=ROOT, env=variant_env(variant, sink), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_port(port, process)
+        url = f"http://127.0.0.1:{port}/items/7"
+        run_wrk(url, max(1.0, seconds / 4))  # warm-up
+        time.sleep(6.5)  # the warm-up's batches and metric points arrive before the count starts
+        sink.reset()
+        result = run_wrk(url, seconds)
+        counts = settle(sink, int(result["requests"]), timeout_s=30)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+    return {**result, "sink": counts}
+
+
+def inprocess(variant: Variant, sink: Sink, requests: int, workdir: Path) -> dict[str, Any]:
+    sink.reset()
+    out = workdir / f"{variant.key}.inprocess"
+    with out.open("wb") as stdout:
+        subprocess.run(command(variant, str(variant.bin_dir / "python"), "-m", "benchmarks.inprocess", variant.module,
+                               "--requests", str(requests), "--warmup", "200"),
+                       cwd=ROOT, env=variant_env(variant, sink), stdout=stdout, stderr=subprocess.STDOUT, check=True,
+                       timeout=900)
+    text = out.read_text(encoding="utf-8", errors="replace")
+    line = next(line for line in text.splitlines() if line.startswith("INPROCESS-RESULT "))
+    result = dict(json.loads(line.split(" ", 1)[1]))
+    result["sink"] = settle(sink, requests + 200, timeout_s=10)
+    return result
+
+
+STARTUP = ("import resource, time; t = time.perf_counter(); import {module}; "
+           "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+
+
+def startup(variant: Variant, sink: Sink, runs: int) -> dict[str, float]:
+    """Import the app module (app built, telemetry set up): seconds and peak RSS, medians over ``runs``.
+
+    Under ``opentelemetry-instrument`` the wrapper's set-up runs before the timed import (in its
+    sitecustomize), so for those variants only the peak RSS compares.
+    """
+    imports, rss = [], []
+    for _ in range(runs):
+        out = subprocess.run(command(variant, str(variant.bin_dir / "python"), "-c",
+                                     STARTUP.format(module=variant.module)),
+                             cwd=ROOT, env=variant_env(variant, sink), capture_output=True, text=True, check=True,
+                             timeout=120)
+        seconds, peak_kb = out.stdout.strip().splitlines()[-1].split()
+        imports.append(float(seconds))
+        rss.append(float(peak_kb) / 1024)
+    return {"import_s": statistics.median(imports), "rss_mb": statistics.median(rss)}
+
+
+def machine() -> dict[str, str]:
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        model = found.group(1).strip() if found else model
+    packages = ["opentelemetry-sdk", "opentelemetry-instrumentation-fastapi", "fastapi", "uvicorn", "qm-otel"]
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = version(name)
+        except Exception:
+            versions[name] = "?"
+    logfire_python = SIDE / "logfire" / "bin" / "python"
+    if logfire_python.exists():
+        versions["logfire"] = subprocess.run([str(logfire_python), "-c", "import logfire; print(logfire.VERSION)"],
+                                             capture_output=True, text=True, check=False).stdout.strip() or "?"
+    return {
+        "cpu": f"{model}, {os.cpu_count()} cores",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "wrk": (shutil.which("wrk") and "wrk -t1 -c8") or "missing",
+        **versions,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--short", action="store_true", help="a few seconds per figure (CI checks that it runs)")
+    parser.add_argument("--variants", default=",".join(v.key for v in VARIANTS))
+    parser.add_argument("--seconds", type=float, default=15.0, help="wrk duration per variant")
+    parser.add_argument("--requests", type=int, default=5000, help="in-process requests per variant")
+    parser.add_argument("--startup-runs", type=int, default=5)
+    parser.add_argument("--log-records", type=int, default=50000)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"), help="'-' to write nothing")
+    args = parser.parse_args()
+    if args.short:
+        args.seconds, args.requests, args.startup_runs, args.log_records = 2.0, 300, 1, 2000
+    wanted = args.variants.split(",")
+    variants = [v for v in VARIANTS if v.key in wanted and v.available()]
+    skipped = [v.key for v in VARIANTS if v.key in wanted and not v.available()]
+    from benchmarks import logs, report
+
+    sink = Sink()
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="qm-bench-") as tmp:
+            workdir = Path(tmp)
+            for variant in variants:
+                print(f"== {variant.label}", flush=True)
+                results[variant.key] = {
+                    "http": http_load(variant, sink, args.seconds, workdir),
+                    "inprocess": inprocess(variant, sink, args.requests, workdir),
+                    "startup": startup(variant, sink, args.startup_runs),
+                }
+                print(json.dumps(results[variant.key], indent=None)[:600], flush=True)
+            log_results = logs.run_all(args.log_records, sink.endpoint)
+    finally:
+        sink.stop()
+    text = report.render(variants, results, log_results, machine(), skipped, short=args.short)
+    print(text)
+    if args.out != "-":
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

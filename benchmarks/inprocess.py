@@ -1,0 +1,118 @@
+"""Drive one variant's app in-process at full speed: CPU per request over all threads, export included.
+
+Run in a fresh process per variant (``python -m benchmarks.inprocess benchmarks.apps.qm_setup``, or
+under ``opentelemetry-instrument`` for the zero-code variants). An ASGI driver calls the app
+directly (no sockets, no server), one request after another, then the variant's ``flush()`` exports
+what is buffered; the CPU time of the whole process (``time.process_time``: every thread, so the
+export threads' encoding counts too) over requests + flush, divided by the requests, is printed as
+one JSON line. A ``--profile`` file gets a pyinstrument profile of the same run instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import resource
+import sys
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+MARKER = "INPROCESS-RESULT "
+
+
+def scope_for(item_id: int) -> Scope:
+    """A fresh ASGI HTTP scope for ``GET /items/{item_id}`` as uvicorn builds it (middlewares mutate it)."""
+    path = f"/items/{item_id}"
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench/1.0"), (b"accept", b"*/*")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+
+
+async def request(app: ASGIApp, item_id: int) -> int:
+    """One request through the app; its status code."""
+    status = 0
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            await asyncio.sleep(3600)  # a client that never sends more (like a kept-alive connection)
+        sent = True
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+
+    await app(scope_for(item_id), receive, send)
+    return status
+
+
+async def drive(app: ASGIApp, requests: int) -> int:
+    ok = 0
+    for n in range(requests):
+        ok += await request(app, n % 1000) == 200
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("module", help="the variant's app module, with `app` and `flush()`")
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--profile", help="write a pyinstrument HTML profile here instead of timing")
+    args = parser.parse_args()
+    variant = importlib.import_module(args.module)
+    app = variant.app
+    asyncio.run(drive(app, args.warmup))
+    profiler: Any = None
+    if args.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0005, async_mode="disabled")
+        profiler.start()
+    cpu0, wall0, main0 = time.process_time(), time.perf_counter(), time.thread_time()
+    ok = asyncio.run(drive(app, args.requests))
+    cpu_requests = time.process_time() - cpu0
+    main_thread = time.thread_time() - main0
+    variant.flush()
+    cpu_total, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    if profiler is not None:
+        profiler.stop()
+        with open(args.profile, "w", encoding="utf-8") as out:
+            out.write(profiler.output_html())
+        print(profiler.output_text(unicode=False, color=False, show_all=False), file=sys.stderr)
+    result = {
+        "requests": args.requests,
+        "ok": ok,
+        "warmup": args.warmup,
+        "cpu_us_per_request": cpu_total / args.requests * 1e6,
+        "cpu_us_per_request_before_flush": cpu_requests / args.requests * 1e6,
+        "main_thread_us_per_request": main_thread / args.requests * 1e6,
+        "wall_s": wall,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    print(MARKER + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
