@@ -16,9 +16,8 @@ from opentelemetry.instrumentation.asgi import get_host_port_url_tuple
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.http import ExcludeList
 
-from qm_otel.conventions import classify
+from qm_otel.conventions import Band, conventions
 from qm_otel.correlation import Correlation, accept, activate, deactivate, resolve
-from qm_otel.events import event
 
 __all__ = ["CorrelationMiddleware", "RequestLogMiddleware"]
 
@@ -122,40 +121,46 @@ class RequestLogMiddleware:
     logged.
     """
 
-    def __init__(self, app: ASGIApp, *, excluded: Sequence[str] = (), slow_ms: float = 2000.0) -> None:
+    def __init__(
+        self, app: ASGIApp, *, excluded: Sequence[str] = (), slow_ms: float = 2000.0, band: Band | None = None
+    ) -> None:
         self.app = app
         # the exclude list and the URL it is matched against are the OTel middleware's own, so what
         # is not traced is exactly what is not logged
         self._excluded = ExcludeList(list(excluded))
         self._slow_ms = slow_ms
+        self._band = band or conventions().bands["response_time"]
 
     def _skipped(self, scope: Scope) -> bool:
         url: str = get_host_port_url_tuple(scope)[2]  # type: ignore[no-untyped-call]
         return self._excluded.url_disabled(url)
 
     def _write(self, scope: Scope, status_code: int, started: float) -> None:
+        """The record ``event("API", ...)`` would write, made directly: no caller lookup, no name checks."""
         duration_ms = (time.perf_counter() - started) * 1000.0
+        failed = status_code >= 500
+        level = logging.ERROR if failed else logging.WARNING if duration_ms > self._slow_ms else logging.INFO
+        if not _request_logger.isEnabledFor(level):
+            return
         method = scope.get("method", "?")
         route = getattr(scope.get("route"), "path", None)
-        failed = status_code >= 500
-        level = "ERROR" if failed else "WARNING" if duration_ms > self._slow_ms else "INFO"
         client = scope.get("client")
         target = route or scope.get("path", "")
-        event(
-            "API",
-            f"{method} {target}",
-            "FAILURE" if failed else "SUCCESS",
-            duration_ms,
-            band=classify("response_time", duration_ms).band,
-            message=f"{method} {target} {status_code} {duration_ms:.1f}ms",
-            event="http_request",
-            level=level,
-            logger=_request_logger,
-            http_method=method,
-            http_route=route,
-            http_status_code=status_code,
-            client_address=f"{client[0]}:{client[1]}" if client else None,
-        )
+        fields = {
+            "band": self._band.band_of(duration_ms),
+            "http_method": method,
+            "http_route": route,
+            "http_status_code": status_code,
+            "client_address": f"{client[0]}:{client[1]}" if client else None,
+            "component": "API",
+            "action": f"{method} {target}",
+            "status": "FAILURE" if failed else "SUCCESS",
+            "event": "http_request",
+            "duration_ms": round(duration_ms, 3),
+        }
+        message = f"{method} {target} {status_code} {duration_ms:.1f}ms"
+        _request_logger.handle(_request_logger.makeRecord(
+            _request_logger.name, level, __file__, 0, message, (), None, "RequestLogMiddleware", fields))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Log the request once its response has ended (or failed)."""

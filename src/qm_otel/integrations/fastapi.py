@@ -159,8 +159,8 @@ def _outermost(stack: Any) -> Any:
     state, _ = _active()
     settings = state.settings
     if settings.request_log:
-        stack = RequestLogMiddleware(stack, excluded=settings.excluded_urls,
-                                     slow_ms=state.conventions.slow_request_ms)
+        stack = RequestLogMiddleware(stack, excluded=settings.excluded_urls, slow_ms=state.conventions.slow_request_ms,
+                                     band=state.conventions.bands["response_time"])
     return CorrelationMiddleware(
         stack,
         header_names=settings.correlation_headers,

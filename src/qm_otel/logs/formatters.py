@@ -21,12 +21,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
-from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 from qm_otel import _state
 
 __all__ = [
+    "RESERVED_ATTRS",
     "JsonFormatter",
     "PipeFormatter",
     "TextFormatter",
@@ -36,9 +36,19 @@ __all__ = [
     "trace_ids",
 ]
 
+#: ``LogRecord`` attributes that are not extras: the set the OTel ``LoggingHandler`` leaves out of
+#: the OTLP attributes (a test keeps the two equal)
+RESERVED_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message", "asctime", "taskName", "getMessage"}
 #: fields the formatters write themselves; every other non-standard record attribute is an ``extra``
 _OWN_FIELDS = frozenset({"correlation_id", "event", "component", "action", "status", "duration_ms"})
-_SKIP = frozenset(RESERVED_ATTRS) | {"message", "asctime", "color_message"} | _OWN_FIELDS
+#: extras left out of the JSON line: uvicorn's coloured copy of its message
+_NOT_IN_JSON = _OWN_FIELDS | {"color_message"}
+
+
+def extras_of(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's extras: every attribute that is not a standard ``LogRecord`` one."""
+    return {key: value for key, value in record.__dict__.items() if key not in RESERVED_ATTRS}
 
 
 #: the last second formatted and its text: ``strftime`` once per second, not once per record
@@ -110,11 +120,15 @@ class JsonFormatter(OrjsonFormatter):
     """
 
     def __init__(self, service: str | None = None) -> None:
-        super().__init__(json_default=_stringify, reserved_attrs=list(_SKIP))
+        super().__init__(json_default=_stringify, reserved_attrs=list(RESERVED_ATTRS | _NOT_IN_JSON))
         self._service = service
 
     def format(self, record: logging.LogRecord) -> str:
         """Serialise ``record`` as one line of JSON."""
+        return self.format_with(record, extras_of(record))
+
+    def format_with(self, record: logging.LogRecord, extras: dict[str, Any]) -> str:
+        """Serialise ``record`` whose extras (:func:`extras_of`) are already collected."""
         record.message = _message(record)
         get = record.__dict__.get
         ids = trace_ids()
@@ -133,8 +147,8 @@ class JsonFormatter(OrjsonFormatter):
             "status": get("status", "INFO"),
             "duration_ms": get("duration_ms"),
         }
-        for key, value in record.__dict__.items():
-            if key not in _SKIP and key not in data:
+        for key, value in extras.items():
+            if key not in _NOT_IN_JSON and key not in data:
                 data[key] = value
         if record.exc_info and record.exc_info[0] is not None:
             data["exception"] = {

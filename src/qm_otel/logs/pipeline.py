@@ -1,8 +1,9 @@
 """Attach qm-otel's handlers to the root logger, exactly once, and route uvicorn's loggers into them.
 
-The root logger gets the OTel log handler from ``opentelemetry-instrumentation-logging`` (the SDK's
-own handler is deprecated), which exports every record with the trace and span IDs of the context
-that wrote it, one stdout handler and, opt-in, a rotating file. All are tagged, so installing again
+The root logger gets one :class:`~qm_otel.logs.handler.TelemetryHandler`, which writes each record
+to stdout and exports it over OTLP (the record ``opentelemetry-instrumentation-logging``'s handler
+would make: the trace and span IDs of the context that wrote it) in one pass, and, opt-in, a
+rotating file. All are tagged, so installing again
 first removes the old ones: there is never a duplicate line. Alternatively a dictConfig JSON file
 (``log_config``; the packaged ``logging.json`` is one) configures the same, and serves as uvicorn's
 ``--log-config`` too.
@@ -23,6 +24,7 @@ from qm_otel.config import ConfigError, Settings
 from qm_otel.correlation import correlation_id
 from qm_otel.logs.files import RotatingGzipFileHandler
 from qm_otel.logs.formatters import JsonFormatter, PipeFormatter, TextFormatter
+from qm_otel.logs.handler import TelemetryHandler
 from qm_otel.redaction import redact_logged_urls
 
 __all__ = [
@@ -140,12 +142,14 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
         for handler in root.handlers:
             handler.addFilter(_CORRELATION_FILTER)
     else:
-        if logger_provider is not None and not any(_foreign_otel_handler(h) for h in root.handlers):
-            handlers.append(LoggingHandler(logger_provider=logger_provider))
-        if settings.stdout_format != "none":
-            stream = logging.StreamHandler(sys.stdout)
-            stream.setFormatter(_formatter(settings.stdout_format, settings))
-            handlers.append(stream)
+        exporting = logger_provider is not None and not any(_foreign_otel_handler(h) for h in root.handlers)
+        writing = settings.stdout_format != "none"
+        if exporting or writing:  # one handler, one pass per record: the stdout line and the OTLP record
+            handlers.append(TelemetryHandler(
+                _formatter(settings.stdout_format, settings) if writing else None,
+                logger_provider if exporting else None,
+                sys.stdout,
+            ))
         root.setLevel(settings.log_level)
     if settings.log_file is not None:
         file_handler = RotatingGzipFileHandler(
