@@ -2,8 +2,8 @@
 
 ``opentelemetry-instrument uvicorn app:app`` runs, in order: :meth:`QmOtelDistro.configure`,
 :meth:`QmOtelConfigurator.configure` (which calls :func:`qm_otel.setup`, so both launch paths
-build the same telemetry) and then each installed instrumentor through
-:meth:`QmOtelDistro.load_instrumentor`.
+build the same telemetry, and makes every FastAPI or Starlette app instrument itself when it is
+created) and then each installed instrumentor through :meth:`QmOtelDistro.load_instrumentor`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from qm_otel.logs.pipeline import UVICORN_LOG_CONFIG
 
 __all__ = ["QmOtelConfigurator", "QmOtelDistro"]
 
-#: instrumentations setup() runs itself: loading their entry points again would double them
-_WIRED_BY_SETUP = frozenset({"logging", "httpx"})
+#: instrumentations qm-otel does itself: loading their entry points too would double them
+#: (the log handler, httpx; and the server span, which qm-otel makes for FastAPI and Starlette apps)
+_WIRED_BY_SETUP = frozenset({"logging", "httpx", "fastapi", "starlette"})
 
 
 class QmOtelDistro(BaseDistro):  # type: ignore[misc]
-    """Sets defaults before anything is configured and tunes the instrumentors as they load."""
+    """Sets defaults before anything is configured and hands the other instrumentors qm-otel's providers."""
 
     def _configure(self, **kwargs: Any) -> None:
         del kwargs
@@ -34,48 +35,49 @@ class QmOtelDistro(BaseDistro):  # type: ignore[misc]
         os.environ.setdefault("UVICORN_LOG_CONFIG", os.environ.get("QM_OTEL_LOG_CONFIG") or str(UVICORN_LOG_CONFIG))
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
-        """Skip what ``setup()`` already wired (the log handler, httpx); tune FastAPI's instrumentor."""
+        """Skip what qm-otel does itself; give the others the pipeline's providers."""
         if entry_point.name in _WIRED_BY_SETUP:
             return
         state = _state.get()
-        telemetry = state.telemetry if state is not None else None
-        if state is not None and telemetry is not None:
-            kwargs.update(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
-            if entry_point.name == "fastapi":
-                from qm_otel.integrations.fastapi import fastapi_instrumentor_kwargs
-
-                kwargs.update(fastapi_instrumentor_kwargs(state.settings))
+        if state is not None and state.telemetry is not None:
+            kwargs.update(tracer_provider=state.telemetry.tracer_provider,
+                          meter_provider=state.telemetry.meter_provider)
         super().load_instrumentor(entry_point, **kwargs)
-        if entry_point.name == "fastapi" and telemetry is not None:
-            _instrument_new_apps()
 
 
 def _instrument_new_apps() -> None:
     """Every FastAPI or Starlette app created from now on gets :func:`qm_otel.instrument_app`.
 
-    The contrib instrumentor has replaced ``fastapi.FastAPI`` by a subclass that adds the server
-    span; this subclass of it adds the correlation middleware and the flush at lifespan end. The
-    Starlette class is replaced only now, after ``fastapi`` is imported, so FastAPI keeps its base.
+    ``fastapi.FastAPI`` and ``starlette.applications.Starlette`` are replaced by subclasses whose
+    constructor instruments the app. FastAPI is imported (when installed) before Starlette's class
+    is replaced, so FastAPI keeps its own base class and an app is instrumented once.
     """
-    import fastapi
-    import starlette.applications
-
     from qm_otel.integrations.fastapi import instrument_app
 
-    fastapi_base: Any = fastapi.FastAPI
-    starlette_base: Any = starlette.applications.Starlette
+    try:
+        import fastapi
+    except ImportError:
+        fastapi = None  # type: ignore[assignment]
+    try:
+        import starlette.applications
+    except ImportError:
+        return
+    if fastapi is not None:
+        fastapi_base: Any = fastapi.FastAPI
 
-    class QmOtelFastAPI(fastapi_base):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            instrument_app(self)
+        class QmOtelFastAPI(fastapi_base):  # type: ignore[misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                instrument_app(self)
+
+        fastapi.FastAPI = QmOtelFastAPI  # type: ignore[misc]
+    starlette_base: Any = starlette.applications.Starlette
 
     class QmOtelStarlette(starlette_base):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             instrument_app(self)
 
-    fastapi.FastAPI = QmOtelFastAPI  # type: ignore[misc]
     starlette.applications.Starlette = QmOtelStarlette  # type: ignore[misc]
 
 
@@ -83,6 +85,7 @@ class QmOtelConfigurator:
     """The ``opentelemetry_configurator`` entry point: delegates to :func:`qm_otel.setup`."""
 
     def configure(self, **kwargs: Any) -> None:
-        """Called once by ``opentelemetry-instrument``."""
+        """Called once by ``opentelemetry-instrument``: set up, then instrument every app made from now on."""
         del kwargs
         qm_otel.setup()
+        _instrument_new_apps()

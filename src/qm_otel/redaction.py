@@ -6,7 +6,8 @@ A name is sensitive when it contains one of the ``sensitive_fields`` words (case
 'user=7&access_token=REDACTED&Password=REDACTED'
 
 Every path that could carry a secret goes through here: the server span's ``url.query``
-(:func:`server_request_hook`), the httpx client span's ``url.full`` (:func:`client_request_hooks`),
+(:func:`redact_query`, in the server middleware), the httpx client span's ``url.full``
+(:func:`client_request_hooks`),
 the URLs HTTP clients write into log lines (:class:`RedactUrls`), and the header values the
 instrumentations capture on request (:func:`header_sanitize_patterns`).
 """
@@ -27,7 +28,6 @@ __all__ = [
     "redact_logged_urls",
     "redact_query",
     "redact_url",
-    "server_request_hook",
 ]
 
 REDACTED = "REDACTED"
@@ -64,17 +64,6 @@ def redact_url(url: str, words: Sequence[str]) -> str:
 def header_sanitize_patterns(words: Sequence[str]) -> str:
     """``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS`` for ``words``: captured values redacted."""
     return ",".join(f".*{word}.*" for word in words)
-
-
-def server_request_hook(words: Sequence[str]) -> Callable[[Any, dict[str, Any]], None]:
-    """A server span hook that sets ``url.query`` with sensitive values redacted."""
-
-    def hook(span: Any, scope: dict[str, Any]) -> None:
-        query = scope.get("query_string", b"")
-        if query and span.is_recording():
-            span.set_attribute("url.query", redact_query(query.decode("latin-1"), words))
-
-    return hook
 
 
 def client_request_hooks(

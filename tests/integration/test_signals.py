@@ -64,9 +64,9 @@ def test_one_server_span_per_request_and_health_is_not_traced(receiver: OtlpRece
     assert not [s for s in spans if "healthz" in s.name or s.attributes.get("url.path") == "/healthz"]
     durations = [p for p in points if p.name == "http.server.request.duration"]
     assert {p.unit for p in durations} == {"s"}
-    # one producer of the histogram: the contrib instrumentation; FastAPI's native telemetry stepped aside
-    assert {p.scope for p in durations} == {"opentelemetry.instrumentation.fastapi"}
-    assert {s.scope for s in spans} == {"opentelemetry.instrumentation.fastapi"}
+    # one producer of the histogram and the span: qm-otel; FastAPI's native telemetry is off for the app
+    assert {p.scope for p in durations} == {"qm_otel"}
+    assert {s.scope for s in spans} == {"qm_otel"}
     # cumulative temporality: the last export per route holds the whole count, once (no second histogram)
     last = [p for p in durations if p.attributes.get("http.route") == "/work/{n}"][-1]
     assert last.count == 3
@@ -172,7 +172,7 @@ def test_older_fastapi_also_gets_one_server_span_and_one_histogram(
     assert len(spans) == 3
     assert {s.kind for s in spans} == {2}
     durations = {p.scope for p in points if p.name == "http.server.request.duration"}
-    assert durations == {"opentelemetry.instrumentation.fastapi"}
+    assert durations == {"qm_otel"}
 
 
 def test_instrument_app_for_an_app_created_after_setup(receiver: OtlpReceiver) -> None:

@@ -1,7 +1,7 @@
-"""Pure ASGI middleware: correlation in and out, outermost, before the server span starts.
+"""Pure ASGI middleware: correlation in and out (outermost, before the server span starts), the request log.
 
-It must wrap the OpenTelemetry middleware (which starts the server span) so the span's trace ID
-can be the one the incoming correlation ID maps to; :func:`qm_otel.instrument_app` puts it there.
+The correlation middleware must wrap the server-span middleware so the span's trace ID can be the
+one the incoming correlation ID maps to; :func:`qm_otel.instrument_app` puts it there.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from opentelemetry.util.http import ExcludeList
 
 from qm_otel.conventions import Band, conventions
 from qm_otel.correlation import Correlation, accept, activate, deactivate, resolve
+from qm_otel.integrations.server import route_template
 
-__all__ = ["CorrelationMiddleware", "RequestLogMiddleware"]
+__all__ = ["CorrelationMiddleware", "RequestLog", "RequestLogMiddleware"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -111,39 +112,25 @@ class CorrelationMiddleware:
             deactivate(token)
 
 
-class RequestLogMiddleware:
-    """One record per HTTP request: method, route template, status code, duration, client address.
+class RequestLog:
+    """Writes the request-log record: method, route template, status code, duration, band, client address.
 
-    Written when the response ends, from inside the server span (the ``send`` path runs in its
-    context), so it carries the request's trace, span and correlation IDs, and the response-time
-    ``band`` of the conventions. WARNING above the conventions' slow-request threshold (2 s), ERROR
-    for 5xx; the URLs ``excluded`` (health endpoints) are skipped. No header and no query string is
-    logged.
+    WARNING above the conventions' slow-request threshold (2 s), ERROR for 5xx. The record is the one
+    ``event("API", ...)`` would write, made directly (no caller lookup, no name checks: this runs for
+    every request). No header and no query string is logged.
     """
 
-    def __init__(
-        self, app: ASGIApp, *, excluded: Sequence[str] = (), slow_ms: float = 2000.0, band: Band | None = None
-    ) -> None:
-        self.app = app
-        # the exclude list and the URL it is matched against are the OTel middleware's own, so what
-        # is not traced is exactly what is not logged
-        self._excluded = ExcludeList(list(excluded))
+    def __init__(self, *, slow_ms: float = 2000.0, band: Band | None = None) -> None:
         self._slow_ms = slow_ms
         self._band = band or conventions().bands["response_time"]
 
-    def _skipped(self, scope: Scope) -> bool:
-        url: str = get_host_port_url_tuple(scope)[2]  # type: ignore[no-untyped-call]
-        return self._excluded.url_disabled(url)
-
-    def _write(self, scope: Scope, status_code: int, started: float) -> None:
-        """The record ``event("API", ...)`` would write, made directly: no caller lookup, no name checks."""
-        duration_ms = (time.perf_counter() - started) * 1000.0
+    def __call__(self, scope: Scope, status_code: int, duration_ms: float, route: str | None) -> None:
+        """Write the record for a request that ended with ``status_code`` after ``duration_ms``."""
         failed = status_code >= 500
         level = logging.ERROR if failed else logging.WARNING if duration_ms > self._slow_ms else logging.INFO
         if not _request_logger.isEnabledFor(level):
             return
         method = scope.get("method", "?")
-        route = getattr(scope.get("route"), "path", None)
         client = scope.get("client")
         target = route or scope.get("path", "")
         fields = {
@@ -160,7 +147,33 @@ class RequestLogMiddleware:
         }
         message = f"{method} {target} {status_code} {duration_ms:.1f}ms"
         _request_logger.handle(_request_logger.makeRecord(
-            _request_logger.name, level, __file__, 0, message, (), None, "RequestLogMiddleware", fields))
+            _request_logger.name, level, __file__, 0, message, (), None, "request_log", fields))
+
+
+class RequestLogMiddleware:
+    """The request log on its own, for an app whose server span comes from elsewhere.
+
+    Written when the response ends, from inside the server span (the ``send`` path runs in its
+    context), so it carries the request's trace, span and correlation IDs. The URLs ``excluded``
+    (health endpoints) are skipped. qm-otel's own stack writes the same record from
+    :class:`~qm_otel.integrations.server.ServerTelemetryMiddleware`.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, excluded: Sequence[str] = (), slow_ms: float = 2000.0, band: Band | None = None
+    ) -> None:
+        self.app = app
+        # the exclude list and the URL it is matched against are the OTel middleware's own, so what
+        # is not traced is exactly what is not logged
+        self._excluded = ExcludeList(list(excluded))
+        self._log = RequestLog(slow_ms=slow_ms, band=band)
+
+    def _skipped(self, scope: Scope) -> bool:
+        url: str = get_host_port_url_tuple(scope)[2]  # type: ignore[no-untyped-call]
+        return self._excluded.url_disabled(url)
+
+    def _write(self, scope: Scope, status_code: int, started: float) -> None:
+        self._log(scope, status_code, (time.perf_counter() - started) * 1000.0, route_template(scope))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Log the request once its response has ended (or failed)."""

@@ -1,0 +1,342 @@
+"""The server span, the HTTP server metrics and the request log of every request, in one middleware.
+
+qm-otel used to let the contrib ASGI/FastAPI instrumentation make the server span and metrics,
+with its own request-log middleware beside it. The profile (docs/benchmarks.md) showed that stack
+costing more than the application: the contrib middleware matches the request against every route
+before the app routes it again, collects its attributes through generic helpers and sets each of
+them twice, and each extra layer wraps ``send`` again. This middleware keeps the contrib
+semantics under the stable HTTP conventions — the same span (name ``METHOD /route/{template}``,
+kind, attributes, status, exception event, parent from the global propagator), the same
+instruments (``http.server.request.duration`` with its buckets, ``http.server.active_requests``,
+request and response body sizes) with the same attributes — and a test compares the two.
+Differences: the scope is ``qm_otel``; ``server.address`` is the host alone, as the conventions
+define it (contrib writes ``host:port``); the route template is read once the app has routed the
+request (``scope["route"]``, or FastAPI's effective route context for nested routers).
+
+The span ends and the request-log record is written when the response's last body message has
+been sent, as contrib ends its span; the duration is recorded when the app returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.semconv._incubating.metrics.http_metrics import (
+    create_http_server_active_requests,
+    create_http_server_request_body_size,
+    create_http_server_response_body_size,
+)
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.util.http import (
+    OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS,
+    OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST,
+    OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE,
+    ExcludeList,
+    SanitizeValue,
+    detect_synthetic_user_agent,
+    get_custom_headers,
+    normalise_request_header_name,
+    normalise_response_header_name,
+    normalize_user_agent,
+    sanitize_method,
+)
+
+from qm_otel._version import __version__
+from qm_otel.redaction import redact_query
+
+__all__ = ["DURATION_BUCKETS", "RequestLogWriter", "ServerTelemetryMiddleware", "route_template"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+RequestLogWriter = Callable[[Scope, int, float, "str | None"], None]
+
+#: the stable HTTP conventions' schema, as the contrib instrumentation declares it
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.21.0"
+#: the advisory buckets of ``http.server.request.duration`` (seconds), as the conventions give them
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+_MAX_USER_AGENTS = 1024
+
+
+def route_template(scope: Scope) -> str | None:
+    """The full route template the app matched (``/api/v1/items/{id}``), or None when nothing matched.
+
+    Read after routing: FastAPI's effective route context (nested routers, FastAPI >= 0.137), else
+    ``scope["route"]`` (FastAPI's routes, Starlette >= 0.4x's router); for an older Starlette that
+    routed the request (an ``endpoint`` is set) without naming the route, the app's routes are matched.
+    """
+    effective = scope.get("fastapi", {}).get("effective_route_context")
+    path = getattr(effective, "path", None)
+    if path is None:
+        path = getattr(scope.get("route"), "path", None)
+    if path is None and "endpoint" in scope:
+        path = _matched_path(scope)
+    return path if isinstance(path, str) else None
+
+
+def _matched_path(scope: Scope) -> str | None:
+    from starlette.routing import Match
+
+    for route in getattr(scope.get("app"), "routes", ()):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return getattr(route, "path", None)
+    return None
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """Request headers by lower-case name (the first of repeated ones), decoded as ASGI says (latin-1)."""
+    found: dict[str, str] = {}
+    for name, value in scope.get("headers") or ():
+        key = name.decode("latin-1").lower()
+        if key not in found:
+            found[key] = value.decode("latin-1")
+    return found
+
+
+def _server_attributes(scope: Scope, headers: dict[str, str], attributes: dict[str, Any]) -> None:
+    """``server.address`` (the Host header's host, else the socket's) and ``server.port`` (the socket's)."""
+    server = scope.get("server")
+    host = headers.get("host")
+    if host:
+        attributes["server.address"] = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    elif server:
+        attributes["server.address"] = server[0]
+    if server and server[1]:
+        attributes["server.port"] = server[1]
+
+
+class _UserAgents:
+    """``user_agent.original`` and ``user_agent.synthetic.type`` per distinct header value (bounded)."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[str | None, str | None]] = {}
+
+    def attributes(self, raw: str) -> tuple[str | None, str | None]:
+        known = self._known.get(raw)
+        if known is None:
+            original = normalize_user_agent(raw)
+            known = (original or None, detect_synthetic_user_agent(original) if original else None)
+            if len(self._known) >= _MAX_USER_AGENTS:
+                self._known.clear()
+            self._known[raw] = known
+        return known
+
+
+class ServerTelemetryMiddleware:
+    """One server span, the HTTP server metrics and (optionally) the request-log record per request."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tracer_provider: TracerProvider,
+        meter_provider: MeterProvider,
+        excluded: Sequence[str] = (),
+        sensitive_fields: Sequence[str] = (),
+        request_log: RequestLogWriter | None = None,
+    ) -> None:
+        self.app = app
+        self._tracer = tracer_provider.get_tracer("qm_otel", __version__, schema_url=SCHEMA_URL)
+        meter = meter_provider.get_meter("qm_otel", __version__, schema_url=SCHEMA_URL)
+        self._duration = meter.create_histogram(
+            "http.server.request.duration", unit="s", description="Duration of HTTP server requests.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
+        self._active = create_http_server_active_requests(meter)
+        self._request_size = create_http_server_request_body_size(meter)
+        self._response_size = create_http_server_response_body_size(meter)
+        self._excluded = ExcludeList(list(excluded)) if excluded else None
+        self._words = tuple(sensitive_fields)
+        self._request_log = request_log
+        self._user_agents = _UserAgents()
+        # header values captured on the span, opt-in, as the contrib instrumentation reads them
+        self._capture_request = get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST)
+        self._capture_response = get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE)
+        self._sanitize = SanitizeValue(get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS))
+
+    def _captured(self, message: Scope, regexes: list[str], normalise: Callable[[str], str]) -> dict[str, Any]:
+        from opentelemetry.instrumentation.asgi import collect_custom_headers_attributes
+
+        return dict(collect_custom_headers_attributes(dict(message), self._sanitize, regexes, normalise))
+
+    def _excluded_url(self, scope: Scope, headers: dict[str, str]) -> bool:
+        """Whether ``scheme://host/path`` matches an exclusion (the URL the contrib instrumentation matches)."""
+        if self._excluded is None:
+            return False
+        server = scope.get("server") or ("0.0.0.0", 80)  # noqa: S104 - the ASGI default, only a URL part
+        host = headers.get("host") or (server[0] + (f":{server[1]}" if server[1] != 80 else ""))
+        return self._excluded.url_disabled(f"{scope.get('scheme', 'http')}://{host}{scope.get('path', '')}")
+
+    def _request_attributes(self, scope: Scope, headers: dict[str, str], method: str) -> dict[str, Any]:
+        attributes: dict[str, Any] = {"http.request.method": method} if method else {}
+        if method == "_OTHER":
+            attributes["http.request.method_original"] = scope.get("method", "")
+        scheme = scope.get("scheme")
+        if scheme:
+            attributes["url.scheme"] = scheme
+        _server_attributes(scope, headers, attributes)
+        version = scope.get("http_version")
+        if version:
+            attributes["network.protocol.version"] = version
+        path = scope.get("path")
+        if path:
+            attributes["url.path"] = path
+        query = scope.get("query_string")
+        if query:
+            attributes["url.query"] = redact_query(query.decode("latin-1"), self._words)
+        user_agent = headers.get("user-agent")
+        if user_agent:
+            original, synthetic = self._user_agents.attributes(user_agent)
+            if original:
+                attributes["user_agent.original"] = original
+            if synthetic:
+                attributes["user_agent.synthetic.type"] = synthetic
+        client = scope.get("client")
+        if client:
+            attributes["client.address"] = client[0]
+            attributes["client.port"] = client[1]
+        if self._capture_request:
+            attributes.update(self._captured(scope, self._capture_request, normalise_request_header_name))
+        return attributes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Trace, measure and log one HTTP or WebSocket connection; other scopes pass straight through."""
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        if self._excluded_url(scope, headers):
+            await self.app(scope, receive, send)
+            return
+        method = sanitize_method(scope.get("method", "").strip()) or ""
+        attributes = self._request_attributes(scope, headers, method)
+        token = None
+        if trace.get_current_span() is trace.INVALID_SPAN:
+            parent = propagate.extract(headers)
+            token = otel_context.attach(parent)
+            kind = SpanKind.SERVER
+        else:
+            parent = otel_context.get_current()
+            kind = SpanKind.INTERNAL
+        request = _Request(scope, "HTTP" if method == "_OTHER" else method, attributes)
+        request.span = span = self._tracer.start_span(request.method or scope.get("path", ""), context=parent,
+                                                      kind=kind, attributes=attributes)
+        request.context = trace.set_span_in_context(span, parent)
+        span_token = otel_context.attach(request.context)
+        http = scope["type"] == "http"
+        if http:
+            self._active.add(1, request.active)
+        request.request_size = _size(headers.get("content-length"))
+
+        async def send_and_observe(message: Message) -> None:
+            message_type = message["type"]
+            if message_type == "http.response.start":
+                request.status = int(message["status"])
+                for name, value in message.get("headers") or ():
+                    if name.lower() == b"content-length":
+                        request.response_size = _size(value)
+                if self._capture_response and span.is_recording():
+                    span.set_attributes(self._captured(message, self._capture_response, normalise_response_header_name))
+            await send(message)
+            # a 5xx is finished when the app returns: the exception behind it (re-raised by Starlette's
+            # ServerErrorMiddleware right after it sends the 500) goes on the span first
+            if message_type == "http.response.body" and not message.get("more_body", False) and (
+                    request.status or 0) < 500:
+                self._finish(request, None)
+
+        try:
+            await self.app(scope, receive, send_and_observe if http else send)
+        except BaseException as exc:
+            self._finish(request, exc)
+            raise
+        finally:
+            self._finish(request, None)
+            if http:
+                self._measure(request)
+            otel_context.detach(span_token)
+            if token is not None:
+                otel_context.detach(token)
+
+    def _finish(self, request: _Request, exc: BaseException | None) -> None:
+        """Name, status and end the span and write the request log, once per request."""
+        if request.finished:
+            return
+        request.finished = True
+        scope, span, method = request.scope, request.span, request.method
+        request.route = route = route_template(scope)
+        if span.is_recording():
+            if route:
+                span.update_name(f"{method} {route}" if method else route)
+                span.set_attribute("http.route", route)
+            status = request.status
+            if status is not None:
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_attribute("error.type", str(status))
+                    span.set_status(Status(StatusCode.ERROR))
+            if exc is not None:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                if status is None:
+                    span.set_attribute("error.type", type(exc).__qualname__)
+        if self._request_log is not None and scope["type"] == "http":
+            self._request_log(scope, request.status or 500, (time.perf_counter() - request.started) * 1000.0, route)
+        span.end()
+
+    def _measure(self, request: _Request) -> None:
+        """The duration and body sizes, with the attributes the stable conventions list; one request fewer active."""
+        attributes = request.attributes
+        metric: dict[str, Any] = {"http.request.method": attributes.get("http.request.method", "")}
+        for key in ("url.scheme", "network.protocol.version"):
+            if key in attributes:
+                metric[key] = attributes[key]
+        if request.route:
+            metric["http.route"] = request.route
+        if request.status is not None:
+            metric["http.response.status_code"] = request.status
+            if request.status >= 500:
+                metric["error.type"] = str(request.status)
+        self._duration.record(max(time.perf_counter() - request.started, 0.0), metric, context=request.context)
+        self._active.add(-1, request.active)
+        if request.response_size is not None:
+            self._response_size.record(request.response_size, metric, context=request.context)
+        if request.request_size is not None:
+            self._request_size.record(request.request_size, metric, context=request.context)
+
+
+class _Request:
+    """One request in flight: what the middleware knows of it, filled in as the response is sent."""
+
+    __slots__ = ("active", "attributes", "context", "finished", "method", "request_size", "response_size", "route",
+                 "scope", "span", "started", "status")
+
+    def __init__(self, scope: Scope, method: str, attributes: dict[str, Any]) -> None:
+        self.scope = scope
+        self.method = method
+        self.attributes = attributes
+        self.active = {"http.request.method": attributes.get("http.request.method", ""),
+                       "url.scheme": attributes.get("url.scheme", "http")}
+        self.started = time.perf_counter()
+        self.span: Span = trace.INVALID_SPAN
+        self.context: otel_context.Context | None = None
+        self.status: int | None = None
+        self.response_size: int | None = None
+        self.request_size: int | None = None
+        self.route: str | None = None
+        self.finished = False
+
+
+def _size(value: bytes | str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
