@@ -273,10 +273,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000, help="in-process requests per variant")
     parser.add_argument("--startup-runs", type=int, default=5)
     parser.add_argument("--log-records", type=int, default=50000)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"), help="'-' to write nothing")
+    parser.add_argument("--out", help="where to write the report; '-' for nowhere (default: docs/benchmarks.md, "
+                                      "nowhere with --short)")
     args = parser.parse_args()
     if args.short:
         args.seconds, args.requests, args.startup_runs, args.log_records = 2.0, 300, 1, 2000
+    if args.out is None:
+        args.out = "-" if args.short else str(ROOT / "docs" / "benchmarks.md")
     wanted = args.variants.split(",")
     variants = [v for v in VARIANTS if v.key in wanted and v.available()]
     skipped = [v.key for v in VARIANTS if v.key in wanted and not v.available()]
