@@ -273,6 +273,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000, help="in-process requests per variant")
     parser.add_argument("--startup-runs", type=int, default=5)
     parser.add_argument("--log-records", type=int, default=50000)
+    parser.add_argument("--no-scale", action="store_true", help="leave out the scale notes")
     parser.add_argument("--out", help="where to write the report; '-' for nowhere (default: docs/benchmarks.md, "
                                       "nowhere with --short)")
     args = parser.parse_args()
@@ -283,7 +284,7 @@ def main() -> None:
     wanted = args.variants.split(",")
     variants = [v for v in VARIANTS if v.key in wanted and v.available()]
     skipped = [v.key for v in VARIANTS if v.key in wanted and not v.available()]
-    from benchmarks import logs, report
+    from benchmarks import logs, report, scale
 
     sink = Sink()
     results: dict[str, dict[str, Any]] = {}
@@ -299,9 +300,13 @@ def main() -> None:
                 }
                 print(json.dumps(results[variant.key], indent=None)[:600], flush=True)
             log_results = logs.run_all(args.log_records, sink.endpoint)
+            scale_results = None if args.no_scale else scale.run_all(300 if args.short else 1500, sink.endpoint)
     finally:
         sink.stop()
     text = report.render(variants, results, log_results, machine(), skipped, short=args.short)
+    if scale_results is not None:
+        bare_cpu = results["bare"]["inprocess"]["cpu_us_per_request"] if "bare" in results else None
+        text += "\n" + "\n".join(scale.render(scale_results, bare_cpu)) + "\n"
     print(text)
     if args.out != "-":
         Path(args.out).write_text(text, encoding="utf-8")
