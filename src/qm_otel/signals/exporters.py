@@ -15,6 +15,7 @@ from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
 from qm_otel.config import ConfigError, Settings
+from qm_otel.signals import encoding
 
 __all__ = ["exporter", "prometheus_reader", "signal_endpoint"]
 
@@ -35,6 +36,13 @@ _EXPORTERS: dict[str, tuple[type[Any], str, str]] = {
         "opentelemetry.exporter.otlp.proto.http._log_exporter:OTLPLogExporter",
         "opentelemetry.exporter.otlp.proto.grpc._log_exporter:OTLPLogExporter",
     ),
+}
+
+
+#: per signal: the name of the SDK encoder its OTLP/HTTP exporter calls, and qm-otel's replacement
+_FAST_ENCODERS = {
+    "traces": ("encode_spans", encoding.encode_spans),
+    "logs": ("encode_logs", encoding.encode_logs),
 }
 
 
@@ -69,6 +77,9 @@ def exporter(settings: Settings, signal_name: str) -> Any:
     if kind != "otlp":
         return None
     exporter_class = _import(grpc_path if settings.exporter_protocol == "grpc" else http_path, settings)
+    fast = _FAST_ENCODERS.get(signal_name) if settings.exporter_protocol != "grpc" else None
+    if fast is not None:  # the SDK's exporter, with the encoder that writes the bytes directly
+        exporter_class = encoding.with_fast_encoding(exporter_class, *fast)
     return exporter_class(endpoint=signal_endpoint(settings, signal_name))
 
 
