@@ -43,6 +43,7 @@ from qm_otel.instruments import Instruments
 from qm_otel.logs.pipeline import remove_log_handlers, route_uvicorn_loggers
 from qm_otel.redaction import header_sanitize_patterns
 from qm_otel.signals import globals as signal_globals
+from qm_otel.signals.drops import count_dropped
 from qm_otel.signals.logs import build_logger_provider
 from qm_otel.signals.metrics import build_meter_provider
 from qm_otel.signals.resource import build_resource
@@ -249,6 +250,7 @@ def _build(settings: Settings, conventions: Conventions, extras: _Extras, starte
 def _build_signals(settings: Settings, conventions: Conventions, extras: _Extras, started: float) -> Telemetry:
     _otel_env_defaults(settings)
     signal_globals.forget_closed()
+    count_dropped()
     resource = build_resource(settings)
     # logs first, so the start-up checkpoints below are exported like every other record
     logger_provider, handlers = build_logger_provider(settings, resource, extras.log_processors)

@@ -104,3 +104,45 @@ def test_a_missing_extra_is_named(receiver: OtlpReceiver) -> None:
     assert cli.returncode == 2
     assert "qm-otel demo needs the 'cli' extra (rich is not installed): pip install 'qm-otel[cli]'" in cli.stderr
     assert "Traceback" not in cli.stderr
+
+
+DROPS = """
+    import threading
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    import qm_otel
+    from qm_otel.testing import Capture
+
+    gate = threading.Event()
+    exported = []
+
+    class Slow(SpanExporter):
+        def export(self, spans):
+            gate.wait(30)
+            exported.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    capture = Capture()
+    qm_otel.setup(traces_exporter="none", logs_exporter="none", metrics_exporter="none", log_format="json",
+                  span_processors=[BatchSpanProcessor(Slow(), max_queue_size=4, max_export_batch_size=2)],
+                  metric_readers=[capture.metrics])
+    tracer = trace.get_tracer("drops")
+    for n in range(50):
+        tracer.start_span(f"s{n}").end()
+    gate.set()
+    qm_otel.shutdown(timeout_s=30)
+    dropped = sum(p.value for rm in capture.metrics.get_metrics_data().resource_metrics for sm in rm.scope_metrics
+                  for m in sm.metrics if m.name == "qm_otel.telemetry.dropped" for p in m.data.data_points
+                  if p.attributes == {"signal": "traces", "reason": "queue_full"})
+    print("RESULT", dropped, len(exported))
+"""
+
+
+def test_spans_dropped_by_a_full_queue_are_counted_and_reported_once() -> None:
+    result = run(DROPS, svc.base_env("http://127.0.0.1:9"))
+    assert result.returncode == 0, result.stderr
+    dropped, exported = (int(x) for x in result.stdout.split("RESULT ")[1].split())
+    assert dropped > 0
+    assert dropped + exported == 50  # every span is either exported or counted
+    assert (result.stdout + result.stderr).count("Queue full") == 1
+    assert "recursive logging" not in result.stdout + result.stderr
