@@ -57,6 +57,10 @@ class Variant:
     env: dict[str, str] = field(default_factory=dict)
     #: log records the sink should get per request (the app's line, qm-otel's request log)
     logs_per_request: int = 1
+    #: whether the variant exports ``http.server.request.duration`` (logfire does not)
+    duration_points: bool = True
+    #: a note for the report
+    note: str = ""
 
     def available(self) -> bool:
         return (self.bin_dir / "python").exists()
@@ -75,9 +79,15 @@ VARIANTS = (
             logs_per_request=2),
     # the stock distro exports the app's log line only at WARNING and above (root logger default): 0 per request
     Variant("stock", "stock `opentelemetry-distro`", SIDE / "stock" / "bin", "benchmarks.apps.plain", zero_code=True,
-            env=STOCK_ENV, logs_per_request=0),
+            env=STOCK_ENV, logs_per_request=0,
+            note="the stock distro exports no INFO log lines (its handler sits under the root logger's default "
+                 "WARNING level) and makes three spans per request (the server span and its internal send/receive "
+                 "spans)"),
     Variant("native", "FastAPI native telemetry", MAIN, "benchmarks.apps.native"),
-    Variant("logfire", "logfire", SIDE / "logfire" / "bin", "benchmarks.apps.logfire_app"),
+    Variant("logfire", "logfire", SIDE / "logfire" / "bin", "benchmarks.apps.logfire_app", logs_per_request=0,
+            duration_points=False,
+            note="logfire sends the app's log line as a span (its `spans in all` are 2 per request) and no "
+                 "`http.server.request.duration` points"),
 )
 
 
@@ -165,7 +175,8 @@ UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def run_wrk(url: str, seconds: float) -> dict[str, float]:
-    out = subprocess.run(["wrk", "-t1", "-c8", f"-d{seconds:g}s", "--latency", url], capture_output=True,
+    duration = max(1, round(seconds))  # wrk takes whole seconds
+    out = subprocess.run(["wrk", "-t1", "-c8", f"-d{duration}s", "--latency", url], capture_output=True,
                          text=True, check=True, timeout=seconds + 60).stdout
     rps = WRK_RPS.search(out)
     total = WRK_TOTAL.search(out)

@@ -19,8 +19,9 @@ def _received(variant: Variant, counts: dict[str, Any], requests: float) -> str:
     logs = counts["logs"].get("app", 0) + counts["logs"].get("qm_otel.requests", 0)
     parts = [f"{counts['server_spans']:,}/{requests:,.0f} server spans ({counts['spans']:,} in all)"]
     parts.append(f"{logs:,}/{expected_logs:,.0f} logs" if expected_logs else f"{logs:,} logs")
-    parts.append(f"{counts['duration_points']:,}/{requests:,.0f} points")
-    short = [requests - counts["server_spans"], expected_logs - logs, requests - counts["duration_points"]]
+    expected_points = requests if variant.duration_points else 0
+    parts.append(f"{counts['duration_points']:,}/{expected_points:,.0f} points")
+    short = [requests - counts["server_spans"], expected_logs - logs, expected_points - counts["duration_points"]]
     shortfall = max(short)
     return "; ".join(parts) + (f" — **short by {shortfall:,.0f}**" if shortfall > 0 and variant.key != "bare" else "")
 
@@ -63,6 +64,9 @@ def render(variants: list[Variant], results: dict[str, dict[str, Any]], logs: di
             f"{_ratio(h['rps'], logfire and logfire['http']['rps'])} | {h['p50_ms']:.2f} | {h['p99_ms']:.2f} | "
             f"{_ratio(h['p99_ms'], bare and bare['http']['p99_ms'])} | "
             f"{_received(v, h['sink'], h['requests'])} |")
+    notes = [f"- {v.label}: {v.note}." for v in variants if v.note]
+    if notes:
+        lines += ["", *notes]
     lines += [
         "",
         "## CPU per request, in-process (ASGI driver at full speed; all threads; final flush included)",
@@ -90,9 +94,9 @@ def render(variants: list[Variant], results: dict[str, dict[str, Any]], logs: di
     for v in variants:
         s = results[v.key]["startup"]
         base = bare and bare["startup"]
-        plus_ms = (s["import_s"] - base["import_s"]) * 1000 if base else float("nan")
+        plus_ms = f"{(s['import_s'] - base['import_s']) * 1000:+.0f}" if base and not v.zero_code else "-"
         plus_mb = s["rss_mb"] - base["rss_mb"] if base else float("nan")
-        lines.append(f"| {v.label} | {s['import_s']:.3f} | {plus_ms:+.0f} | {s['rss_mb']:.1f} | {plus_mb:+.1f} |")
+        lines.append(f"| {v.label} | {s['import_s']:.3f} | {plus_ms} | {s['rss_mb']:.1f} | {plus_mb:+.1f} |")
     pjl = logs.get("pjl-json")
     lines += [
         "",
