@@ -146,3 +146,15 @@ def test_a_broken_stream_does_not_break_the_log_call(capsys: Any) -> None:
     TelemetryHandler(JsonFormatter("svc"), provider, Broken()).handle(make_record(logging.INFO, {}, failing=False))
     assert "No space left on device" in capsys.readouterr().err
     assert len(exporter.get_finished_logs()) == 1  # the export does not depend on stdout
+
+
+def test_extras_are_found_whatever_order_the_record_was_built_in() -> None:
+    from qm_otel.logs.formatters import extras_of
+
+    record = make_record(logging.INFO, {"order_id": "A-1", "items": 3}, failing=False)
+    assert extras_of(record) == {"order_id": "A-1", "items": 3}
+    shuffled = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
+    shuffled.__dict__ = {"user_id": 7, **{k: v for k, v in reversed(record.__dict__.items())}}
+    assert extras_of(shuffled) == {"user_id": 7, "items": 3, "order_id": "A-1"}
+    rebuilt = logging.makeLogRecord({**record.__dict__, "tenant": "t1"})
+    assert extras_of(rebuilt) == {"order_id": "A-1", "items": 3, "tenant": "t1"}

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from opentelemetry import trace
 from pythonjsonlogger.orjson import OrjsonFormatter
 
@@ -46,9 +47,21 @@ _OWN_FIELDS = frozenset({"correlation_id", "event", "component", "action", "stat
 _NOT_IN_JSON = _OWN_FIELDS | {"color_message"}
 
 
+#: a ``LogRecord``'s own attributes, in the order its constructor sets them (extras come after)
+_STANDARD = tuple(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
+
+
 def extras_of(record: logging.LogRecord) -> dict[str, Any]:
-    """The record's extras: every attribute that is not a standard ``LogRecord`` one."""
-    return {key: value for key, value in record.__dict__.items() if key not in RESERVED_ATTRS}
+    """The record's extras: every attribute that is not a standard ``LogRecord`` one, in the order they were set.
+
+    The constructor's attributes come first, so when they are all there in that order only what follows
+    them is looked at (each log call pays for this; records made otherwise are scanned whole).
+    """
+    items = list(record.__dict__.items())
+    standard = len(_STANDARD)
+    if len(items) >= standard and items[standard - 1][0] == _STANDARD[-1] and items[0][0] == _STANDARD[0]:
+        items = items[standard:]
+    return {key: value for key, value in items if key not in RESERVED_ATTRS}
 
 
 #: the last second formatted and its text: ``strftime`` once per second, not once per record
@@ -157,9 +170,10 @@ class JsonFormatter(OrjsonFormatter):
                 "stack": self.formatException(record.exc_info),
             }
         try:
-            return str(self.jsonify_log_record(data))
+            return orjson.dumps(data, default=_stringify, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
         except TypeError:  # orjson refuses some values without asking json_default: never fail the log call
-            return str(self.jsonify_log_record(_within_orjson(data)))
+            return orjson.dumps(_within_orjson(data), default=_stringify, option=orjson.OPT_NON_STR_KEYS).decode(
+                "utf-8")
 
 
 def _escape(field: str) -> str:
