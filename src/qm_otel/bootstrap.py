@@ -265,7 +265,7 @@ def _build_signals(settings: Settings, conventions: Conventions, extras: _Extras
     _state.with_telemetry(telemetry, instruments)
     install_outbound_propagator()
     propagate_context_into_executors()
-    instrumented = _instrument_libraries(telemetry)
+    instrumented = _instrument_libraries()
     _checkpoint("PARALLEL", started, f"instrumentations ready: {instrumented}correlation propagator, "
                                      "executor context")
     root_handlers = logging.getLogger().handlers
@@ -277,16 +277,14 @@ def _build_signals(settings: Settings, conventions: Conventions, extras: _Extras
     return telemetry
 
 
-def _instrument_libraries(telemetry: Telemetry) -> str:
-    """Instrument the client libraries that are installed (httpx); return their names for the checkpoint."""
-    import importlib.util
+def _instrument_libraries() -> str:
+    """Instrument the client libraries that are installed (httpx, now or when first imported); name them.
 
-    if importlib.util.find_spec("httpx") is None:
-        return ""
-    from qm_otel.integrations.httpx import instrument_httpx
+    The integrations read the pipeline from the state room, which holds it by now.
+    """
+    from qm_otel.integrations.httpx import instrument_httpx_when_imported
 
-    instrument_httpx(telemetry.tracer_provider, telemetry.meter_provider, telemetry.settings.sensitive_fields)
-    return "httpx, "
+    return "httpx, " if instrument_httpx_when_imported() else ""
 
 
 def shutdown(timeout_s: float | None = None) -> bool:

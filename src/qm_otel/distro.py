@@ -19,9 +19,11 @@ from qm_otel.logs.pipeline import UVICORN_LOG_CONFIG
 
 __all__ = ["QmOtelConfigurator", "QmOtelDistro"]
 
-#: instrumentations qm-otel does itself: loading their entry points too would double them
-#: (the log handler, httpx; and the server span, which qm-otel makes for FastAPI and Starlette apps)
-_WIRED_BY_SETUP = frozenset({"logging", "httpx", "fastapi", "starlette"})
+#: instrumentations qm-otel does itself: loading their entry points too would double them (the log
+#: handler; httpx, which qm-otel instruments when it is imported — ``httpx2`` is the same package's
+#: instrumentor for the httpx 2 line, whose loading imports httpx; and the server span, which
+#: qm-otel makes for FastAPI and Starlette apps)
+_WIRED_BY_SETUP = frozenset({"logging", "httpx", "httpx2", "fastapi", "starlette"})
 
 
 class QmOtelDistro(BaseDistro):  # type: ignore[misc]

@@ -146,3 +146,24 @@ def test_spans_dropped_by_a_full_queue_are_counted_and_reported_once() -> None:
     assert dropped + exported == 50  # every span is either exported or counted
     assert (result.stdout + result.stderr).count("Queue full") == 1
     assert "recursive logging" not in result.stdout + result.stderr
+
+
+LATE_HTTPX = """
+    import sys
+    import qm_otel
+    qm_otel.setup(log_format="none")
+    assert "httpx" not in sys.modules  # setup() does not import it
+    import httpx
+    httpx.get(sys.argv[1] + "/not-otlp?api_key=secret")
+    qm_otel.shutdown()
+"""
+
+
+def test_httpx_imported_after_setup_is_instrumented_when_imported(receiver: OtlpReceiver) -> None:
+    env = svc.base_env(receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="600000")
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(LATE_HTTPX), receiver.endpoint], env=env,
+                            capture_output=True, text=True, timeout=120, check=False, cwd=svc.ROOT)
+    assert result.returncode == 0, result.stderr
+    clients = [s for s in receiver.snapshot()[0] if s.kind == 3]  # SPAN_KIND_CLIENT
+    assert len(clients) == 1
+    assert clients[0].attributes["url.full"].endswith("/not-otlp?api_key=REDACTED")

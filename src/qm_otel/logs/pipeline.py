@@ -17,7 +17,7 @@ import logging.config
 import sys
 from pathlib import Path
 
-from opentelemetry.instrumentation.logging.handler import LoggingHandler
+from opentelemetry import _logs
 from opentelemetry.sdk._logs import LoggerProvider
 
 from qm_otel.config import ConfigError, Settings
@@ -72,11 +72,12 @@ class _DropAccessLog(logging.Filter):
         return False
 
 
-class OtlpHandler(LoggingHandler):
-    """The OTel log handler bound to the global logger provider: for dictConfig files."""
+class OtlpHandler(TelemetryHandler):
+    """Exports records over OTLP through the global logger provider, writing no line: for dictConfig files."""
 
     def __init__(self, level: int = logging.NOTSET) -> None:
-        super().__init__(level=level)
+        super().__init__(None, _logs.get_logger_provider())  # type: ignore[arg-type]  # the API provider will do
+        self.setLevel(level)
 
 
 _CORRELATION_FILTER = CorrelationFilter()
@@ -91,9 +92,7 @@ def _tag(handler: logging.Handler) -> logging.Handler:
 
 def _foreign_otel_handler(handler: logging.Handler) -> bool:
     """A log handler installed by someone else that already exports to OTel (avoid doubles)."""
-    return isinstance(handler, LoggingHandler) or (
-        type(handler).__name__ == "LoggingHandler" and type(handler).__module__.startswith("opentelemetry")
-    )
+    return type(handler).__name__ == "LoggingHandler" and type(handler).__module__.startswith("opentelemetry")
 
 
 def _formatter(name: str, settings: Settings) -> logging.Formatter:
@@ -172,5 +171,4 @@ def remove_log_handlers(handlers: list[logging.Handler]) -> None:
     root = logging.getLogger()
     for handler in handlers:
         root.removeHandler(handler)
-        if not isinstance(handler, LoggingHandler):
-            handler.close()
+        handler.close()
