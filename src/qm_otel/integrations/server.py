@@ -19,15 +19,16 @@ been sent, as contrib ends its span; the duration is recorded when the app retur
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.metrics import MeterProvider
+from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 from opentelemetry.semconv._incubating.metrics.http_metrics import (
-    create_http_server_active_requests,
+    HTTP_SERVER_ACTIVE_REQUESTS,
     create_http_server_request_body_size,
     create_http_server_response_body_size,
 )
@@ -113,6 +114,44 @@ def _server_attributes(scope: Scope, headers: dict[str, str], attributes: dict[s
         attributes["server.port"] = server[1]
 
 
+class _ActiveRequests:
+    """``http.server.active_requests``, observed from in-process counts: one tracker per meter provider.
+
+    The contrib instrumentation adds +1 and -1 to a synchronous up-down counter for every request,
+    two measurements through the SDK's aggregation each time; the observed counts give the same
+    data point (the number of requests in flight, by method and scheme) for a dictionary update.
+    """
+
+    _TAG = "_qm_otel_active_requests"
+
+    def __init__(self, meter: Meter) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
+        meter.create_observable_up_down_counter(
+            HTTP_SERVER_ACTIVE_REQUESTS, callbacks=[self._observe], unit="{request}",
+            description="Number of active HTTP server requests.")
+
+    @classmethod
+    def of(cls, provider: MeterProvider, meter: Meter) -> _ActiveRequests:
+        """The provider's tracker, made with its instrument the first time."""
+        tracker = getattr(provider, cls._TAG, None)
+        if not isinstance(tracker, cls):
+            tracker = cls(meter)
+            setattr(provider, cls._TAG, tracker)
+        return tracker
+
+    def change(self, key: tuple[str, str], delta: int) -> None:
+        """One request more (``delta=1``) or fewer (``-1``) for this method and scheme."""
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + delta
+
+    def _observe(self, options: CallbackOptions) -> list[Observation]:
+        del options
+        with self._lock:
+            counts = list(self._counts.items())
+        return [Observation(n, {"http.request.method": method, "url.scheme": scheme}) for (method, scheme), n in counts]
+
+
 class _UserAgents:
     """``user_agent.original`` and ``user_agent.synthetic.type`` per distinct header value (bounded)."""
 
@@ -149,7 +188,7 @@ class ServerTelemetryMiddleware:
         self._duration = meter.create_histogram(
             "http.server.request.duration", unit="s", description="Duration of HTTP server requests.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
-        self._active = create_http_server_active_requests(meter)
+        self._active = _ActiveRequests.of(meter_provider, meter)
         self._request_size = create_http_server_request_body_size(meter)
         self._response_size = create_http_server_response_body_size(meter)
         self._excluded = ExcludeList(list(excluded)) if excluded else None
@@ -232,7 +271,7 @@ class ServerTelemetryMiddleware:
         span_token = otel_context.attach(request.context)
         http = scope["type"] == "http"
         if http:
-            self._active.add(1, request.active)
+            self._active.change(request.active, 1)
         request.request_size = _size(headers.get("content-length"))
 
         async def send_and_observe(message: Message) -> None:
@@ -304,7 +343,7 @@ class ServerTelemetryMiddleware:
             if request.status >= 500:
                 metric["error.type"] = str(request.status)
         self._duration.record(max(time.perf_counter() - request.started, 0.0), metric, context=request.context)
-        self._active.add(-1, request.active)
+        self._active.change(request.active, -1)
         if request.response_size is not None:
             self._response_size.record(request.response_size, metric, context=request.context)
         if request.request_size is not None:
@@ -321,8 +360,7 @@ class _Request:
         self.scope = scope
         self.method = method
         self.attributes = attributes
-        self.active = {"http.request.method": attributes.get("http.request.method", ""),
-                       "url.scheme": attributes.get("url.scheme", "http")}
+        self.active = (attributes.get("http.request.method", ""), attributes.get("url.scheme", "http"))
         self.started = time.perf_counter()
         self.span: Span = trace.INVALID_SPAN
         self.context: otel_context.Context | None = None
