@@ -157,11 +157,12 @@ def command(variant: Variant, *args: str) -> list[str]:
     return [*wrapped, *args]
 
 
-def settle(sink: Sink, expected_spans: int, timeout_s: float) -> dict[str, Any]:
-    """Wait until the sink has the expected server spans (or the timeout); return its counts."""
+def settle(sink: Sink, expected: int, timeout_s: float, *, points: bool = True) -> dict[str, Any]:
+    """Wait until the sink has the expected server spans (and duration points), or the timeout; its counts."""
     deadline = time.monotonic() + timeout_s
     counts = sink.counts()
-    while time.monotonic() < deadline and counts["server_spans"] < expected_spans:
+    while time.monotonic() < deadline and (
+            counts["server_spans"] < expected or (points and counts["duration_points"] < expected)):
         time.sleep(0.5)
         counts = sink.counts()
     time.sleep(1.0)  # the other signals' last batches
@@ -201,7 +202,7 @@ def http_load(variant: Variant, sink: Sink, seconds: float, workdir: Path) -> di
         time.sleep(6.5)  # the warm-up's batches and metric points arrive before the count starts
         sink.reset()
         result = run_wrk(url, seconds)
-        counts = settle(sink, int(result["requests"]), timeout_s=30)
+        counts = settle(sink, int(result["requests"]), timeout_s=30, points=variant.duration_points)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -224,7 +225,7 @@ def inprocess(variant: Variant, sink: Sink, requests: int, workdir: Path) -> dic
     text = out.read_text(encoding="utf-8", errors="replace")
     line = next(line for line in text.splitlines() if line.startswith("INPROCESS-RESULT "))
     result = dict(json.loads(line.split(" ", 1)[1]))
-    result["sink"] = settle(sink, requests + 200, timeout_s=10)
+    result["sink"] = settle(sink, requests + 200, timeout_s=10, points=variant.duration_points)
     return result
 
 
