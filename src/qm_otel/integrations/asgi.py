@@ -12,13 +12,12 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.asgi import get_host_port_url_tuple
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.http import ExcludeList
 
 from qm_otel.conventions import Band, conventions
 from qm_otel.correlation import Correlation, accept, activate, deactivate, resolve
-from qm_otel.integrations.server import route_template
+from qm_otel.integrations.server import request_headers, request_url, route_template
 
 __all__ = ["CorrelationMiddleware", "RequestLog", "RequestLogMiddleware"]
 
@@ -169,8 +168,7 @@ class RequestLogMiddleware:
         self._log = RequestLog(slow_ms=slow_ms, band=band)
 
     def _skipped(self, scope: Scope) -> bool:
-        url: str = get_host_port_url_tuple(scope)[2]  # type: ignore[no-untyped-call]
-        return self._excluded.url_disabled(url)
+        return self._excluded.url_disabled(request_url(scope, request_headers(scope)))
 
     def _write(self, scope: Scope, status_code: int, started: float) -> None:
         self._log(scope, status_code, (time.perf_counter() - started) * 1000.0, route_template(scope))

@@ -50,7 +50,14 @@ from opentelemetry.util.http import (
 from qm_otel._version import __version__
 from qm_otel.redaction import redact_query
 
-__all__ = ["DURATION_BUCKETS", "RequestLogWriter", "ServerTelemetryMiddleware", "route_template"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "RequestLogWriter",
+    "ServerTelemetryMiddleware",
+    "request_headers",
+    "request_url",
+    "route_template",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -92,7 +99,14 @@ def _matched_path(scope: Scope) -> str | None:
     return None
 
 
-def _headers(scope: Scope) -> dict[str, str]:
+def request_url(scope: Scope, headers: dict[str, str]) -> str:
+    """``scheme://host/path``: the URL exclusions are matched against (as the contrib instrumentation builds it)."""
+    server = scope.get("server") or ("0.0.0.0", 80)  # noqa: S104 - the ASGI default, only a URL part
+    host = headers.get("host") or (server[0] + (f":{server[1]}" if server[1] != 80 else ""))
+    return f"{scope.get('scheme', 'http')}://{host}{scope.get('path', '')}"
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
     """Request headers by lower-case name (the first of repeated ones), decoded as ASGI says (latin-1)."""
     found: dict[str, str] = {}
     for name, value in scope.get("headers") or ():
@@ -206,12 +220,7 @@ class ServerTelemetryMiddleware:
         return dict(collect_custom_headers_attributes(dict(message), self._sanitize, regexes, normalise))
 
     def _excluded_url(self, scope: Scope, headers: dict[str, str]) -> bool:
-        """Whether ``scheme://host/path`` matches an exclusion (the URL the contrib instrumentation matches)."""
-        if self._excluded is None:
-            return False
-        server = scope.get("server") or ("0.0.0.0", 80)  # noqa: S104 - the ASGI default, only a URL part
-        host = headers.get("host") or (server[0] + (f":{server[1]}" if server[1] != 80 else ""))
-        return self._excluded.url_disabled(f"{scope.get('scheme', 'http')}://{host}{scope.get('path', '')}")
+        return self._excluded is not None and self._excluded.url_disabled(request_url(scope, headers))
 
     def _request_attributes(self, scope: Scope, headers: dict[str, str], method: str) -> dict[str, Any]:
         attributes: dict[str, Any] = {"http.request.method": method} if method else {}
@@ -250,7 +259,7 @@ class ServerTelemetryMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = _headers(scope)
+        headers = request_headers(scope)
         if self._excluded_url(scope, headers):
             await self.app(scope, receive, send)
             return
