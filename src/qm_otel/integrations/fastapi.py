@@ -105,7 +105,7 @@ def _outermost(stack: Any, *, server_span: bool) -> Any:
     """
     state, telemetry = _active()
     settings = state.settings
-    request_log = RequestLog(slow_ms=state.conventions.slow_request_ms, band=state.conventions.bands["response_time"])
+    slow_ms, band = state.conventions.slow_request_ms, state.conventions.bands["response_time"]
     if server_span:
         stack = ServerTelemetryMiddleware(
             stack,
@@ -113,11 +113,10 @@ def _outermost(stack: Any, *, server_span: bool) -> Any:
             meter_provider=telemetry.meter_provider,
             excluded=settings.excluded_urls,
             sensitive_fields=settings.sensitive_fields,
-            request_log=request_log if settings.request_log else None,
+            request_log=RequestLog(slow_ms=slow_ms, band=band) if settings.request_log else None,
         )
     elif settings.request_log:
-        stack = RequestLogMiddleware(stack, excluded=settings.excluded_urls, slow_ms=state.conventions.slow_request_ms,
-                                     band=state.conventions.bands["response_time"])
+        stack = RequestLogMiddleware(stack, excluded=settings.excluded_urls, slow_ms=slow_ms, band=band)
     return CorrelationMiddleware(
         stack,
         header_names=settings.correlation_headers,
@@ -153,6 +152,8 @@ def instrument_app(app: Any) -> None:
     setattr(app, _PIPELINE_TAG, telemetry)
     _add_health_routes(app, state.settings)
     _flush_at_lifespan_end(app)
+
+
 def _add_health_routes(app: Any, settings: Settings) -> None:
     """Serve the liveness and readiness endpoints (unless the app already routes those paths)."""
     taken = {getattr(route, "path", None) for route in app.router.routes}
