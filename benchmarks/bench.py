@@ -282,7 +282,8 @@ def main() -> None:
     parser.add_argument("--short", action="store_true", help="a few seconds per figure (CI checks that it runs)")
     parser.add_argument("--variants", default=",".join(v.key for v in VARIANTS))
     parser.add_argument("--seconds", type=float, default=15.0, help="wrk duration per variant")
-    parser.add_argument("--requests", type=int, default=5000, help="in-process requests per variant")
+    parser.add_argument("--requests", type=int, default=15000,
+                        help="in-process requests per variant (well beyond the export queues, so a drop shows)")
     parser.add_argument("--startup-runs", type=int, default=5)
     parser.add_argument("--log-records", type=int, default=50000)
     parser.add_argument("--no-scale", action="store_true", help="leave out the scale notes")

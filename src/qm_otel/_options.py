@@ -39,6 +39,11 @@ class SetupOptions(TypedDict, total=False):
     logs_exporter: str | None
     #: periodic metric export
     metric_export_interval_ms: int | None
+    #: the interpreter's thread switch interval while exporters run (sys.setswitchinterval; Python's default is 5
+    #: ms): a busy request thread then lets the export threads in every 0.5 ms, so their queues drain instead of
+    #: overflowing and an export batch stalls a request for less; an interval the application set itself is kept
+    #: unless this is set explicitly; restored at shutdown; off leaves it alone
+    switch_interval_ms: float | str | None
     #: stdout format; auto = text in development (development, dev, local), json elsewhere; none = no stdout handler
     log_format: str | None
     #: configure logging from this file instead of log_format (the same file works as uvicorn --log-config);

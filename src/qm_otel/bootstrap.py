@@ -47,6 +47,7 @@ from qm_otel.signals.drops import count_dropped
 from qm_otel.signals.logs import build_logger_provider
 from qm_otel.signals.metrics import build_meter_provider
 from qm_otel.signals.resource import build_resource
+from qm_otel.signals.switching import shorten_switch_interval
 from qm_otel.signals.traces import build_tracer_provider
 
 __all__ = ["Telemetry", "setup", "shutdown"]
@@ -77,6 +78,8 @@ class Telemetry:
     meter_provider: MeterProvider
     logger_provider: LoggerProvider
     log_handlers: list[logging.Handler] = field(default_factory=list)
+    #: puts the interpreter's switch interval back (see :mod:`qm_otel.signals.switching`)
+    restore_switch_interval: Callable[[], None] = field(default=lambda: None, repr=False)
     _closed: bool = False
 
     def force_flush(self, timeout_s: float | None = None) -> bool:
@@ -111,7 +114,10 @@ class Telemetry:
             self.meter_provider.shutdown()
             self.logger_provider.shutdown()
 
-        return _bounded(close, timeout_s or self.settings.shutdown_timeout_s)
+        try:
+            return _bounded(close, timeout_s or self.settings.shutdown_timeout_s)
+        finally:
+            self.restore_switch_interval()
 
 
 def _flush_on_sigterm() -> None:
@@ -261,7 +267,8 @@ def _build_signals(settings: Settings, conventions: Conventions, extras: _Extras
     _checkpoint("CORE", started, f"providers ready: traces → {settings.traces_exporter}, metrics → "
                                  f"{settings.metrics_exporter}, logs → {settings.logs_exporter} "
                                  f"({settings.exporter_protocol} {settings.exporter_endpoint})")
-    telemetry = Telemetry(settings, resource, tracer_provider, meter_provider, logger_provider, handlers)
+    telemetry = Telemetry(settings, resource, tracer_provider, meter_provider, logger_provider, handlers,
+                          shorten_switch_interval(settings))
     _state.with_telemetry(telemetry, instruments)
     install_outbound_propagator()
     propagate_context_into_executors()

@@ -203,6 +203,12 @@ def _route_path(name: str, value: Any) -> str:
     return value.strip()
 
 
+def _switch_interval(name: str, value: Any) -> float | None:
+    if isinstance(value, str) and value.strip().lower() in ("off", "none"):
+        return None
+    return float(_number(name, value, float, lambda n: 0.05 <= n <= 100))
+
+
 def _regex_list(name: str, value: Any) -> tuple[str, ...]:
     items = [item.strip() for item in value.split(",")] if isinstance(value, str) else list(value)
     patterns = tuple(item for item in items if item)
@@ -259,6 +265,13 @@ class Settings:
     metric_export_interval_ms: int = setting(
         60000, "QM_OTEL_METRIC_EXPORT_INTERVAL", _positive_int, "a positive integer (milliseconds)",
         "periodic metric export", otel=("OTEL_METRIC_EXPORT_INTERVAL",))
+    switch_interval_ms: float | None = setting(
+        0.5, "QM_OTEL_SWITCH_INTERVAL_MS", _switch_interval, "milliseconds from 0.05 to 100, or `off`",
+        "the interpreter's thread switch interval while exporters run (`sys.setswitchinterval`; Python's "
+        "default is 5 ms): a busy request thread then lets the export threads in every 0.5 ms, so their "
+        "queues drain instead of overflowing and an export batch stalls a request for less; an interval the "
+        "application set itself is kept unless this is set explicitly; restored at shutdown; `off` leaves "
+        "it alone", accepts="float | str")
     log_format: str = setting(
         "auto", "QM_OTEL_LOG_FORMAT", _choice(*_LOG_FORMATS), ", ".join(_LOG_FORMATS),
         "stdout format; `auto` = `text` in development (`development`, `dev`, `local`), `json` elsewhere; "
