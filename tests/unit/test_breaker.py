@@ -224,3 +224,71 @@ def test_fifty_tasks_let_exactly_one_trial_through() -> None:
     assert len(entered) == 1
     assert sorted(results) == ["ok"] + ["rejected"] * 49
     assert breaker.state == CLOSED
+
+
+def test_the_failure_window_stays_bounded_however_many_calls_fail() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("t-bounded", failure_threshold=5, window_s=10, recovery_s=0, clock=clock)
+    longest = 0
+    for _ in range(10_000):
+        call(breaker, fail)
+        longest = max(longest, len(breaker._failures))
+        clock.now += 0.001
+    assert longest <= breaker.failure_threshold
+
+
+def test_a_sync_call_slower_than_the_call_timeout_is_a_failure() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("t-slow", failure_threshold=2, call_timeout_s=1.0, clock=clock)
+
+    def slow() -> str:
+        clock.now += 1.5
+        return "late"
+
+    assert [call(breaker, slow), call(breaker, slow)] == ["ok", "ok"]  # the result is the caller's to keep ...
+    assert breaker.state == OPEN  # ... but the breaker counted both as failures
+
+
+def test_a_trial_whose_caller_never_returns_is_taken_as_failed() -> None:
+    clock = Clock()
+    breaker = opened("t-stale", clock)
+    breaker.before_call()  # the trial starts and its caller hangs
+    assert breaker.state == HALF_OPEN
+    with pytest.raises(CircuitOpenError):
+        breaker.before_call()  # another caller meanwhile: rejected
+    clock.now += breaker.recovery_s + 1  # the trial has had longer than its bound
+    with pytest.raises(CircuitOpenError):
+        breaker.before_call()  # the stale trial counts as failed: OPEN again, a new recovery period
+    assert breaker.state == OPEN
+    clock.now += breaker.recovery_s
+    breaker.before_call()  # a new trial
+    breaker.after_call(None)
+    assert breaker.state == CLOSED
+
+
+def test_cancellation_and_keyboard_interrupt_during_a_trial_reopen_the_breaker() -> None:
+    clock = Clock()
+    breaker = opened("t-cancel", clock)
+    for exc in (asyncio.CancelledError(), KeyboardInterrupt()):
+        clock.now += breaker.recovery_s
+        breaker.before_call()
+        breaker.after_call(exc)
+        assert breaker.state == OPEN
+
+
+def test_the_breakers_own_timeout_cancels_an_async_call_and_counts_it() -> None:
+    breaker = CircuitBreaker("t-own", failure_threshold=1, call_timeout_s=0.05)
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            async with breaker:
+                await asyncio.sleep(30)
+
+    asyncio.run(main())
+    assert breaker.state == OPEN
+
+
+def test_a_bad_call_timeout_is_refused() -> None:
+    for bad in (0, -1, float("inf")):
+        with pytest.raises(ValueError, match="call_timeout_s"):
+            CircuitBreaker("t-bad-timeout", call_timeout_s=bad)
