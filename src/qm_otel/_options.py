@@ -39,6 +39,11 @@ class SetupOptions(TypedDict, total=False):
     logs_exporter: str | None
     #: periodic metric export
     metric_export_interval_ms: int | None
+    #: per signal: spans, log records or metric points kept for sending while the collector is slow or down (retried
+    #: with backoff; beyond this, dropped and counted in qm_otel.telemetry.dropped)
+    export_buffer_items: int | None
+    #: per signal: the same buffer's limit in encoded bytes (whichever limit is reached first)
+    export_buffer_mb: float | None
     #: the interpreter's thread switch interval while exporters run (sys.setswitchinterval; Python's default is 5
     #: ms): a busy request thread then lets the export threads in every 0.5 ms, so their queues drain instead of
     #: overflowing and an export batch stalls a request for less; an interval the application set itself is kept

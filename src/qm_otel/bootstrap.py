@@ -40,9 +40,10 @@ from qm_otel.conventions import Conventions, ConventionsError, load_with_overrid
 from qm_otel.correlation import install_outbound_propagator
 from qm_otel.events import event
 from qm_otel.instruments import Instruments
-from qm_otel.logs.pipeline import remove_log_handlers, route_uvicorn_loggers
+from qm_otel.logs.pipeline import check_log_file, remove_log_handlers, route_uvicorn_loggers
 from qm_otel.redaction import header_sanitize_patterns
 from qm_otel.signals import globals as signal_globals
+from qm_otel.signals.delivery import live_deliveries
 from qm_otel.signals.drops import count_dropped
 from qm_otel.signals.logs import build_logger_provider
 from qm_otel.signals.metrics import build_meter_provider
@@ -81,18 +82,43 @@ class Telemetry:
     #: puts the interpreter's switch interval back (see :mod:`qm_otel.signals.switching`)
     restore_switch_interval: Callable[[], None] = field(default=lambda: None, repr=False)
     _closed: bool = False
+    #: when the process's shutdown must be over (monotonic), from the first final flush or shutdown
+    _deadline: float | None = None
 
-    def force_flush(self, timeout_s: float | None = None) -> bool:
-        """Export everything buffered; wait at most ``timeout_s`` (default: the shutdown timeout)."""
+    def _budget(self, timeout_s: float | None, *, final: bool) -> float:
+        """Seconds this flush may take.
+
+        Once the process is shutting down (``final``), every later flush and the shutdown share one
+        budget: ``shutdown_timeout_s`` from the first of them, so the lifespan's flush, the SIGTERM
+        handler and ``atexit`` together never take longer.
+        """
+        timeout = timeout_s or self.settings.shutdown_timeout_s
+        now = time.monotonic()
+        if final and self._deadline is None:
+            self._deadline = now + timeout
+        if self._deadline is None:
+            return timeout
+        return max(0.0, min(timeout, self._deadline - now))
+
+    def force_flush(self, timeout_s: float | None = None, *, final: bool = False) -> bool:
+        """Export everything buffered; wait at most ``timeout_s`` (default: the shutdown timeout).
+
+        ``final=True`` says the process is stopping (the app's lifespan ended): the time taken
+        counts against the shutdown budget. A collector that is failing is not waited for.
+        """
         if self._closed:
             return True
+        budget = self._budget(timeout_s, final=final)
+        deadline = time.monotonic() + budget
 
         def flush() -> None:
             self.tracer_provider.force_flush()
             self.logger_provider.force_flush()
             self.meter_provider.force_flush()
+            for delivery in live_deliveries():
+                delivery.flush(deadline - time.monotonic())
 
-        return _bounded(flush, timeout_s or self.settings.shutdown_timeout_s)
+        return _bounded(flush, budget)
 
     def shutdown(self, timeout_s: float | None = None) -> bool:
         """Flush and close the providers (idempotent); wait at most ``timeout_s``.
@@ -108,6 +134,10 @@ class Telemetry:
             if state is not None and state.telemetry is self:
                 _state.reset()
             signal_globals.mark_closed(self.tracer_provider, self.meter_provider, self.logger_provider)
+        budget = self._budget(timeout_s, final=True)
+        deadline = time.monotonic() + budget
+        for delivery in live_deliveries():
+            delivery.deadline = deadline
 
         def close() -> None:
             self.tracer_provider.shutdown()
@@ -115,7 +145,7 @@ class Telemetry:
             self.logger_provider.shutdown()
 
         try:
-            return _bounded(close, timeout_s or self.settings.shutdown_timeout_s)
+            return _bounded(close, budget)
         finally:
             self.restore_switch_interval()
 
@@ -254,6 +284,7 @@ def _build(settings: Settings, conventions: Conventions, extras: _Extras, starte
 
 
 def _build_signals(settings: Settings, conventions: Conventions, extras: _Extras, started: float) -> Telemetry:
+    check_log_file(settings)
     _otel_env_defaults(settings)
     signal_globals.forget_closed()
     count_dropped()

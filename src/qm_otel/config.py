@@ -25,6 +25,11 @@ __all__ = ["PARAMS", "SETTING_NAMES", "ConfigError", "Param", "Settings", "resol
 class ConfigError(ValueError):
     """A setting has a value qm-otel cannot use; the message names the setting, value and what is allowed."""
 
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        #: the setting's name, when one setting is at fault
+        self.setting = setting
+
 
 _EXPORTERS = ("otlp", "console", "none")
 _METRIC_EXPORTERS = ("otlp", "prometheus", "console", "none")
@@ -63,7 +68,7 @@ class Param:
         message = (
             f"qm-otel setting {self.name!r} (from {source}) got {value!r}; allowed: {self.allowed}"
         )
-        return ConfigError(message)
+        return ConfigError(message, setting=self.name)
 
 
 _PARAM_KEY = "qm_otel.param"
@@ -265,6 +270,13 @@ class Settings:
     metric_export_interval_ms: int = setting(
         60000, "QM_OTEL_METRIC_EXPORT_INTERVAL", _positive_int, "a positive integer (milliseconds)",
         "periodic metric export", otel=("OTEL_METRIC_EXPORT_INTERVAL",))
+    export_buffer_items: int = setting(
+        50_000, "QM_OTEL_EXPORT_BUFFER_ITEMS", _positive_int, "a positive integer",
+        "per signal: spans, log records or metric points kept for sending while the collector is slow or down "
+        "(retried with backoff; beyond this, dropped and counted in `qm_otel.telemetry.dropped`)")
+    export_buffer_mb: float = setting(
+        16.0, "QM_OTEL_EXPORT_BUFFER_MB", _positive_float, "a positive number of MiB",
+        "per signal: the same buffer's limit in encoded bytes (whichever limit is reached first)")
     switch_interval_ms: float | None = setting(
         0.5, "QM_OTEL_SWITCH_INTERVAL_MS", _switch_interval, "milliseconds from 0.05 to 100, or `off`",
         "the interpreter's thread switch interval while exporters run (`sys.setswitchinterval`; Python's "

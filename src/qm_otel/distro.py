@@ -9,12 +9,14 @@ created) and then each installed instrumentor through :meth:`QmOtelDistro.load_i
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
 import qm_otel
 from qm_otel import _state
+from qm_otel.config import ConfigError
 from qm_otel.logs.pipeline import UVICORN_LOG_CONFIG
 
 __all__ = ["QmOtelConfigurator", "QmOtelDistro"]
@@ -87,7 +89,27 @@ class QmOtelConfigurator:
     """The ``opentelemetry_configurator`` entry point: delegates to :func:`qm_otel.setup`."""
 
     def configure(self, **kwargs: Any) -> None:
-        """Called once by ``opentelemetry-instrument``: set up, then instrument every app made from now on."""
+        """Called once by ``opentelemetry-instrument``: set up, then instrument every app made from now on.
+
+        A log file that cannot be written does not stop the service: one line on stderr says so and
+        logs go to stdout (and OTLP) only.
+        """
         del kwargs
-        qm_otel.setup()
+        try:
+            qm_otel.setup()
+        except ConfigError as exc:
+            if exc.setting != "log_file":
+                raise
+            print(f"qm-otel: {exc}; logging to stdout only", file=sys.stderr, flush=True)
+            _setup_without_log_file()
         _instrument_new_apps()
+
+
+def _setup_without_log_file() -> None:
+    """``setup()`` with ``QM_OTEL_LOG_FILE`` removed from this process's environment.
+
+    It stays removed: an application that calls ``setup()`` itself then resolves the same settings
+    (no second error, no "other settings" warning), and so do the workers it starts.
+    """
+    os.environ.pop("QM_OTEL_LOG_FILE", None)
+    qm_otel.setup()

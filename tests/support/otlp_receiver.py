@@ -95,14 +95,20 @@ class OtlpReceiver:
     logs: list[Log] = field(default_factory=list)
     points: list[MetricPoint] = field(default_factory=list)
     requests: int = 0
+    #: how it answers: "ok"; "unavailable" (HTTP 503); "blackhole" (reads the request, never answers,
+    #: until the mode changes). Stopping it and starting it again on the same port refuses connections
+    #: in between (see :meth:`restart`).
+    mode: str = "ok"
+    port: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _released: threading.Event = field(default_factory=threading.Event)
     _server: ThreadingHTTPServer | None = None
     _grpc: Any = None
 
     @property
     def endpoint(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        assert self.port
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> OtlpReceiver:
         receiver = self
@@ -114,6 +120,15 @@ class OtlpReceiver:
                     self.send_error(404)
                     return
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if receiver.mode == "blackhole":
+                    receiver._released.wait(120)
+                    self.close_connection = True
+                    return
+                if receiver.mode == "unavailable":
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 encoding = self.headers.get("Content-Encoding", "")
                 if encoding == "gzip":
                     body = gzip.decompress(body)
@@ -131,16 +146,39 @@ class OtlpReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 del format, args
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
+    def set_mode(self, mode: str) -> None:
+        """Answer from now on as ``mode`` says; leaving "blackhole" lets the held requests go."""
+        self.mode = mode
+        if mode == "blackhole":
+            self._released.clear()
+        else:
+            self._released.set()
+
+    def down(self) -> None:
+        """Stop listening: connections to the port are refused until :meth:`up`."""
+        assert self._server is not None
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
+
+    def up(self) -> None:
+        """Listen again on the same port."""
+        self.start()
+
     def stop(self) -> None:
+        self._released.set()
         if self._grpc is not None:
             self._grpc.stop(grace=None)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server = None
 
     def _store(self, path: str, request: Any) -> None:
         with self._lock:

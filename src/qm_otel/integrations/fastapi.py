@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import types
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -58,7 +59,7 @@ def _flush_at_lifespan_end(app: Any) -> None:
             yield state
         active = _state.get()  # the pipeline running when the app stops, not the one it started with
         if active is not None and active.telemetry is not None:
-            await asyncio.to_thread(active.telemetry.force_flush)
+            await asyncio.to_thread(functools.partial(active.telemetry.force_flush, final=True))
 
     router.lifespan_context = lifespan
     setattr(router, _FLUSH_TAG, True)

@@ -6,24 +6,40 @@ background thread then compresses it to ``.gz`` and prunes old files. The loggin
 waits for compression. Files left uncompressed by a crash are compressed at the next start.
 
 One process writes one file: several processes rotating the same file is not supported.
+
+A file that cannot be written (a full disk, a read-only remount, a lost mount) suspends the
+handler instead of printing a traceback per record: one ERROR record names the file and the errno,
+records are then counted as lost (``qm_otel.telemetry.dropped``, ``signal="log_file"``) and not
+written, and the file is tried again after 1 s, 2 s, 4 s … up to a minute; when a write succeeds
+again one INFO record says how many were lost. Other handlers (stdout, OTLP) are not affected. A
+file deleted or moved by another program (logrotate without ``copytruncate``) is noticed within a
+second and opened afresh, as the stdlib's ``WatchedFileHandler`` does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import logging.handlers
 import os
 import queue
 import re
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from qm_otel import instruments
+
 __all__ = ["RotatingGzipFileHandler"]
 
 _DAY_S = 86_400.0
+_WATCH_S = 1.0  # how often the file's identity is checked (a stat), at most
+_RETRY_FIRST_S, _RETRY_MAX_S = 1.0, 60.0
+_logger = logging.getLogger("qm_otel.files")
 
 
 class RotatingGzipFileHandler(logging.handlers.RotatingFileHandler):
@@ -58,6 +74,108 @@ class RotatingGzipFileHandler(logging.handlers.RotatingFileHandler):
         for leftover in sorted(self._rotated(suffix="")):
             self._jobs.put(leftover)
         self._jobs.put(Path())  # prune once at start
+        self._identity = self._stream_identity()
+        self._watched_at = time.monotonic()
+        self._clock = time.monotonic
+        self._suspended_until: float | None = None
+        self._retry_s = _RETRY_FIRST_S
+        self._lost = 0
+        self._reporting = False
+
+    # --- writing, with a file that can disappear or fill up --------------------------------------
+
+    def _stream_identity(self) -> tuple[int, int] | None:
+        if self.stream is None:
+            return None
+        try:
+            status = os.fstat(self.stream.fileno())
+        except (OSError, ValueError):
+            return None
+        return status.st_dev, status.st_ino
+
+    def _reopen_if_moved(self) -> None:
+        """Open the path afresh when another program deleted or moved the file (at most once a second)."""
+        now = self._clock()
+        if now - self._watched_at < _WATCH_S:
+            return
+        self._watched_at = now
+        try:
+            status = os.stat(self.baseFilename)
+            current: tuple[int, int] | None = (status.st_dev, status.st_ino)
+        except FileNotFoundError:
+            current = None
+        if self.stream is not None and current == self._identity:
+            return
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        self.stream = self._open()
+        self._identity = self._stream_identity()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record; while the file is suspended, count it as lost instead."""
+        if self._reporting:  # our own error/recovery record: it is about this file, not for it
+            return
+        if self._suspended_until is not None:
+            if self._clock() < self._suspended_until:
+                self._count_lost("suspended")
+                return
+            self._resume()
+        try:
+            self._reopen_if_moved()
+            if self.shouldRollover(record):
+                self.doRollover()
+            logging.FileHandler.emit(self, record)
+        except OSError as exc:
+            self._suspend(exc)
+        except Exception:  # a record that cannot be formatted: the stdlib's report
+            self.handleError(record)
+            return
+        else:  # (a failed flush inside the stdlib's emit went to handleError, which suspended)
+            if self._lost and self._suspended_until is None:
+                lost, self._lost = self._lost, 0
+                self._announce(logging.INFO, "log file %s is writable again; %d record(s) were not written to it",
+                               self.baseFilename, lost)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A write that failed with ``OSError`` suspends the file; anything else is the stdlib's report."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            self._suspend(exc)
+        else:
+            super().handleError(record)
+
+    def _suspend(self, exc: OSError) -> None:
+        first = self._suspended_until is None and not self._lost
+        self._suspended_until = self._clock() + self._retry_s
+        retry_s, self._retry_s = self._retry_s, min(self._retry_s * 2, _RETRY_MAX_S)
+        self._count_lost("write_failed")
+        if self.stream is not None:
+            with contextlib.suppress(OSError):  # the buffered bytes cannot be written either: lost too
+                self.stream.close()
+            self.stream = None
+        if first:
+            self._announce(logging.ERROR, "log file %s cannot be written (%s, errno %s: %s); "
+                           "file logging suspended, retrying with backoff (first in %.0f s)",
+                           self.baseFilename, _errno_name(exc), exc.errno, exc.strerror, retry_s)
+
+    def _resume(self) -> None:
+        """The suspension is over: the next write tries the file again (it reopens)."""
+        self._suspended_until = None
+        self._watched_at = -_WATCH_S  # check the path now
+
+    def _count_lost(self, reason: str) -> None:
+        self._lost += 1
+        instruments.current().telemetry_dropped.add(1, {"signal": "log_file", "reason": reason})
+
+    def _announce(self, level: int, message: str, *args: object) -> None:
+        """Log about this file through every other handler (this one skips it)."""
+        self._reporting = True
+        try:
+            _logger.log(level, message, *args)
+        finally:
+            self._reporting = False
 
     @property
     def base(self) -> Path:
@@ -81,6 +199,7 @@ class RotatingGzipFileHandler(logging.handlers.RotatingFileHandler):
             self._jobs.put(target)
         if not self.delay:
             self.stream = self._open()
+            self._identity = self._stream_identity()
 
     def _work(self) -> None:
         while True:
@@ -117,6 +236,10 @@ class RotatingGzipFileHandler(logging.handlers.RotatingFileHandler):
         super().close()
         self.wait_for_compression(timeout_s=30)
         self._jobs.put(None)
+
+
+def _errno_name(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, "OSError")
 
 
 def _gzip(path: Path) -> Path:

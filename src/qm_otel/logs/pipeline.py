@@ -11,6 +11,7 @@ first removes the old ones: there is never a duplicate line. Alternatively a dic
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import logging.config
@@ -33,6 +34,7 @@ __all__ = [
     "UVICORN_LOG_CONFIG",
     "CorrelationFilter",
     "OtlpHandler",
+    "check_log_file",
     "install_log_handlers",
     "remove_log_handlers",
     "route_uvicorn_loggers",
@@ -164,6 +166,22 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
     route_uvicorn_loggers(settings)
     redact_logged_urls(settings.sensitive_fields)
     return handlers
+
+
+def check_log_file(settings: Settings) -> None:
+    """Fail set-up, naming the setting, when ``log_file`` cannot be created or appended to (before anything runs)."""
+    path = settings.log_file
+    if path is None:
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        reason = f"{errno.errorcode.get(exc.errno or 0, type(exc).__name__)}: {exc.strerror or exc}"
+        message = (f"qm-otel setting 'log_file' (QM_OTEL_LOG_FILE or log_file=) got {path!r}, which cannot be "
+                   f"written ({reason}); allowed: a file in a directory this process can create and write")
+        raise ConfigError(message, setting="log_file") from exc
 
 
 def remove_log_handlers(handlers: list[logging.Handler]) -> None:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
-from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, MetricsData
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
 from qm_otel.config import ConfigError, Settings
 from qm_otel.signals import encoding
+from qm_otel.signals.delivery import LogDelivery, MetricDelivery, SpanDelivery, deliverable
 
 __all__ = ["exporter", "prometheus_reader", "signal_endpoint"]
 
@@ -77,10 +79,50 @@ def exporter(settings: Settings, signal_name: str) -> Any:
     if kind != "otlp":
         return None
     exporter_class = _import(grpc_path if settings.exporter_protocol == "grpc" else http_path, settings)
-    fast = _FAST_ENCODERS.get(signal_name) if settings.exporter_protocol != "grpc" else None
-    if fast is not None:  # the SDK's exporter, with the encoder that writes the bytes directly
-        exporter_class = encoding.with_fast_encoding(exporter_class, *fast)
-    return exporter_class(endpoint=signal_endpoint(settings, signal_name))
+    if settings.exporter_protocol == "grpc":
+        return exporter_class(endpoint=signal_endpoint(settings, signal_name))
+    inner = exporter_class(endpoint=signal_endpoint(settings, signal_name))
+    if deliverable(inner):  # buffered, sent by a thread of its own, retried without blocking
+        wrapper, encode = _DELIVERIES[signal_name]
+        return wrapper(inner, signal_name, encode, max_items=settings.export_buffer_items,
+                       max_bytes=int(settings.export_buffer_mb * 1024 * 1024))
+    fast = _FAST_ENCODERS.get(signal_name)
+    if fast is not None:  # an SDK whose client this version does not know: its exporter, the fast encoder
+        return encoding.with_fast_encoding(exporter_class, *fast)(endpoint=signal_endpoint(settings, signal_name))
+    return inner
+
+
+def _encode_spans(spans: Sequence[Any]) -> tuple[bytes, int]:
+    try:
+        return encoding.encode_spans(spans), len(spans)
+    except encoding.Unsupported:
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        return encode_spans(spans).SerializePartialToString(), len(spans)
+
+
+def _encode_logs(batch: Sequence[Any]) -> tuple[bytes, int]:
+    try:
+        return encoding.encode_logs(batch), len(batch)
+    except encoding.Unsupported:
+        from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+
+        return encode_logs(batch).SerializePartialToString(), len(batch)
+
+
+def _encode_metrics(data: MetricsData) -> tuple[bytes, int]:
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    points = sum(len(metric.data.data_points) for resource in data.resource_metrics
+                 for scope in resource.scope_metrics for metric in scope.metrics)
+    return encode_metrics(data).SerializePartialToString(), points
+
+
+_DELIVERIES: dict[str, tuple[Any, Callable[[Any], tuple[bytes, int]]]] = {
+    "traces": (SpanDelivery, _encode_spans),
+    "logs": (LogDelivery, _encode_logs),
+    "metrics": (MetricDelivery, _encode_metrics),
+}
 
 
 def prometheus_reader(settings: Settings) -> MetricReader:

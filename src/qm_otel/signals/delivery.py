@@ -1,0 +1,349 @@
+"""Delivery: encoded batches wait in a bounded buffer and one thread per signal sends them, with retries.
+
+The SDK's OTLP/HTTP exporters send from the batch processor's own thread and retry there: with the
+collector down, that thread sleeps in its backoff while the processor's queue overflows, each retry
+logs a warning (about one a second), and a flush at shutdown waits out the whole retry schedule.
+A :class:`Delivery` puts itself between the batch processor (or metric reader) and the SDK
+exporter's HTTP client:
+
+- ``export`` encodes the batch (qm-otel's encoder, the SDK's as the fallback) and appends the bytes
+  to a buffer bounded in items and in bytes (``export_buffer_items``, ``export_buffer_mb``); the
+  batch processor's thread never waits for the network. A batch that does not fit is dropped and
+  counted (``qm_otel.telemetry.dropped``, ``reason="buffer_full"``).
+- a sender thread posts the oldest payload once (the SDK client's request, headers, compression
+  and TLS settings); a payload is removed only when the collector accepted it (2xx/3xx) or refused
+  it for good (a 4xx other than 408/429: counted, ``reason="rejected"``). A connection error, a
+  timeout, 408/429/502/503/504 keep it and the sender waits 1 s, 2 s, 4 s … up to 10 s (or what
+  ``Retry-After`` asks) before it tries again. So an outage loses nothing that fits the buffer.
+- one WARNING when sending starts failing, one INFO when it recovers, with the outage's length
+  and the items dropped meanwhile — not one line per retry.
+- ``flush`` waits until the buffer is empty, at most until its deadline, and not at all while
+  the collector is failing; ``shutdown`` flushes within what is left of the shutdown budget and
+  counts what could not be sent (``reason="shutdown"``).
+
+A forked child starts with an empty buffer and its own sender (the parent's payloads are the
+parent's to send).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from qm_otel import instruments
+
+__all__ = ["Delivery", "LogDelivery", "MetricDelivery", "SpanDelivery", "deliverable", "live_deliveries"]
+
+_logger = logging.getLogger("qm_otel.export")
+_RETRY_FIRST_S, _RETRY_MAX_S, _JITTER = 1.0, 10.0, 0.2
+_RETRYABLE = frozenset({408, 429, 502, 503, 504})
+_LIVE: weakref.WeakSet[Delivery] = weakref.WeakSet()
+
+
+def live_deliveries() -> list[Delivery]:
+    """Every delivery not yet closed (the handle flushes and bounds them)."""
+    return [delivery for delivery in list(_LIVE) if not delivery.closed]
+
+
+def deliverable(exporter: Any) -> bool:
+    """Whether ``exporter`` is an SDK OTLP/HTTP exporter whose client this module knows how to drive."""
+    client = getattr(exporter, "_client", None)
+    return all(hasattr(client, name) for name in ("_submit", "_compress", "_timeout", "_endpoint"))
+
+
+class Delivery:
+    """The buffer and sender of one signal (see the module's documentation)."""
+
+    def __init__(
+        self,
+        inner: Any,
+        signal_name: str,
+        encode: Callable[[Any], tuple[bytes, int]],
+        *,
+        max_items: int,
+        max_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inner = inner
+        self._client = inner._client
+        self.signal = signal_name
+        self._encode = encode
+        self.max_items, self.max_bytes = max_items, max_bytes
+        self._max_request = int(getattr(inner, "_max_request_size", 0) or 0)
+        self._clock = clock
+        self._cond = threading.Condition()
+        #: when the process's shutdown must be over (monotonic clock); set by the handle at shutdown
+        self.deadline: float | None = None
+        self._init_state()
+        _LIVE.add(self)
+
+    def _init_state(self) -> None:
+        self._buffer: deque[tuple[bytes, int]] = deque()
+        self._items = self._bytes = 0
+        self._sending = False
+        self._closed = False
+        self._failing_since: float | None = None
+        self._failure = ""
+        self._dropped_while_failing = 0
+        self._retry_at = 0.0
+        self._backoff_s = _RETRY_FIRST_S
+        self._attempts = 0  # sends finished, whatever their outcome
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name=f"qm-otel-send-{self.signal}", daemon=True)
+        self._thread.start()
+
+    # --- the producer side (the batch processor's or metric reader's thread) --------------------
+
+    def _accept(self, batch: Any) -> bool:
+        """Encode and buffer ``batch``; False when it was dropped."""
+        if self._pid != os.getpid():
+            self._init_state()  # a forked child: the parent's buffer is not ours to send
+        if self._closed:
+            return False
+        payload, items = self._encode(batch)
+        if items == 0:
+            return True
+        if self._max_request and len(payload) > self._max_request:
+            self._drop(items, "too_large")
+            _logger.error("qm-otel: a %s batch of %d bytes is over the exporter's request limit of %d bytes; "
+                          "dropped", self.signal, len(payload), self._max_request)
+            return False
+        with self._cond:
+            if self._items + items > self.max_items or self._bytes + len(payload) > self.max_bytes:
+                full = True
+            else:
+                full = False
+                self._buffer.append((payload, items))
+                self._items += items
+                self._bytes += len(payload)
+                self._cond.notify_all()
+        if full:
+            self._drop(items, "buffer_full")
+            return False
+        return True
+
+    def _drop(self, items: int, reason: str) -> None:
+        if self._failing_since is not None:
+            self._dropped_while_failing += items
+        instruments.current().telemetry_dropped.add(items, {"signal": self.signal, "reason": reason})
+
+    # --- the sender thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))  # our own HTTP calls are not traced
+        while True:
+            with self._cond:
+                while not self._closed and (not self._buffer or self._clock() < self._retry_at):
+                    wait = max(0.0, self._retry_at - self._clock()) if self._buffer else None
+                    self._cond.wait(wait)
+                if self._closed:
+                    return
+                payload, items = self._buffer[0]
+                self._sending = True
+            outcome, detail, retry_after = self._send(payload)
+            self._settle(payload, items, outcome, detail, retry_after)
+
+    def _send(self, payload: bytes) -> tuple[str, str, float | None]:
+        """One POST: ``("sent" | "retry" | "rejected", what happened, Retry-After seconds)``."""
+        try:
+            result = self._client._submit(self._client._compress(payload), self._client._timeout)
+        except Exception as exc:  # a transport that raises instead of returning an error
+            return "retry", f"{type(exc).__name__}: {exc}", None
+        code = result.status_code
+        if code is not None and 200 <= code < 400:
+            return "sent", "", None
+        if code is None:
+            return "retry", f"{type(result.error).__name__}: {result.error}", None
+        detail = f"HTTP {code} {result.reason or ''}".strip()
+        if code in _RETRYABLE:
+            return "retry", detail, _retry_after(result)
+        return "rejected", detail, None
+
+    def _settle(self, payload: bytes, items: int, outcome: str, detail: str, retry_after: float | None) -> None:
+        now = self._clock()
+        recovered: tuple[float, int] | None = None
+        started_failing = False
+        with self._cond:
+            self._sending = False
+            self._attempts += 1
+            if outcome != "retry" and self._buffer and self._buffer[0][0] is payload:
+                self._buffer.popleft()
+                self._items -= items
+                self._bytes -= len(payload)
+            if outcome == "retry":
+                started_failing = self._failing_since is None
+                if started_failing:
+                    self._failing_since, self._dropped_while_failing = now, 0
+                self._failure = detail
+                delay = retry_after if retry_after is not None else self._backoff_s
+                jitter = random.uniform(1 - _JITTER, 1 + _JITTER)  # noqa: S311 - spreading retries, not secrets
+                self._retry_at = now + min(delay, _RETRY_MAX_S * 6) * jitter
+                self._backoff_s = min(self._backoff_s * 2, _RETRY_MAX_S)
+            else:
+                if self._failing_since is not None:
+                    recovered = (now - self._failing_since, self._dropped_while_failing)
+                    self._failing_since = None
+                self._retry_at, self._backoff_s = 0.0, _RETRY_FIRST_S
+            buffered = self._items
+            self._cond.notify_all()
+        if outcome == "rejected":
+            self._drop(items, "rejected")
+            _logger.error("qm-otel: the collector refused a %s batch (%s) at %s; %d item(s) dropped",
+                          self.signal, detail, self._client._endpoint, items)
+        if started_failing:
+            _logger.warning("qm-otel: %s export to %s is failing (%s); keeping up to %d items / %.0f MB and "
+                            "retrying with backoff (%d buffered)", self.signal, self._client._endpoint, detail,
+                            self.max_items, self.max_bytes / 1e6, buffered)
+        if recovered is not None:
+            _logger.info("qm-otel: %s export to %s recovered after %.1f s; %d item(s) were dropped meanwhile",
+                         self.signal, self._client._endpoint, recovered[0], recovered[1])
+
+    # --- flush and shutdown ----------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` ran."""
+        return self._closed
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last send failed (the collector is down, black-holed or overloaded)."""
+        return self._failing_since is not None
+
+    def budget_s(self, timeout_s: float) -> float:
+        """``timeout_s``, cut to what is left before :attr:`deadline` (the process's shutdown budget)."""
+        if self.deadline is None:
+            return timeout_s
+        return max(0.0, min(timeout_s, self.deadline - self._clock()))
+
+    def pending(self) -> int:
+        """Items buffered or being sent."""
+        return self._items
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until everything buffered is sent, at most ``timeout_s``.
+
+        While the collector is failing, one attempt is made at once (not at the backoff's time) and,
+        if it fails too, the flush gives up without waiting further.
+        """
+        deadline = self._clock() + max(0.0, timeout_s)
+        with self._cond:
+            asked: int | None = None  # the attempt count when this flush asked for an attempt now
+            tried = False
+            while self._buffer and not self._closed:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                if asked is not None and self._attempts != asked:
+                    asked = None  # the attempt asked for is over
+                if self._failing_since is not None and asked is None:
+                    if tried:
+                        break  # the attempt made now failed too: do not wait out the backoff
+                    tried, asked = True, self._attempts
+                    self._retry_at = 0.0
+                    self._cond.notify_all()
+                self._cond.wait(remaining)
+            return not self._buffer
+
+    def close(self, timeout_s: float) -> bool:
+        """Flush within ``timeout_s``, stop the sender and count what is left as dropped."""
+        flushed = self.flush(timeout_s)
+        with self._cond:
+            self._closed = True
+            left = self._items
+            self._buffer.clear()
+            self._items = self._bytes = 0
+            self._cond.notify_all()
+        if left:
+            self._drop(left, "shutdown")
+            _logger.warning("qm-otel: %d %s item(s) could not be sent to %s before shutdown (%s)", left,
+                            self.signal, self._client._endpoint, self._failure or "timeout")
+        self._inner.shutdown()
+        return flushed
+
+
+def _retry_after(result: Any) -> float | None:
+    """The ``Retry-After`` header in seconds (a number or an HTTP date), if the response has one."""
+    try:
+        value = result.headers().get("retry-after")
+    except Exception:  # a transport without headers
+        return None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class SpanDelivery(Delivery, SpanExporter):
+    """A span exporter that buffers and sends through :class:`Delivery`."""
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        """Buffer the batch for the sender (FAILURE only when it was dropped)."""
+        return SpanExportResult.SUCCESS if self._accept(spans) else SpanExportResult.FAILURE
+
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        """Send what is buffered within the shutdown budget, then stop."""
+        self.close(self.budget_s(timeout_millis / 1000))
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Wait for the buffer to empty (not while the collector is failing)."""
+        return self.flush(timeout_millis / 1000)
+
+
+class LogDelivery(Delivery, LogRecordExporter):
+    """A log record exporter that buffers and sends through :class:`Delivery`."""
+
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        """Buffer the batch for the sender (FAILURE only when it was dropped)."""
+        return LogRecordExportResult.SUCCESS if self._accept(batch) else LogRecordExportResult.FAILURE
+
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        """Send what is buffered within the shutdown budget, then stop."""
+        self.close(self.budget_s(timeout_millis / 1000))
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Wait for the buffer to empty (not while the collector is failing)."""
+        return self.flush(timeout_millis / 1000)
+
+
+class MetricDelivery(Delivery, MetricExporter):
+    """A metric exporter that buffers and sends through :class:`Delivery` (the inner one's temporality)."""
+
+    def __init__(self, inner: Any, signal_name: str, encode: Callable[[Any], tuple[bytes, int]], **limits: Any) -> None:
+        MetricExporter.__init__(self, preferred_temporality=inner._preferred_temporality,
+                                preferred_aggregation=inner._preferred_aggregation)
+        Delivery.__init__(self, inner, signal_name, encode, **limits)
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        """Buffer the points for the sender (FAILURE only when they were dropped)."""
+        del timeout_millis, kwargs
+        return MetricExportResult.SUCCESS if self._accept(metrics_data) else MetricExportResult.FAILURE
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        """Send what is buffered within the shutdown budget, then stop."""
+        del kwargs
+        self.close(self.budget_s(timeout_millis / 1000))
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        """Wait for the buffer to empty (not while the collector is failing)."""
+        return self.flush(timeout_millis / 1000)
