@@ -19,7 +19,7 @@ from qm_otel import _state
 from qm_otel.config import ConfigError
 from qm_otel.logs.pipeline import UVICORN_LOG_CONFIG
 
-__all__ = ["QmOtelConfigurator", "QmOtelDistro"]
+__all__ = ["QmOtelConfigurator", "QmOtelDistro", "process_role"]
 
 #: instrumentations qm-otel does itself: loading their entry points too would double them (the log
 #: handler; httpx, which qm-otel instruments when it is imported — ``httpx2`` is the same package's
@@ -85,24 +85,93 @@ def _instrument_new_apps() -> None:
     starlette.applications.Starlette = QmOtelStarlette  # type: ignore[misc]
 
 
+#: ``python -c`` helpers multiprocessing starts, which run no application code
+_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _option(argv: list[str], *names: str) -> str | None:
+    """The value of ``--name value`` / ``--name=value`` / ``-n value`` in ``argv``, if given."""
+    for index, arg in enumerate(argv):
+        for name in names:
+            if arg == name and index + 1 < len(argv):
+                return argv[index + 1]
+            if arg.startswith(name + "="):
+                return arg.partition("=")[2]
+    return None
+
+
+def _many(value: str | None) -> bool:
+    try:
+        return value is not None and int(value) > 1
+    except ValueError:
+        return False
+
+
+def process_role(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> str:
+    """What this process is, from its command line: ``"worker"``, ``"supervisor"`` or ``"helper"``.
+
+    - a helper (multiprocessing's resource tracker, the fork server) runs no application code;
+    - a supervisor starts the processes that serve: gunicorn's master (its workers are forked from
+      it), uvicorn with ``--workers`` above 1 or ``--reload`` (its workers are new interpreters);
+    - anything else serves (uvicorn's spawned workers run ``multiprocessing.spawn``: workers).
+    """
+    argv = list(sys.orig_argv if argv is None else argv)
+    environ = dict(os.environ if environ is None else environ)
+    code = argv[argv.index("-c") + 1] if "-c" in argv[:-1] else ""  # python [-B …] -c CODE
+    if any(helper in code for helper in _HELPERS):
+        return "helper"
+    if "multiprocessing.spawn" in code or "--multiprocessing-fork" in argv:
+        return "worker"
+    program = next((os.path.basename(a) for a in argv[:3] if not a.startswith("-") and "python" not in
+                    os.path.basename(a)), "")
+    if program in ("gunicorn", "gunicorn.app.wsgiapp"):
+        return "supervisor"
+    if program in ("uvicorn", "uvicorn.main"):
+        workers = _option(argv, "--workers") or environ.get("UVICORN_WORKERS") or environ.get("WEB_CONCURRENCY")
+        reload = "--reload" in argv or environ.get("UVICORN_RELOAD", "").lower() in ("1", "true", "yes")
+        if _many(workers) or reload:
+            return "supervisor"
+    return "worker"
+
+
 class QmOtelConfigurator:
     """The ``opentelemetry_configurator`` entry point: delegates to :func:`qm_otel.setup`."""
 
     def configure(self, **kwargs: Any) -> None:
         """Called once by ``opentelemetry-instrument``: set up, then instrument every app made from now on.
 
-        A log file that cannot be written does not stop the service: one line on stderr says so and
-        logs go to stdout (and OTLP) only.
+        Only processes that serve export: a supervisor (gunicorn's master, uvicorn's ``--workers``
+        or ``--reload`` process) writes its own log lines to stdout and exports nothing, and a
+        gunicorn worker forked from it sets the full pipeline up as it starts; multiprocessing's
+        helpers get nothing at all. A log file that cannot be written does not stop the service:
+        one line on stderr says so and logs go to stdout (and OTLP) only.
         """
         del kwargs
-        try:
-            qm_otel.setup()
-        except ConfigError as exc:
-            if exc.setting != "log_file":
-                raise
-            print(f"qm-otel: {exc}; logging to stdout only", file=sys.stderr, flush=True)
-            _setup_without_log_file()
+        role = process_role()
+        if role == "helper":
+            return
+        if role == "supervisor":
+            qm_otel.setup(traces_exporter="none", metrics_exporter="none", logs_exporter="none")
+            os.register_at_fork(after_in_child=_become_worker)
+        else:
+            _setup_or_say_why()
         _instrument_new_apps()
+
+
+def _setup_or_say_why() -> None:
+    try:
+        qm_otel.setup()
+    except ConfigError as exc:
+        if exc.setting != "log_file":
+            raise
+        print(f"qm-otel: {exc}; logging to stdout only", file=sys.stderr, flush=True)
+        _setup_without_log_file()
+
+
+def _become_worker() -> None:
+    """In a process forked from a supervisor (a gunicorn worker): the full pipeline, exporters on."""
+    qm_otel.shutdown(timeout_s=1)
+    _setup_or_say_why()
 
 
 def _setup_without_log_file() -> None:

@@ -107,6 +107,11 @@ def start(app: str, env: dict[str, str], *, zero_code: bool = False, extra_args:
     command = [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port), *extra_args]
     if zero_code:
         command = [str(BIN / "opentelemetry-instrument"), *command]
+    return launch(command, port, env)
+
+
+def launch(command: list[str], port: int, env: dict[str, str]) -> Service:
+    """Run ``command`` (a server that will listen on ``port``) and wait until it listens."""
     stdout = tempfile.TemporaryFile()  # noqa: SIM115 - closed by Service.terminate()
     stderr = tempfile.TemporaryFile()  # noqa: SIM115
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from qm_otel.distro import QmOtelConfigurator, QmOtelDistro
+from qm_otel.distro import QmOtelConfigurator, QmOtelDistro, process_role
 
 
 def test_qm_otel_is_registered_as_distro_and_configurator() -> None:
@@ -52,3 +52,26 @@ def test_id_generator_and_propagator_are_registered_for_the_stock_sdk_path() -> 
 
     assert entry_points(group="opentelemetry_id_generator")["qm_otel"].load() is CorrelationIdGenerator
     assert entry_points(group="opentelemetry_propagator")["qm_otel_correlation"].load() is CorrelationPropagator
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "role"),
+    [
+        (["python", "-B", "-c", "from multiprocessing.resource_tracker import main;main(6)"], {}, "helper"),
+        (["python", "-c", "from multiprocessing.forkserver import main; main(3)"], {}, "helper"),
+        (["python", "-B", "-c", "from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=7)",
+          "--multiprocessing-fork"], {}, "worker"),
+        (["python", "/venv/bin/uvicorn", "app:app"], {}, "worker"),
+        (["python", "/venv/bin/uvicorn", "app:app", "--workers", "2"], {}, "supervisor"),
+        (["python", "/venv/bin/uvicorn", "app:app", "--workers=1"], {}, "worker"),
+        (["python", "/venv/bin/uvicorn", "app:app", "--reload"], {}, "supervisor"),
+        (["python", "-m", "uvicorn", "app:app"], {"WEB_CONCURRENCY": "4"}, "supervisor"),
+        (["python", "-m", "uvicorn", "app:app"], {"UVICORN_WORKERS": "x"}, "worker"),
+        (["python", "/venv/bin/gunicorn", "-c", "conf.py", "app:app"], {}, "supervisor"),
+        (["python", "-m", "gunicorn", "app:app"], {}, "supervisor"),
+        (["python", "/venv/bin/hypercorn", "app:app"], {}, "worker"),
+        (["python", "script.py"], {}, "worker"),
+    ],
+)
+def test_the_process_role_is_read_from_the_command_line(argv: list[str], environ: dict[str, str], role: str) -> None:
+    assert process_role(argv, environ) == role
