@@ -297,7 +297,7 @@ def main() -> None:
     wanted = args.variants.split(",")
     variants = [v for v in VARIANTS if v.key in wanted and v.available()]
     skipped = [v.key for v in VARIANTS if v.key in wanted and not v.available()]
-    from benchmarks import logs, report, scale
+    from benchmarks import logs, report, scale, soak
 
     sink = Sink()
     results: dict[str, dict[str, Any]] = {}
@@ -322,7 +322,9 @@ def main() -> None:
         text += "\n" + "\n".join(scale.render(scale_results, bare_cpu)) + "\n"
     print(text)
     if args.out != "-":
-        Path(args.out).write_text(text, encoding="utf-8")
+        previous = Path(args.out).read_text(encoding="utf-8") if Path(args.out).exists() else ""
+        kept = soak.soak_sections(previous)  # written by ./scripts/soak, which this run does not repeat
+        Path(args.out).write_text(text.rstrip("\n") + ("\n\n" + kept + "\n" if kept else "\n"), encoding="utf-8")
         print(f"wrote {args.out}")
 
 

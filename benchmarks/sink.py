@@ -4,7 +4,8 @@
 gzip or not) on 127.0.0.1, plus ``GET /counts`` (JSON) and ``POST /reset``. Counted: spans (all and
 SERVER), log records by instrumentation scope (the logger name), and for ``http.server.request.duration``
 the number of recorded requests (the histograms' counts: the largest cumulative count per series,
-summed; delta points summed).
+summed; delta points summed), and the latest value of the service's own ``qm_otel.telemetry.*``
+counters (dropped, retried) by signal and reason.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Counts:
         self.logs: Counter[str] = Counter()
         self.duration_series: dict[tuple[Any, ...], int] = dict(self.baseline)
         self.exports: Counter[str] = Counter()
+        self.telemetry: dict[str, float] = {}
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -57,6 +59,7 @@ class Counts:
                 "log_records": sum(self.logs.values()),
                 "duration_points": sum(v - self.baseline.get(k, 0) for k, v in self.duration_series.items()),
                 "exports": dict(self.exports),
+                "telemetry": dict(self.telemetry),
             }
 
 
@@ -88,6 +91,13 @@ def _metrics(request: ExportMetricsServiceRequest) -> None:
         resource_key = resource_metrics.resource.SerializeToString(deterministic=True)
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
+                if metric.name.startswith("qm_otel.telemetry.") and metric.HasField("sum"):
+                    for sum_point in metric.sum.data_points:
+                        labels = {a.key: a.value.string_value for a in sum_point.attributes}
+                        key = f"{metric.name.rsplit('.', 1)[1]}:{labels.get('signal')}:{labels.get('reason', '-')}"
+                        with COUNTS.lock:
+                            COUNTS.telemetry[key] = max(COUNTS.telemetry.get(key, 0.0), sum_point.as_int)
+                    continue
                 if metric.name not in DURATIONS or not metric.HasField("histogram"):
                     continue
                 for point in metric.histogram.data_points:

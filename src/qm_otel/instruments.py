@@ -13,7 +13,8 @@
 | ``qm_otel.timed.duration``      | ``qm_otel_timed_duration_seconds``     | work wrapped in ``qm_otel.timed``       |
 | ``qm_otel.events.invalid``      | ``qm_otel_events_invalid_total``       | events naming an unknown component      |
 | ``qm_otel.correlation.rejected``| ``qm_otel_correlation_rejected_total`` | incoming IDs rejected, by reason        |
-| ``qm_otel.telemetry.dropped``   | ``qm_otel_telemetry_dropped_total``    | spans/records dropped (full queue)      |
+| ``qm_otel.telemetry.dropped``   | ``qm_otel_telemetry_dropped_total``    | items dropped, by signal and reason     |
+| ``qm_otel.telemetry.retried``   | ``qm_otel_telemetry_retried_total``    | items delivered after a failed attempt  |
 
 ``setup()`` makes one :class:`Instruments` for its meter provider and keeps it in the state room;
 :func:`current` returns it (before ``setup()``: one made on the API's global meter, which forwards
@@ -54,6 +55,7 @@ class Instruments:
     events_invalid: metrics.Counter
     correlation_rejected: metrics.Counter
     telemetry_dropped: metrics.Counter
+    telemetry_retried: metrics.Counter
 
     @classmethod
     def create(cls, provider: metrics.MeterProvider) -> Instruments:
@@ -77,7 +79,10 @@ class Instruments:
                 description="Incoming correlation IDs rejected and replaced by a new ID, by reason"),
             telemetry_dropped=meter.create_counter(
                 "qm_otel.telemetry.dropped", unit="{item}",
-                description="Spans and log records dropped before export, by signal and reason"),
+                description="Telemetry items dropped before export, by signal and reason"),
+            telemetry_retried=meter.create_counter(
+                "qm_otel.telemetry.retried", unit="{item}",
+                description="Telemetry items delivered after at least one failed attempt, by signal"),
         )
 
 

@@ -70,11 +70,11 @@ def records(service: svc.Service) -> list[dict[str, object]]:
     return [json.loads(line) for line in service.output().splitlines() if line.startswith("{")]
 
 
-def dropped(receiver: OtlpReceiver, signal_name: str) -> float:
+def dropped(receiver: OtlpReceiver, signal_name: str, metric: str = "qm_otel.telemetry.dropped") -> float:
     """The latest cumulative ``qm_otel.telemetry.dropped`` for ``signal_name``, summed over reasons."""
     latest: dict[str, float] = {}
     for point in receiver.snapshot()[2]:
-        if point.name == "qm_otel.telemetry.dropped" and point.attributes.get("signal") == signal_name:
+        if point.name == metric and point.attributes.get("signal") == signal_name:
             latest[str(point.attributes.get("reason"))] = point.value or 0.0
     return sum(latest.values())
 
@@ -186,6 +186,9 @@ def test_an_outage_that_fits_the_buffer_loses_nothing_and_is_reported_once(
         receiver.wait_for(lambda r: server_spans(r, "/log") == 201 and app_lines(r) == 201, timeout_s=60)
         receiver.wait_for(lambda r: any(g.attributes.get("event") is None and "recovered" in str(g.body)
                                         for g in r.snapshot()[1]), timeout_s=30)
+        # what the outage held back is counted as retried (the spans and both log records of 200 requests)
+        receiver.wait_for(lambda r: dropped(r, "traces", "qm_otel.telemetry.retried") >= 200
+                          and dropped(r, "logs", "qm_otel.telemetry.retried") >= 400, timeout_s=30)
     finally:
         service.terminate()
     reports = export_reports(service)

@@ -36,6 +36,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
@@ -91,7 +92,7 @@ class Delivery:
         _LIVE.add(self)
 
     def _init_state(self) -> None:
-        self._buffer: deque[tuple[bytes, int]] = deque()
+        self._buffer: deque[_Payload] = deque()
         self._items = self._bytes = 0
         self._sending = False
         self._closed = False
@@ -126,7 +127,7 @@ class Delivery:
                 full = True
             else:
                 full = False
-                self._buffer.append((payload, items))
+                self._buffer.append(_Payload(payload, items, delayed=self._failing_since is not None))
                 self._items += items
                 self._bytes += len(payload)
                 self._cond.notify_all()
@@ -151,10 +152,10 @@ class Delivery:
                     self._cond.wait(wait)
                 if self._closed:
                     return
-                payload, items = self._buffer[0]
+                head = self._buffer[0]
                 self._sending = True
-            outcome, detail, retry_after = self._send(payload)
-            self._settle(payload, items, outcome, detail, retry_after)
+            outcome, detail, retry_after = self._send(head.data)
+            self._settle(head, outcome, detail, retry_after)
 
     def _send(self, payload: bytes) -> tuple[str, str, float | None]:
         """One POST: ``("sent" | "retry" | "rejected", what happened, Retry-After seconds)``."""
@@ -172,17 +173,20 @@ class Delivery:
             return "retry", detail, _retry_after(result)
         return "rejected", detail, None
 
-    def _settle(self, payload: bytes, items: int, outcome: str, detail: str, retry_after: float | None) -> None:
+    def _settle(self, head: _Payload, outcome: str, detail: str, retry_after: float | None) -> None:
         now = self._clock()
         recovered: tuple[float, int] | None = None
         started_failing = False
         with self._cond:
             self._sending = False
             self._attempts += 1
-            if outcome != "retry" and self._buffer and self._buffer[0][0] is payload:
+            if outcome != "retry" and self._buffer and self._buffer[0] is head:
                 self._buffer.popleft()
-                self._items -= items
-                self._bytes -= len(payload)
+                self._items -= head.items
+                self._bytes -= len(head.data)
+            elif outcome == "retry":
+                for waiting in self._buffer:  # everything buffered is now late
+                    waiting.delayed = True
             if outcome == "retry":
                 started_failing = self._failing_since is None
                 if started_failing:
@@ -199,10 +203,12 @@ class Delivery:
                 self._retry_at, self._backoff_s = 0.0, _RETRY_FIRST_S
             buffered = self._items
             self._cond.notify_all()
+        if outcome == "sent" and head.delayed:
+            instruments.current().telemetry_retried.add(head.items, {"signal": self.signal})
         if outcome == "rejected":
-            self._drop(items, "rejected")
+            self._drop(head.items, "rejected")
             _logger.error("qm-otel: the collector refused a %s batch (%s) at %s; %d item(s) dropped",
-                          self.signal, detail, self._client._endpoint, items)
+                          self.signal, detail, self._client._endpoint, head.items)
         if started_failing:
             _logger.warning("qm-otel: %s export to %s is failing (%s); keeping up to %d items / %.0f MB and "
                             "retrying with backoff (%d buffered)", self.signal, self._client._endpoint, detail,
@@ -273,6 +279,15 @@ class Delivery:
                             self.signal, self._client._endpoint, self._failure or "timeout")
         self._inner.shutdown()
         return flushed
+
+
+@dataclass(slots=True)
+class _Payload:
+    """One encoded batch in the buffer; ``delayed`` once a failure held it back."""
+
+    data: bytes
+    items: int
+    delayed: bool = False
 
 
 def _retry_after(result: Any) -> float | None:
