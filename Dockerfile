@@ -25,4 +25,4 @@ ENV OTEL_SERVICE_NAME=qm-demo \
     QM_OTEL_ENVIRONMENT=compose
 
 EXPOSE 8000
-CMD ["opentelemetry-instrument", "uvicorn", "examples.demo_service:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["opentelemetry-instrument", "uvicorn", "qm_otel.cli.demo_service:app", "--host", "0.0.0.0", "--port", "8000"]

@@ -36,6 +36,7 @@ _METRIC_EXPORTERS = ("otlp", "prometheus", "console", "none")
 _PROTOCOLS = ("http/protobuf", "grpc")
 _LOG_FORMATS = ("auto", "json", "text", "pipe", "none")
 _FILE_FORMATS = ("json", "pipe", "text")
+_ON_CONFIG_ERROR = ("disable", "exit")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _DEVELOPMENT_ENVIRONMENTS = frozenset({"development", "dev", "local"})
 
@@ -342,6 +343,11 @@ class Settings:
         "overrides merged over the packaged `conventions.toml` (bands, breaker defaults, alerts, degradation), "
         "validated as a whole; a bad file fails `setup()` naming the file and key",
         accepts="str | os.PathLike[str]", default_doc="unset")
+    on_config_error: str = setting(
+        "disable", "QM_OTEL_ON_CONFIG_ERROR", _choice(*_ON_CONFIG_ERROR), ", ".join(_ON_CONFIG_ERROR),
+        "under `opentelemetry-instrument`, what a bad setting does: `disable` prints one line (the setting, "
+        "the value, what is allowed) and the service runs without telemetry; `exit` prints it and stops the "
+        "process with status 2 (for deployments that fail fast). `setup()` called in code always raises")
     shutdown_timeout_s: float = setting(
         5.0, "QM_OTEL_SHUTDOWN_TIMEOUT", _positive_float, "a positive number of seconds",
         "upper bound on the flush at shutdown; the app never waits longer")

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import tomllib
 from dataclasses import dataclass
@@ -135,6 +136,45 @@ _STATES = ("CLOSED", "OPEN", "HALF_OPEN")
 _NUMBER = (int, float)
 
 
+#: the keys each table may hold ("*": any name, its table checked by the pattern under "*")
+_SCHEMA: dict[str, Any] = {
+    "components": None,
+    "statuses": "*",
+    "band_outcomes": {band: {"level": None, "status": None} for band in _BANDS},
+    "bands": {"*": {"unit": None, "better": None, "optimal_below": None, "acceptable_max": None, "warning_max": None,
+                    "optimal_above": None, "acceptable_min": None, "warning_min": None}},
+    "requests": {"slow_ms": None},
+    "alerts": {"error_rate_percent_above": None, "cache_hit_rate_percent_below": None, "memory_mb_above": None,
+               "response_time_ms_above": None},
+    "degradation": {"cache_hit_rate_below": None, "window": None, "min_lookups": None},
+    "breaker": {"failure_threshold": None, "window_s": None, "recovery_s": None,
+                "transitions": {"*": {"from": None, "to": None, "level": None, "status": None, "message": None}}},
+}
+
+
+def _toml_kind(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if int in kinds or float in kinds:
+        return "a number"
+    names: dict[type, str] = {str: "a string", list: "an array", dict: "a table"}
+    return names.get(kinds[0], kinds[0].__name__)
+
+
+def _toml_value(value: Any) -> str:
+    """A value as the file shows it (TOML), not as Python prints it."""
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f'the string "{value}"'
+    if isinstance(value, int | float):
+        return f"the number {value:g}"
+    if isinstance(value, list):
+        return f"an array of {len(value)}"
+    if isinstance(value, dict):
+        return f"a table ({', '.join(sorted(value)) or 'empty'})"
+    return type(value).__name__
+
+
 class _Reader:
     """Reads keys out of parsed conventions data; every error names the file and the key."""
 
@@ -146,24 +186,38 @@ class _Reader:
 
     def need(self, table: Any, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
         if not isinstance(table, dict) or key not in table:
-            raise self.fail(f"missing key {where}{key}")
+            raise self.fail(f"missing key {where}{key}; expected {_toml_kind(kind)}")
         value = table[key]
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise self.fail(f"key {where}{key} has {value!r}; expected {getattr(kind, '__name__', kind)}")
+            raise self.fail(f"key {where}{key} has {_toml_value(value)}; expected {_toml_kind(kind)}")
         return value
 
     def positive(self, table: Any, key: str, where: str) -> float:
         value = float(self.need(table, key, where, _NUMBER))
         if value <= 0:
-            raise self.fail(f"key {where}{key} has {value!r}; expected a positive number")
+            raise self.fail(f"key {where}{key} has {_toml_value(value)}; expected a positive number")
         return value
+
+    def known_keys(self, table: Any, schema: Any, where: str = "") -> None:
+        """Refuse a key the schema does not know, suggesting the closest known one."""
+        if not isinstance(table, dict) or not isinstance(schema, dict):
+            return
+        for key, value in table.items():
+            if key in schema:
+                self.known_keys(value, schema[key], f"{where}{key}.")
+            elif "*" in schema:
+                self.known_keys(value, schema["*"], f"{where}{key}.")
+            else:
+                close = difflib.get_close_matches(str(key), list(schema), n=1, cutoff=0.6)
+                hint = f"; did you mean {where}{close[0]}?" if close else ""
+                raise self.fail(f"unknown key {where}{key}{hint} (known here: {', '.join(sorted(schema))})")
 
 
 def _band(read: _Reader, name: str, table: Any) -> Band:
     where = f"bands.{name}."
     better = read.need(table, "better", where, str)
     if better not in ("lower", "higher"):
-        raise read.fail(f"key {where}better has {better!r}; expected 'lower' or 'higher'")
+        raise read.fail(f"key {where}better has {_toml_value(better)}; expected \"lower\" or \"higher\"")
     names = ("optimal_below", "acceptable_max", "warning_max") if better == "lower" else (
         "optimal_above", "acceptable_min", "warning_min")
     edges = [float(read.need(table, key, where, _NUMBER)) for key in names]
@@ -180,14 +234,16 @@ def _breaker(read: _Reader, table: Any, statuses: dict[str, str]) -> BreakerDefa
         source, target = read.need(row, "from", where, str), read.need(row, "to", where, str)
         level, status = read.need(row, "level", where, str), read.need(row, "status", where, str)
         if source not in _STATES or target not in _STATES:
-            raise read.fail(f"key {where}from/to has {source!r}/{target!r}; expected one of {_STATES}")
+            raise read.fail(f"key {where}from/to has {_toml_value(source)}/{_toml_value(target)}; expected one of "
+                            f"{', '.join(_STATES)}")
         if level not in _LEVELS or status not in statuses:
-            raise read.fail(f"key {where}level/status has {level!r}/{status!r}; expected a level and a status")
+            raise read.fail(f"key {where}level/status has {_toml_value(level)}/{_toml_value(status)}; expected a "
+                            f"level ({', '.join(_LEVELS)}) and a status ({', '.join(statuses)})")
         transitions[(source, target)] = Transition(name, source, target, level, status,
                                                    read.need(row, "message", where, str))
     threshold = read.positive(table, "failure_threshold", "breaker.")
     if threshold != int(threshold):
-        raise read.fail(f"key breaker.failure_threshold has {threshold!r}; expected a positive integer")
+        raise read.fail(f"key breaker.failure_threshold has {_toml_value(threshold)}; expected a positive integer")
     return BreakerDefaults(int(threshold), read.positive(table, "window_s", "breaker."),
                            read.positive(table, "recovery_s", "breaker."), transitions)
 
@@ -195,13 +251,14 @@ def _breaker(read: _Reader, table: Any, statuses: dict[str, str]) -> BreakerDefa
 def load(data: dict[str, Any], source: str = PATH.name) -> Conventions:
     """Validate parsed conventions data; raises ConventionsError naming ``source`` and the offending key."""
     read = _Reader(source)
+    read.known_keys(data, _SCHEMA)
     components = read.need(data, "components", "", list)
     if not components or not all(isinstance(c, str) and c.isupper() for c in components):
-        raise read.fail(f"key components must list upper-case names, got {components!r}")
+        raise read.fail(f"key components has {_toml_value(components)}; expected an array of upper-case names")
     statuses = read.need(data, "statuses", "", dict)
     for status, level in statuses.items():
         if level not in _LEVELS:
-            raise read.fail(f"key statuses.{status} has {level!r}; expected one of {_LEVELS}")
+            raise read.fail(f"key statuses.{status} has {_toml_value(level)}; expected one of {', '.join(_LEVELS)}")
     outcomes_table = read.need(data, "band_outcomes", "", dict)
     outcomes: dict[str, tuple[str, str]] = {}
     for band in _BANDS:
@@ -209,7 +266,9 @@ def load(data: dict[str, Any], source: str = PATH.name) -> Conventions:
         level = read.need(outcome, "level", f"band_outcomes.{band}.", str)
         status = read.need(outcome, "status", f"band_outcomes.{band}.", str)
         if level not in _LEVELS or status not in statuses:
-            raise read.fail(f"key band_outcomes.{band} has an unknown level or status: {outcome!r}")
+            raise read.fail(f"key band_outcomes.{band} has level {_toml_value(level)} and status "
+                            f"{_toml_value(status)}; expected a level ({', '.join(_LEVELS)}) and a status "
+                            f"({', '.join(statuses)})")
         outcomes[band] = (level, status)
     bands = {name: _band(read, name, table) for name, table in read.need(data, "bands", "", dict).items()}
     slow = read.positive(read.need(data, "requests", "", dict), "slow_ms", "requests.")

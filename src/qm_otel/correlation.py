@@ -49,7 +49,10 @@ __all__ = [
     "CorrelationSpanProcessor",
     "correlation",
     "correlation_id",
+    "exception_context",
+    "exception_correlation_id",
     "install_outbound_propagator",
+    "mark_exception",
     "parse",
     "trace_id_for",
 ]
@@ -255,3 +258,36 @@ def correlation(correlation_id: str | None = None, name: str = "job") -> Iterato
             yield active
     finally:
         deactivate(token)
+
+
+# --- an unhandled exception carries its request's IDs out of the request ------------------------
+
+_EXC_CONTEXT = "_qm_otel_context"
+_EXC_CORRELATION = "_qm_otel_correlation_id"
+
+
+def mark_exception(exc: BaseException, context: otel_context.Context | None = None,
+                   correlation: str | None = None) -> None:
+    """Stamp ``exc`` with the request's trace context and correlation ID (the innermost stamp wins).
+
+    The server's "Exception in ASGI application" record is written after the request's context is
+    gone; the log pipeline reads these stamps from the record's exception, so that record still
+    carries the request's ``trace_id``, ``span_id`` and ``correlation_id``.
+    """
+    with contextlib.suppress(AttributeError, TypeError):  # an exception type without a __dict__
+        if context is not None and not hasattr(exc, _EXC_CONTEXT):
+            setattr(exc, _EXC_CONTEXT, context)
+        if correlation is not None and not hasattr(exc, _EXC_CORRELATION):
+            setattr(exc, _EXC_CORRELATION, correlation)
+
+
+def exception_context(exc: BaseException | None) -> otel_context.Context | None:
+    """The trace context stamped on ``exc`` by :func:`mark_exception`, if any."""
+    value = getattr(exc, _EXC_CONTEXT, None)
+    return value if isinstance(value, otel_context.Context) else None
+
+
+def exception_correlation_id(exc: BaseException | None) -> str | None:
+    """The correlation ID stamped on ``exc`` by :func:`mark_exception`, if any."""
+    value = getattr(exc, _EXC_CORRELATION, None)
+    return value if isinstance(value, str) else None

@@ -151,21 +151,35 @@ class QmOtelConfigurator:
         if role == "helper":
             return
         if role == "supervisor":
-            qm_otel.setup(traces_exporter="none", metrics_exporter="none", logs_exporter="none")
+            if not _setup_or_say_why(traces_exporter="none", metrics_exporter="none", logs_exporter="none"):
+                return
             os.register_at_fork(after_in_child=_become_worker)
-        else:
-            _setup_or_say_why()
+        elif not _setup_or_say_why():
+            return
         _instrument_new_apps()
 
 
-def _setup_or_say_why() -> None:
+def _setup_or_say_why(**options: Any) -> bool:
+    """``setup()``; a bad setting is one line on stderr, then no telemetry (or exit 2). Whether it is set up.
+
+    A log file that cannot be written only costs the file: logs go to stdout (and OTLP).
+    """
     try:
-        qm_otel.setup()
+        try:
+            qm_otel.setup(**options)
+        except ConfigError as exc:
+            if exc.setting != "log_file":
+                raise
+            print(f"qm-otel: {exc}; logging to stdout only", file=sys.stderr, flush=True)
+            _setup_without_log_file(**options)
     except ConfigError as exc:
-        if exc.setting != "log_file":
-            raise
-        print(f"qm-otel: {exc}; logging to stdout only", file=sys.stderr, flush=True)
-        _setup_without_log_file()
+        if os.environ.get("QM_OTEL_ON_CONFIG_ERROR", "").strip().lower() == "exit":
+            print(f"qm-otel: {exc}; stopping (QM_OTEL_ON_CONFIG_ERROR=exit)", file=sys.stderr, flush=True)
+            os._exit(2)  # from sitecustomize, before the application: nothing else to clean up
+        print(f"qm-otel: {exc}; telemetry is off for this process "
+              "(QM_OTEL_ON_CONFIG_ERROR=exit stops it instead)", file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 def _become_worker() -> None:
@@ -174,11 +188,11 @@ def _become_worker() -> None:
     _setup_or_say_why()
 
 
-def _setup_without_log_file() -> None:
+def _setup_without_log_file(**options: Any) -> None:
     """``setup()`` with ``QM_OTEL_LOG_FILE`` removed from this process's environment.
 
     It stays removed: an application that calls ``setup()`` itself then resolves the same settings
     (no second error, no "other settings" warning), and so do the workers it starts.
     """
     os.environ.pop("QM_OTEL_LOG_FILE", None)
-    qm_otel.setup()
+    qm_otel.setup(**options)

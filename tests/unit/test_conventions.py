@@ -94,3 +94,28 @@ def test_an_override_file_changes_only_what_it_names(tmp_path: Path) -> None:
     bad.write_text("[bands.response_time]\noptimal_below = 150\n")  # now above acceptable_max
     with pytest.raises(ConventionsError, match=r"bad\.toml .*bands\.response_time"):
         load_with_overrides(str(bad))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("[breakr]\nwindow_s = 5\n", "unknown key breakr; did you mean breaker?"),
+        ("[breaker]\nwindow = 5\n", "unknown key breaker.window; did you mean breaker.window_s?"),
+        ("[bands.memory]\noptimal_bellow = 40\n", "unknown key bands.memory.optimal_bellow; did you mean "
+                                                  "bands.memory.optimal_below?"),
+        ("[alerts]\nmemory_above = 90\n", "unknown key alerts.memory_above; did you mean alerts.memory_mb_above?"),
+        ("[breaker]\nwindow_s = \"10\"\n", 'key breaker.window_s has the string "10"; expected a number'),
+        ("[breaker]\nwindow_s = true\n", "key breaker.window_s has the boolean true; expected a number"),
+        ("[requests]\nslow_ms = -5\n", "key requests.slow_ms has the number -5; expected a positive number"),
+        ("[degradation]\nwindow = [1]\n", "key degradation.window has an array of 1; expected a number"),
+    ],
+)
+def test_every_bad_override_names_the_file_the_key_and_what_was_expected(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    path = tmp_path / "ours.toml"
+    path.write_text(override)
+    with pytest.raises(ConventionsError) as caught:
+        load_with_overrides(str(path))
+    assert str(caught.value).startswith(f"{path} (over conventions.toml): ")
+    assert message in str(caught.value)

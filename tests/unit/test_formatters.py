@@ -17,6 +17,7 @@ from qm_otel.logs.formatters import (
     JsonFormatter,
     PipeFormatter,
     TextFormatter,
+    extras_of,
     format_pipe,
     format_timestamp,
     parse_pipe,
@@ -176,7 +177,7 @@ def test_text_golden_lines() -> None:
     text = TextFormatter(colour=False)
     assert re.fullmatch(r"10:00:00\.048 WARNING  app\.module hello world", text.format(record()))
     assert text.format(record("Ready in 254ms", (), level=logging.INFO, **EVENT)) == (
-        "10:00:00.048 INFO     app.module BOOTSTRAP COMPLETE Ready in 254ms")
+        "10:00:00.048 INFO     app.module [job-42] BOOTSTRAP COMPLETE Ready in 254ms")
     coloured = TextFormatter(colour=True).format(record())
     assert "\x1b[33mWARNING " in coloured
 
@@ -196,3 +197,30 @@ def test_formatters_do_not_mutate_what_other_handlers_see() -> None:
     _all([JsonFormatter("svc"), PipeFormatter(), TextFormatter(colour=False)], rec)
     added = set(rec.__dict__) - set(before)
     assert added <= {"message"}  # what logging.Formatter.format itself adds
+
+
+def test_text_shows_the_correlation_id_when_it_is_not_the_trace_id() -> None:
+    tracer = TracerProvider().get_tracer("t")
+    text = TextFormatter(colour=False)
+    with tracer.start_as_current_span("request") as span:
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        same = text.format(record(correlation_id=trace_id))
+        chosen = text.format(record(correlation_id="order-1001"))
+    assert f"[trace {trace_id[:8]}] hello world" in same
+    assert f"[trace {trace_id[:8]} order-1001] hello world" in chosen
+
+
+def test_level_and_status_agree_unless_the_record_says_otherwise() -> None:
+    json_formatter, pipe = JsonFormatter("svc"), PipeFormatter()
+    for level, status in ((logging.INFO, "INFO"), (logging.WARNING, "INFO"), (logging.ERROR, "FAILURE"),
+                          (logging.CRITICAL, "FAILURE")):
+        assert json.loads(json_formatter.format(record(level=level)))["status"] == status
+        assert parse_pipe(pipe.format(record(level=level)))[4] == status
+    assert json.loads(json_formatter.format(failing_record()))["status"] == "FAILURE"
+    assert json.loads(json_formatter.format(record(level=logging.ERROR, status="TIMEOUT")))["status"] == "TIMEOUT"
+
+
+def test_logging_internal_fields_are_in_no_output() -> None:
+    rec = record(color_message="\x1b[1mhello\x1b[0m", user_id=7)
+    assert "color_message" not in json.loads(JsonFormatter("svc").format(rec))
+    assert extras_of(rec) == {"user_id": 7}

@@ -21,6 +21,10 @@ def _render(args: argparse.Namespace) -> int:
     from qm_otel.cli.render import stale, write
 
     root = Path(args.root)
+    if not _is_checkout(root):
+        print(f"qm-otel render works in a qm-otel checkout (a directory with its pyproject.toml and dashboards/); "
+              f"{root.resolve()} is not one: run it there, or pass --root", file=sys.stderr)
+        return 2
     if args.check:
         outdated = stale(root)
         for path in outdated:
@@ -29,6 +33,15 @@ def _render(args: argparse.Namespace) -> int:
     for path in write(root):
         print(f"wrote {path}")
     return 0
+
+
+def _is_checkout(root: Path) -> bool:
+    """Whether ``root`` is a qm-otel source checkout (what ``render`` writes into)."""
+    try:
+        project = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return 'name = "qm-otel"' in project and (root / "dashboards").is_dir()
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -61,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qm-otel", description="qm-otel: OpenTelemetry for Python web services")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="serve the demo service, drive traffic and show its telemetry")
-    demo.add_argument("--app", default="examples.demo_service:app", help="import string of the app to serve")
+    demo.add_argument("--app", default="qm_otel.cli.demo_service:app", help="import string of the app to serve")
     render = commands.add_parser("render", help="generate dashboards and alert rules from the conventions")
     render.add_argument("--root", default=".", help="the repository root (default: current directory)")
     render.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")

@@ -115,7 +115,7 @@ def _request(port: int, call: Call) -> tuple[int, str | None]:
         connection.close()
 
 
-def run_demo(app_path: str = "examples.demo_service:app", console: Console | None = None) -> int:
+def run_demo(app_path: str = "qm_otel.cli.demo_service:app", console: Console | None = None) -> int:
     """Run the demo; return the process exit code."""
     console = console or Console(width=None if sys.stdout.isatty() else 110)
     os.environ.setdefault("QM_OTEL_SERVICE_NAME", "qm-demo")

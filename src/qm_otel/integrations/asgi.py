@@ -16,10 +16,10 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.http import ExcludeList
 
 from qm_otel.conventions import Band, conventions
-from qm_otel.correlation import Correlation, accept, activate, deactivate, resolve
+from qm_otel.correlation import Correlation, accept, activate, deactivate, mark_exception, resolve
 from qm_otel.integrations.server import request_headers, request_url, route_template
 
-__all__ = ["CorrelationMiddleware", "RequestLog", "RequestLogMiddleware"]
+__all__ = ["UNMATCHED", "CorrelationMiddleware", "RequestLog", "RequestLogMiddleware"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,6 +29,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _TRACE_CONTEXT = TraceContextTextMapPropagator()
 _request_logger = logging.getLogger("qm_otel.requests")
+#: the request log's ``action`` for a request no route matched (a 404, a scanner probe)
+UNMATCHED = "unmatched"
+_WS_INTERNAL_ERROR = 1011
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 
 
@@ -99,7 +102,8 @@ class CorrelationMiddleware:
         header = (self._response_header, active.id.encode("ascii"))
 
         async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            # a WebSocket's accept (and a denial's response) carries the header as a response does
+            if message["type"] in ("http.response.start", "websocket.accept", "websocket.http.response.start"):
                 others = [(n, v) for n, v in message.get("headers", ()) if n.lower() != self._response_header]
                 message["headers"] = [*others, header]
             await send(message)
@@ -107,6 +111,9 @@ class CorrelationMiddleware:
         token = activate(active)
         try:
             await self.app(scope, receive, send_with_id)
+        except BaseException as exc:
+            mark_exception(exc, correlation=active.id)
+            raise
         finally:
             deactivate(token)
 
@@ -131,20 +138,49 @@ class RequestLog:
             return
         method = scope.get("method", "?")
         client = scope.get("client")
-        target = route or scope.get("path", "")
-        fields = {
+        path = scope.get("path", "")
+        fields: dict[str, Any] = {
             "band": self._band.band_of(duration_ms),
             "http_method": method,
-            "http_route": route,
             "http_status_code": status_code,
+            "url_path": path,
             "client_address": f"{client[0]}:{client[1]}" if client else None,
             "component": "API",
-            "action": f"{method} {target}",
+            # grouped and labelled (Loki, dashboards): the route template, never the raw path, whose
+            # values are unbounded (every scanner probe would be a new one); the path is in url_path
+            "action": f"{method} {route}" if route else f"{method} {UNMATCHED}",
             "status": "FAILURE" if failed else "SUCCESS",
             "event": "http_request",
             "duration_ms": round(duration_ms, 3),
         }
-        message = f"{method} {target} {status_code} {duration_ms:.1f}ms"
+        if route:
+            fields["http_route"] = route
+        message = f"{method} {route or path} {status_code} {duration_ms:.1f}ms"
+        _request_logger.handle(_request_logger.makeRecord(
+            _request_logger.name, level, __file__, 0, message, (), None, "request_log", fields))
+
+
+    def websocket(self, scope: Scope, close_code: int | None, duration_ms: float, route: str | None) -> None:
+        """Write the record for a WebSocket connection that closed with ``close_code`` after ``duration_ms``."""
+        failed = close_code == _WS_INTERNAL_ERROR
+        level = logging.ERROR if failed else logging.INFO
+        if not _request_logger.isEnabledFor(level):
+            return
+        client = scope.get("client")
+        path = scope.get("path", "")
+        fields: dict[str, Any] = {
+            "websocket_close_code": close_code,
+            "url_path": path,
+            "client_address": f"{client[0]}:{client[1]}" if client else None,
+            "component": "API",
+            "action": f"WS {route}" if route else f"WS {UNMATCHED}",
+            "status": "FAILURE" if failed else "SUCCESS",
+            "event": "websocket_connection",
+            "duration_ms": round(duration_ms, 3),
+        }
+        if route:
+            fields["http_route"] = route
+        message = f"WS {route or path} closed {close_code if close_code is not None else '-'} {duration_ms:.1f}ms"
         _request_logger.handle(_request_logger.makeRecord(
             _request_logger.name, level, __file__, 0, message, (), None, "request_log", fields))
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -48,6 +48,7 @@ from opentelemetry.util.http import (
 )
 
 from qm_otel._version import __version__
+from qm_otel.correlation import mark_exception
 from qm_otel.redaction import redact_query
 
 __all__ = [
@@ -64,13 +65,25 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-RequestLogWriter = Callable[[Scope, int, float, "str | None"], None]
+
+
+class RequestLogWriter(Protocol):
+    """Writes the request-log record of an HTTP request, and of a WebSocket connection."""
+
+    def __call__(self, scope: Scope, status_code: int, duration_ms: float, route: str | None) -> None:
+        """The record of an HTTP request."""
+
+    def websocket(self, scope: Scope, close_code: int | None, duration_ms: float, route: str | None) -> None:
+        """The record of a WebSocket connection, when it has closed."""
+
+
 
 #: the stable HTTP conventions' schema, as the contrib instrumentation declares it
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.21.0"
 #: the advisory buckets of ``http.server.request.duration`` (seconds), as the conventions give them
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _MAX_USER_AGENTS = 1024
+_WS_INTERNAL_ERROR = 1011  # the close code of a WebSocket whose handler raised
 
 
 def route_template(scope: Scope) -> str | None:
@@ -256,11 +269,9 @@ class ServerTelemetryMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Trace, measure and log one HTTP or WebSocket connection; other scopes pass straight through."""
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        headers = request_headers(scope)
-        if self._excluded_url(scope, headers):
+        traced = scope["type"] in ("http", "websocket")
+        headers = request_headers(scope) if traced else {}
+        if not traced or self._excluded_url(scope, headers):
             await self.app(scope, receive, send)
             return
         method = sanitize_method(scope.get("method", "").strip()) or ""
@@ -278,8 +289,7 @@ class ServerTelemetryMiddleware:
                                                       kind=kind, attributes=attributes)
         request.context = trace.set_span_in_context(span, parent)
         span_token = otel_context.attach(request.context)
-        http = scope["type"] == "http"
-        if http:
+        if http := scope["type"] == "http":
             self._active.change(request.active, 1)
         request.request_size = _size(headers.get("content-length"))
 
@@ -300,8 +310,12 @@ class ServerTelemetryMiddleware:
                 self._finish(request, None)
 
         try:
-            await self.app(scope, receive, send_and_observe if http else send)
+            if http:
+                await self.app(scope, receive, send_and_observe)
+            else:
+                await self.app(scope, *_websocket_channels(request, receive, send))
         except BaseException as exc:
+            mark_exception(exc, request.context)
             self._finish(request, exc)
             raise
         finally:
@@ -334,8 +348,15 @@ class ServerTelemetryMiddleware:
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
                 if status is None:
                     span.set_attribute("error.type", type(exc).__qualname__)
-        if self._request_log is not None and scope["type"] == "http":
-            self._request_log(scope, request.status or 500, (time.perf_counter() - request.started) * 1000.0, route)
+        if self._request_log is not None:
+            duration_ms = (time.perf_counter() - request.started) * 1000.0
+            if scope["type"] == "http":
+                self._request_log(scope, request.status or 500, duration_ms, route)
+            else:
+                close_code = request.close_code
+                if close_code is None and exc is not None:
+                    close_code = _WS_INTERNAL_ERROR
+                self._request_log.websocket(scope, close_code, duration_ms, route)
         span.end()
 
     def _measure(self, request: _Request) -> None:
@@ -359,11 +380,30 @@ class ServerTelemetryMiddleware:
             self._request_size.record(request.request_size, metric, context=request.context)
 
 
+def _websocket_channels(request: _Request, receive: Receive, send: Send) -> tuple[Receive, Send]:
+    """``receive`` and ``send`` that note a WebSocket's close code, whichever side closes it."""
+
+    async def receive_websocket() -> Message:
+        message = await receive()
+        if message["type"] == "websocket.disconnect" and request.close_code is None:
+            request.close_code = int(message.get("code", 1005))
+        return message
+
+    async def send_websocket(message: Message) -> None:
+        if message["type"] == "websocket.close":
+            request.close_code = int(message.get("code", 1000))
+        elif message["type"] == "websocket.http.response.start":  # the handshake was denied
+            request.status = int(message["status"])
+        await send(message)
+
+    return receive_websocket, send_websocket
+
+
 class _Request:
     """One request in flight: what the middleware knows of it, filled in as the response is sent."""
 
-    __slots__ = ("active", "attributes", "context", "finished", "method", "request_size", "response_size", "route",
-                 "scope", "span", "started", "status")
+    __slots__ = ("active", "attributes", "close_code", "context", "finished", "method", "request_size",
+                 "response_size", "route", "scope", "span", "started", "status")
 
     def __init__(self, scope: Scope, method: str, attributes: dict[str, Any]) -> None:
         self.scope = scope
@@ -377,6 +417,7 @@ class _Request:
         self.response_size: int | None = None
         self.request_size: int | None = None
         self.route: str | None = None
+        self.close_code: int | None = None  # a WebSocket's, from whichever side closed it
         self.finished = False
 
 

@@ -25,15 +25,19 @@ from opentelemetry import trace
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 from qm_otel import _state
+from qm_otel.correlation import exception_context
 
 __all__ = [
+    "INTERNAL_ATTRS",
     "RESERVED_ATTRS",
     "JsonFormatter",
     "PipeFormatter",
     "TextFormatter",
+    "extras_of",
     "format_pipe",
     "format_timestamp",
     "parse_pipe",
+    "status_of",
     "trace_ids",
 ]
 
@@ -43,8 +47,18 @@ RESERVED_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict_
     "message", "asctime", "taskName", "getMessage"}
 #: fields the formatters write themselves; every other non-standard record attribute is an ``extra``
 _OWN_FIELDS = frozenset({"correlation_id", "event", "component", "action", "status", "duration_ms"})
-#: extras left out of the JSON line: uvicorn's coloured copy of its message
-_NOT_IN_JSON = _OWN_FIELDS | {"color_message"}
+#: logging-internal attributes some libraries add, never an extra in any output (stdout, file, OTLP):
+#: uvicorn's coloured copy of its message
+INTERNAL_ATTRS = frozenset({"color_message"})
+_NOT_IN_JSON = _OWN_FIELDS | INTERNAL_ATTRS
+
+
+def status_of(record: logging.LogRecord) -> str:
+    """The record's execution-log status: its own, else FAILURE at ERROR and above, else INFO."""
+    status = record.__dict__.get("status")
+    if status is not None:
+        return str(status)
+    return "FAILURE" if record.levelno >= logging.ERROR else "INFO"  # the conventions: FAILURE goes with ERROR
 
 
 #: a ``LogRecord``'s own attributes, in the order its constructor sets them (extras come after)
@@ -61,7 +75,7 @@ def extras_of(record: logging.LogRecord) -> dict[str, Any]:
     standard = len(_STANDARD)
     if len(items) >= standard and items[standard - 1][0] == _STANDARD[-1] and items[0][0] == _STANDARD[0]:
         items = items[standard:]
-    return {key: value for key, value in items if key not in RESERVED_ATTRS}
+    return {key: value for key, value in items if key not in RESERVED_ATTRS and key not in INTERNAL_ATTRS}
 
 
 #: the last second formatted and its text: ``strftime`` once per second, not once per record
@@ -80,9 +94,17 @@ def format_timestamp(created: float) -> str:
     return f"{text}.{int((created - seconds) * 1000):03d}Z"
 
 
-def trace_ids() -> tuple[str, str] | None:
-    """The current span's trace and span IDs as lower-case hex, or None outside a span."""
+def trace_ids(record: logging.LogRecord | None = None) -> tuple[str, str] | None:
+    """The current span's trace and span IDs as lower-case hex, or None outside a span.
+
+    Outside a span, a ``record`` whose exception left a request carries that request's IDs
+    (:func:`qm_otel.correlation.mark_exception`): the server's crash report is written after it.
+    """
     context = trace.get_current_span().get_span_context()
+    if not context.is_valid and record is not None and record.exc_info:
+        stamped = exception_context(record.exc_info[1])
+        if stamped is not None:
+            context = trace.get_current_span(stamped).get_span_context()
     if not context.is_valid:
         return None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
@@ -144,7 +166,7 @@ class JsonFormatter(OrjsonFormatter):
         """Serialise ``record`` whose extras (:func:`extras_of`) are already collected."""
         record.message = _message(record)
         get = record.__dict__.get
-        ids = trace_ids()
+        ids = trace_ids(record)
         data: dict[str, Any] = {
             "timestamp": format_timestamp(record.created),
             "level": record.levelname,
@@ -157,7 +179,7 @@ class JsonFormatter(OrjsonFormatter):
             "event": get("event"),
             "component": get("component", "SYSTEM"),
             "action": get("action", "LOG"),
-            "status": get("status", "INFO"),
+            "status": status_of(record),
             "duration_ms": get("duration_ms"),
         }
         for key, value in extras.items():
@@ -222,7 +244,7 @@ class PipeFormatter(logging.Formatter):
                 str(get("component", "SYSTEM")),
                 str(get("action", "LOG")),
                 "" if duration is None else _stringify(duration),
-                str(get("status", "INFO")),
+                status_of(record),
                 details,
             ]
         )
@@ -239,7 +261,11 @@ _RESET = "\x1b[0m"
 
 
 class TextFormatter(logging.Formatter):
-    """``HH:MM:SS.mmm LEVEL    logger [trace 1a2b3c4d] message``, coloured only on a TTY."""
+    """``HH:MM:SS.mmm LEVEL    logger [trace 1a2b3c4d] message``, coloured only on a TTY.
+
+    When the request's correlation ID is not its trace ID (an ID the client chose), it is shown
+    too: ``[trace 1a2b3c4d order-1001]``.
+    """
 
     def __init__(self, colour: bool | None = None) -> None:
         super().__init__()
@@ -248,8 +274,10 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """Render one record as one readable line (plus the traceback, if any)."""
         stamp = format_timestamp(record.created)[11:23]
-        ids = trace_ids()
-        short = f" [trace {ids[0][:8]}]" if ids else ""
+        ids = trace_ids(record)
+        correlation = record.__dict__.get("correlation_id")
+        shown = f" {correlation}" if correlation and (not ids or str(correlation) != ids[0]) else ""
+        short = f" [trace {ids[0][:8]}{shown}]" if ids else (f" [{correlation}]" if correlation else "")
         level = f"{record.levelname:<8}"
         if self._colour:
             level = f"{_COLOURS.get(record.levelname, '')}{level}{_RESET}"

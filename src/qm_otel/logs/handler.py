@@ -25,7 +25,9 @@ from opentelemetry._logs import LogRecord, NoOpLogger
 from opentelemetry.context import get_current
 from opentelemetry.instrumentation.log_utils import std_to_otel
 from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.trace import get_current_span
 
+from qm_otel.correlation import exception_context
 from qm_otel.logs.formatters import JsonFormatter, extras_of
 
 __all__ = ["TelemetryHandler", "otel_attributes"]
@@ -88,10 +90,13 @@ class TelemetryHandler(logging.Handler):
         if logger is None or isinstance(logger, NoOpLogger):
             return
         attributes, event_name = otel_attributes(record, extras)
+        context = get_current()
+        if record.exc_info and not get_current_span(context).get_span_context().is_valid:
+            context = exception_context(record.exc_info[1]) or context  # a crash report after its request
         logger.emit(LogRecord(
             timestamp=int(record.created * 1e9),
             observed_timestamp=time_ns(),
-            context=get_current() or None,
+            context=context or None,
             severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
             severity_number=std_to_otel(record.levelno),
             body=record.getMessage(),

@@ -22,7 +22,7 @@ from opentelemetry import _logs
 from opentelemetry.sdk._logs import LoggerProvider
 
 from qm_otel.config import ConfigError, Settings
-from qm_otel.correlation import correlation_id
+from qm_otel.correlation import correlation_id, exception_correlation_id
 from qm_otel.logs.files import RotatingGzipFileHandler
 from qm_otel.logs.formatters import JsonFormatter, PipeFormatter, TextFormatter
 from qm_otel.logs.handler import TelemetryHandler
@@ -61,6 +61,8 @@ class CorrelationFilter(logging.Filter):
         """Add the field when a correlation is active and the record has none."""
         if "correlation_id" not in record.__dict__:
             value = correlation_id()
+            if value is None and record.exc_info:  # a crash report written after its request ended
+                value = exception_correlation_id(record.exc_info[1])
             if value is not None:
                 record.correlation_id = value
         return True
@@ -138,6 +140,7 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
     root = logging.getLogger()
     remove_log_handlers([h for h in root.handlers if getattr(h, _TAG, False)])
     handlers: list[logging.Handler] = []
+    replaced: list[logging.Handler] = []
     if settings.log_config is not None:
         _from_file(settings.log_config)
         for handler in root.handlers:
@@ -145,6 +148,9 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
     else:
         exporting = logger_provider is not None and not any(_foreign_otel_handler(h) for h in root.handlers)
         writing = settings.stdout_format != "none"
+        replaced = _console_handlers(root) if writing else []
+        for handler in replaced:
+            root.removeHandler(handler)
         if exporting or writing:  # one handler, one pass per record: the stdout line and the OTLP record
             handlers.append(TelemetryHandler(
                 _formatter(settings.stdout_format, settings) if writing else None,
@@ -163,9 +169,38 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
         handlers.append(file_handler)
     for handler in handlers:
         root.addHandler(_tag(handler))
+    if replaced:
+        logging.getLogger("qm_otel").info(
+            "qm-otel replaced the root logger's console handler(s) %s (set up before it, e.g. by "
+            "logging.basicConfig): each record is now written once, by qm-otel; handlers writing elsewhere "
+            "are kept", ", ".join(_describe(h) for h in replaced))
     route_uvicorn_loggers(settings)
     redact_logged_urls(settings.sensitive_fields)
     return handlers
+
+
+def _console_handlers(root: logging.Logger) -> list[logging.Handler]:
+    """The root's handlers that print to this process's stdout or stderr (not qm-otel's, not files)."""
+    found = []
+    for handler in root.handlers:
+        if getattr(handler, _TAG, False) or isinstance(handler, logging.FileHandler):
+            continue
+        stream = getattr(handler, "stream", None) if isinstance(handler, logging.StreamHandler) else None
+        if stream is None:
+            continue
+        try:
+            console = stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__) or stream.fileno() in (1, 2)
+        except (AttributeError, OSError, ValueError):  # a stream without a file descriptor (StringIO)
+            console = False
+        if console:
+            found.append(handler)
+    return found
+
+
+def _describe(handler: logging.Handler) -> str:
+    stream = getattr(handler, "stream", None)
+    name = getattr(stream, "name", "?")
+    return f"{type(handler).__name__}({name})"
 
 
 def check_log_file(settings: Settings) -> None:

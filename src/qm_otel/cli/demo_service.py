@@ -2,8 +2,8 @@
 
 Run it either way; both give the same telemetry:
 
-    uvicorn examples.demo_service:app                        # setup() below wires everything
-    opentelemetry-instrument uvicorn examples.demo_service:app
+    uvicorn qm_otel.cli.demo_service:app                        # setup() below wires everything
+    opentelemetry-instrument uvicorn qm_otel.cli.demo_service:app
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ _inventory_calls = itertools.count(1)
 
 @app.get("/")
 async def index() -> dict[str, str]:
+    """The service's name and where its API docs are."""
     log.info("index served")
     return {"service": "qm-otel demo", "docs": "/docs"}
 
 
 @app.get("/items/{item_id}")
 async def get_item(item_id: int) -> dict[str, int | str]:
+    """An item; a non-positive ID is a logged 4xx."""
     if item_id <= 0:
         log.warning("rejected item id %d", item_id)
         raise HTTPException(status_code=404, detail="no such item")
@@ -74,18 +76,21 @@ async def checkout(sku: str, request: Request) -> dict[str, int | str]:
 
 @qm_otel.timed("TEMPLATE", "build_report", rows=1200)
 async def build_report() -> None:
+    """Slow work, timed by ``qm_otel.timed``."""
     await asyncio.sleep(0.25)
     log.info("report built")
 
 
 @app.get("/slow")
 async def slow() -> dict[str, str]:
+    """A route over the response-time bands."""
     await build_report()  # a span, a record with duration_ms and a qm_otel.timed.duration point
     return {"report": "ready"}
 
 
 @app.post("/events")
 async def events() -> dict[str, int]:
+    """Execution-log events at several statuses."""
     qm_otel.event("FAMILY", "close_month", message="month closed", event="month_closed", month="2025-09")
     qm_otel.event("API", "send_invoices", "RETRY", message="invoice sending retried", invoices=3)
     return {"events": 2}
