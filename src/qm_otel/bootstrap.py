@@ -273,6 +273,21 @@ class _Extras:
     metric_readers: Sequence[MetricReader] = ()
 
 
+def _destinations(settings: Settings, extras: _Extras) -> str:
+    """Where each signal goes, as the start-up record says it (``traces → otlp + in-process``)."""
+    parts = []
+    for name, exporter_kind, extra in (("traces", settings.traces_exporter, extras.span_processors),
+                                       ("metrics", settings.metrics_exporter, extras.metric_readers),
+                                       ("logs", settings.logs_exporter, extras.log_processors)):
+        targets = [exporter_kind] if exporter_kind != "none" else []
+        if extra:
+            targets.append("in-process")
+        parts.append(f"{name} → {' + '.join(targets) or 'off'}")
+    exporting = "otlp" in (settings.traces_exporter, settings.metrics_exporter, settings.logs_exporter)
+    where = f" ({settings.exporter_protocol} {settings.exporter_endpoint})" if exporting else ""
+    return ", ".join(parts) + where
+
+
 def _build(settings: Settings, conventions: Conventions, extras: _Extras, started: float) -> Telemetry:
     """Build the pipeline with the state room holding the settings; on failure, leave it empty."""
     _state.set_state(_state.State(settings, conventions))
@@ -295,9 +310,7 @@ def _build_signals(settings: Settings, conventions: Conventions, extras: _Extras
                                   f"({settings.environment})")
     tracer_provider = build_tracer_provider(settings, resource, extras.span_processors)
     meter_provider, instruments = build_meter_provider(settings, resource, extras.metric_readers)
-    _checkpoint("CORE", started, f"providers ready: traces → {settings.traces_exporter}, metrics → "
-                                 f"{settings.metrics_exporter}, logs → {settings.logs_exporter} "
-                                 f"({settings.exporter_protocol} {settings.exporter_endpoint})")
+    _checkpoint("CORE", started, f"providers ready: {_destinations(settings, extras)}")
     telemetry = Telemetry(settings, resource, tracer_provider, meter_provider, logger_provider, handlers,
                           shorten_switch_interval(settings))
     _state.with_telemetry(telemetry, instruments)

@@ -224,3 +224,13 @@ def test_logging_internal_fields_are_in_no_output() -> None:
     rec = record(color_message="\x1b[1mhello\x1b[0m", user_id=7)
     assert "color_message" not in json.loads(JsonFormatter("svc").format(rec))
     assert extras_of(rec) == {"user_id": 7}
+
+
+def test_text_does_not_repeat_what_the_message_already_says() -> None:
+    text = TextFormatter(colour=False)
+    request = record("GET /items/{item_id} 200 2.3ms", (), level=logging.INFO, component="API",
+                     action="GET /items/{item_id}", status="SUCCESS")
+    timed = record("TEMPLATE build_report SUCCESS", (), level=logging.INFO, component="TEMPLATE",
+                   action="build_report", status="SUCCESS")
+    assert text.format(request).endswith("app.module API GET /items/{item_id} 200 2.3ms")
+    assert text.format(timed).endswith("app.module TEMPLATE build_report SUCCESS")

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import uvicorn
 from rich.console import Console
+from rich.table import Table
 
 import qm_otel
 from qm_otel.cli.terminal import render
@@ -115,11 +116,21 @@ def _request(port: int, call: Call) -> tuple[int, str | None]:
         connection.close()
 
 
+def _origin(call: Call, answered: str | None) -> str:
+    """Where the answered correlation ID came from, in a few words."""
+    if call.correlation_id is None:
+        return "trace ID"
+    if answered == call.correlation_id:
+        return "client"
+    return f"refused {call.correlation_id!r}"
+
+
 def run_demo(app_path: str = "qm_otel.cli.demo_service:app", console: Console | None = None) -> int:
     """Run the demo; return the process exit code."""
-    console = console or Console(width=None if sys.stdout.isatty() else 110)
+    # a terminal's own width; COLUMNS when set (rich reads it); else 100 for a pipe or a log file
+    console = console or Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 100)
     os.environ.setdefault("QM_OTEL_SERVICE_NAME", "qm-demo")
-    os.environ.setdefault("QM_OTEL_LOG_FORMAT", "text")
+    os.environ.setdefault("QM_OTEL_LOG_FORMAT", "none")  # the records are drawn in each request's panel
     endpoint = resolve_settings({}, os.environ).exporter_endpoint
     online = collector_reachable(endpoint)
     if not online:
@@ -127,19 +138,24 @@ def run_demo(app_path: str = "qm_otel.cli.demo_service:app", console: Console | 
             os.environ[f"QM_OTEL_{signal_name}_EXPORTER"] = "none"
     capture = Capture()
     telemetry = qm_otel.setup(**capture.setup_kwargs())
-    where = f"the collector at {endpoint}" if online else "memory (no collector answered at " + endpoint + ")"
-    console.rule(f"[bold]qm-otel demo[/] · service {telemetry.settings.service_name} · telemetry → {where}")
+    console.rule(f"[bold]qm-otel demo[/] · service {telemetry.settings.service_name}")
+    where = f"the collector at {endpoint}" if online else f"memory (no collector answered at {endpoint})"
+    console.print(f"telemetry → {where}", highlight=False)
     app = _load_app(app_path)
     port = _free_port()
     server, thread = _serve(app, port)
+    traffic = Table(title="the demo's requests", header_style="bold", box=None, pad_edge=False)
+    traffic.add_column("request", no_wrap=True)
+    traffic.add_column("status", justify="right", no_wrap=True)
+    traffic.add_column("X-Correlation-ID answered", no_wrap=True)
+    traffic.add_column("from", overflow="fold", style="dim")
     for call in TRAFFIC:
         if call.wait_s:
-            console.print(f"[dim]… waiting {call.wait_s}s for the circuit breaker's recovery time[/]")
+            traffic.add_row("(pause)", "", "", f"{call.wait_s:g} s: breaker recovery")
             time.sleep(call.wait_s)
         status, correlation_id = _request(port, call)
-        sent = f"sent X-Correlation-ID {call.correlation_id!r}, " if call.correlation_id else ""
-        console.print(f"[bold]→ {call.method} {call.path}[/] answered {status} · {sent}"
-                      f"got X-Correlation-ID {correlation_id or '-'}", markup=True, highlight=False)
+        traffic.add_row(f"{call.method} {call.path}", str(status), correlation_id or "-", _origin(call, correlation_id))
+    console.print(traffic)
     server.should_exit = True
     thread.join(timeout=10)
     telemetry.force_flush()
@@ -149,7 +165,7 @@ def run_demo(app_path: str = "qm_otel.cli.demo_service:app", console: Console | 
         capture.logs.get_finished_logs(),
         capture.metrics.get_metrics_data(),
     )
-    console.print(f"{drawn} request traces drawn; /healthz and /readyz are excluded from traces by default.")
+    console.print(f"{drawn} request traces drawn (/healthz and /readyz are not traced).")
     if online:
         console.print(
             "Grafana: http://127.0.0.1:3000/d/qm-otel-service (pick service qm-demo) — Explore: "

@@ -38,47 +38,62 @@ def _depth_first(spans: Sequence[ReadableSpan]) -> list[tuple[int, ReadableSpan]
     return ordered
 
 
-def waterfall(spans: Sequence[ReadableSpan]) -> Table:
+def waterfall(spans: Sequence[ReadableSpan], bar_width: int = _BAR_WIDTH) -> Table:
     """One trace as a table: indented span names, durations and bars on a shared time axis."""
     rows = _depth_first(spans)
     start = min(span.start_time or 0 for span in spans)
     end = max(span.end_time or 0 for span in spans)
     total = max(end - start, 1)
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    table.add_column("span", no_wrap=True)
-    table.add_column("kind", style="dim")
-    table.add_column("ms", justify="right")
-    table.add_column("timeline", no_wrap=True)
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False, expand=False)
+    table.add_column("span", overflow="fold", ratio=3)
+    table.add_column("kind", style="dim", no_wrap=True)
+    table.add_column("ms", justify="right", no_wrap=True)
+    table.add_column("timeline", no_wrap=True, width=bar_width)
     for depth, span in rows:
-        offset = round(((span.start_time or start) - start) / total * _BAR_WIDTH)
-        width = max(1, round(((span.end_time or end) - (span.start_time or start)) / total * _BAR_WIDTH))
+        offset = round(((span.start_time or start) - start) / total * bar_width)
+        width = max(1, round(((span.end_time or end) - (span.start_time or start)) / total * bar_width))
         failed = span.status.status_code is StatusCode.ERROR
-        bar = Text(" " * offset) + Text("█" * min(width, _BAR_WIDTH - offset or 1), "red" if failed else "cyan")
+        bar = Text(" " * offset) + Text("█" * min(width, bar_width - offset or 1), "red" if failed else "cyan")
         duration_ms = ((span.end_time or end) - (span.start_time or start)) / 1e6
         name = Text("  " * depth + span.name, style="red" if failed else "")
         table.add_row(name, span.kind.name.lower(), f"{duration_ms:.1f}", bar)
     return table
 
 
-def _log_lines(records: Iterable[ReadableLogRecord]) -> Text:
-    text = Text()
+def _log_lines(records: Iterable[ReadableLogRecord], *, skip_request_log: bool = False) -> Table:
+    """Log records as a table (level, logger, message): rich wraps the message column, not the row."""
+    table = Table(show_header=False, box=None, pad_edge=False, expand=False)
+    table.add_column("level", no_wrap=True)
+    table.add_column("logger", style="dim", no_wrap=True)
+    table.add_column("message", overflow="fold")
     for readable in sorted(records, key=lambda r: r.log_record.timestamp or 0):
         record = readable.log_record
-        level = record.severity_text or "?"
         scope = readable.instrumentation_scope.name if readable.instrumentation_scope else ""
-        text.append(f"  {level:<5} ", style=_LEVEL_STYLE.get(level, ""))
-        text.append(f"{scope:<16} ", style="dim")
-        text.append(f"{record.body!s}\n")
-    return text
+        if skip_request_log and scope == "qm_otel.requests":
+            continue  # the panel's title already says method, route, status
+        level = record.severity_text or "?"
+        table.add_row(Text(level, style=_LEVEL_STYLE.get(level, "")), scope, str(record.body))
+    return table
 
 
 def _request_title(root: ReadableSpan) -> str:
+    """``GET /checkout/{sku} → 502`` (the IDs go in the panel, where they never get cut)."""
+    status = (root.attributes or {}).get("http.response.status_code", "?")
+    return f"{root.name} → {status}"
+
+
+def _ids(root: ReadableSpan) -> Table:
+    """The trace ID, and the correlation ID when the client chose it: one line each."""
     attributes = root.attributes or {}
-    status = attributes.get("http.response.status_code", "?")
     trace_id = format(root.context.trace_id, "032x") if root.context else "?"
     correlation = attributes.get("correlation.id")
-    shown = f"  correlation.id={correlation}" if correlation and correlation != trace_id else ""
-    return f"{root.name}  →  {status}   trace_id={trace_id}{shown}"
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("trace_id", trace_id)
+    if correlation and correlation != trace_id:
+        grid.add_row("correlation.id", str(correlation))
+    return grid
 
 
 #: attributes worth a column in the terminal; the rest stay in the exported data
@@ -89,24 +104,31 @@ _QUIET_METRICS = frozenset({"http.server.active_requests", "http.server.request.
                             "http.server.response.body.size", "process.memory.usage"})
 
 
+def _number(value: float, unit: str) -> str:
+    """A value for people: seconds as ms, ``{...}`` units dropped, no float noise."""
+    if unit == "s":
+        return f"{value * 1000:.1f} ms"
+    shown = "" if unit.startswith("{") or not unit else f" {unit}"
+    return f"{value:,.0f}{shown}" if float(value).is_integer() else f"{value:,.3g}{shown}"
+
+
 def _point_row(unit: str, point: Any) -> tuple[str, str]:
     attributes = point.attributes or {}
     labels = " ".join(str(attributes[key]) for key in _KEY_ATTRIBUTES if key in attributes)
     if isinstance(point, NumberDataPoint):
-        return labels, f"{point.value}"
+        return labels, _number(point.value, unit)
     count = point.count
     mean = point.sum / count if count else 0.0
-    scale = 1000.0 if unit == "s" else 1.0
-    shown = "ms" if unit == "s" else unit
-    return labels, f"n={count}  mean={mean * scale:.1f}{shown}  max={point.max * scale:.1f}{shown}"
+    if count == 1:
+        return labels, _number(mean, unit)
+    return labels, f"n={count} mean {_number(mean, unit)} max {_number(point.max, unit)}"
 
 
 def metrics_table(data: MetricsData | None) -> Table:
-    """Every metric point the reader collected, one row per attribute set."""
-    table = Table(title="key metrics", show_lines=False, header_style="bold")
-    table.add_column("metric", no_wrap=True)
-    table.add_column("method route status / peer")
-    table.add_column("value", no_wrap=True)
+    """Every metric point the reader collected: the metric's name, then one row per attribute set."""
+    table = Table(title="key metrics", show_lines=False, header_style="bold", box=None, pad_edge=False)
+    table.add_column("metric · method route status / peer", overflow="fold")
+    table.add_column("value", no_wrap=True, justify="right")
     if data is None:
         return table
     for resource_metrics in data.resource_metrics:
@@ -118,8 +140,14 @@ def metrics_table(data: MetricsData | None) -> Table:
                 if isinstance(metric.data, Gauge):  # one series per state: show the one that is 1
                     points = [p for p in points if getattr(p, "value", 1) != 0]
                 rows = sorted(_point_row(metric.unit or "", point) for point in points)
+                if not rows:
+                    continue
+                if len(rows) == 1 and not rows[0][0]:
+                    table.add_row(Text(metric.name, style="bold"), rows[0][1])
+                    continue
+                table.add_row(Text(metric.name, style="bold"), "")
                 for labels, value in rows:
-                    table.add_row(metric.name, labels, value)
+                    table.add_row(f"  {labels}", value)
     return table
 
 
@@ -152,10 +180,11 @@ def render(
         root = root_of(trace_spans)
         if root.kind is not SpanKind.SERVER:
             continue
-        body: list[Any] = [waterfall(trace_spans)]
+        bar_width = max(10, min(_BAR_WIDTH, console.width - 60))
+        body: list[Any] = [_ids(root), waterfall(trace_spans, bar_width)]
         if logs_by_trace.get(trace_id):
             body.append(Text("logs of this trace:", style="bold"))
-            body.append(_log_lines(logs_by_trace[trace_id]))
+            body.append(_log_lines(logs_by_trace[trace_id], skip_request_log=True))
         failed = root.status.status_code is StatusCode.ERROR
         console.print(Panel(Group(*body), title=_request_title(root), border_style="red" if failed else "blue"))
         drawn += 1

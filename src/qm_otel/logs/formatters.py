@@ -260,6 +260,19 @@ _COLOURS = {
 _RESET = "\x1b[0m"
 
 
+def _event_prefix(record: logging.LogRecord, message: str) -> str:
+    """``COMPONENT action `` for an execution-log record, without repeating what the message says."""
+    get = record.__dict__.get
+    if get("status") is None:
+        return ""
+    component, action = str(get("component", "")), str(get("action", ""))
+    if message.startswith(f"{component} {action}"):
+        return ""
+    if action and message.startswith(action):
+        return f"{component} "
+    return f"{component} {action} "
+
+
 class TextFormatter(logging.Formatter):
     """``HH:MM:SS.mmm LEVEL    logger [trace 1a2b3c4d] message``, coloured only on a TTY.
 
@@ -281,9 +294,8 @@ class TextFormatter(logging.Formatter):
         level = f"{record.levelname:<8}"
         if self._colour:
             level = f"{_COLOURS.get(record.levelname, '')}{level}{_RESET}"
-        status = record.__dict__.get("status")
-        prefix = f"{record.__dict__.get('component', '')} {record.__dict__.get('action', '')} " if status else ""
-        line = f"{stamp} {level} {record.name}{short} {prefix}{_message(record)}"
+        message = _message(record)
+        line = f"{stamp} {level} {record.name}{short} {_event_prefix(record, message)}{message}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
