@@ -77,6 +77,8 @@ VARIANTS = (
     Variant("qm-setup", "qm-otel `setup()`", MAIN, "benchmarks.apps.qm_setup", logs_per_request=2),
     Variant("qm-instrument", "qm-otel `opentelemetry-instrument`", MAIN, "benchmarks.apps.plain", zero_code=True,
             logs_per_request=2),
+    Variant("qm-nocode", "qm-otel `setup()`, code location off", MAIN, "benchmarks.apps.qm_setup", logs_per_request=2,
+            env={"QM_OTEL_LOG_CODE_LOCATION": "false"}),
     # the stock distro exports the app's log line only at WARNING and above (root logger default): 0 per request
     Variant("stock", "stock `opentelemetry-distro`", SIDE / "stock" / "bin", "benchmarks.apps.plain", zero_code=True,
             env=STOCK_ENV, logs_per_request=0,

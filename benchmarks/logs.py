@@ -1,7 +1,8 @@
 """Log records/s end to end: ``logger.info(..., extra=...)`` to one stdout line, in a fresh process each.
 
 Variants: python-json-logger's ``JsonFormatter`` on a ``StreamHandler`` (the baseline), and qm-otel's
-``json``, ``text`` and ``pipe`` stdout formats through ``qm_otel.setup()`` (exporters off), and
+``json`` (with its code location, and without: ``-nocode``), ``text`` and ``pipe`` stdout formats
+through ``qm_otel.setup()`` (exporters off), and
 ``json`` with OTLP log export on to the benchmark sink (the time includes the final flush). stdout
 goes to a file. ``python -m benchmarks.logs VARIANT RECORDS`` prints one result line.
 """
@@ -21,7 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "LOGS-RESULT "
 EXTRA = {"order_id": "A-1001", "user_id": 42, "items": 3, "amount": 19.5}
-VARIANTS = ("pjl-json", "qm-json", "qm-text", "qm-pipe", "qm-json+otlp")
+VARIANTS = ("pjl-json", "qm-json", "qm-json-nocode", "qm-text", "qm-pipe", "qm-json+otlp")
 
 
 def _configure(variant: str) -> Any:
@@ -35,9 +36,10 @@ def _configure(variant: str) -> Any:
         return lambda: None
     import qm_otel
 
-    fmt = variant.removeprefix("qm-").removesuffix("+otlp")
+    fmt = variant.removeprefix("qm-").removesuffix("+otlp").removesuffix("-nocode")
     qm_otel.setup(service_name="bench", log_format=fmt, traces_exporter="none", metrics_exporter="none",
-                  logs_exporter="otlp" if variant.endswith("+otlp") else "none")
+                  logs_exporter="otlp" if variant.endswith("+otlp") else "none",
+                  log_code_location=not variant.endswith("-nocode"))
     return lambda: qm_otel.shutdown(timeout_s=120)
 
 

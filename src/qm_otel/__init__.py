@@ -21,6 +21,7 @@ from qm_otel.conventions import classify
 from qm_otel.correlation import correlation, correlation_id
 from qm_otel.events import EventError, event, timed
 from qm_otel.health import add_check, remove_check
+from qm_otel.users import set_user
 
 if TYPE_CHECKING:
     from qm_otel.integrations.fastapi import instrument_app
@@ -42,6 +43,7 @@ __all__ = [
     "event",
     "instrument_app",
     "remove_check",
+    "set_user",
     "setup",
     "shutdown",
     "timed",

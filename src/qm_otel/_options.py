@@ -64,6 +64,9 @@ class SetupOptions(TypedDict, total=False):
     log_file_backups: int | None
     #: rotated files older than this are removed
     log_file_max_age_days: float | None
+    #: JSON lines carry module, function and line of the log call, OTLP records the code.file.path,
+    #: code.function.name and code.line.number attributes (the pipe format keeps its six columns)
+    log_code_location: bool | None
     #: one record per HTTP request (method, route template, status, duration, client); replaces uvicorn's access
     #: log; WARNING above 2 s
     request_log: bool | None

@@ -309,6 +309,11 @@ class Settings:
     log_file_max_age_days: float = setting(
         7.0, "QM_OTEL_LOG_FILE_MAX_AGE_DAYS", _positive_float, "a positive number of days",
         "rotated files older than this are removed")
+    log_code_location: bool = setting(
+        True, "QM_OTEL_LOG_CODE_LOCATION", _bool, "true or false",
+        "JSON lines carry `module`, `function` and `line` of the log call, OTLP records the `code.file.path`, "
+        "`code.function.name` and `code.line.number` attributes (the pipe format keeps its six columns)",
+        otel=("OTEL_PYTHON_LOG_CODE_ATTRIBUTES",))
     request_log: bool = setting(
         True, "QM_OTEL_REQUEST_LOG", _bool, "true or false",
         "one record per HTTP request (method, route template, status, duration, client); replaces uvicorn's "

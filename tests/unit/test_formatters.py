@@ -60,8 +60,9 @@ def test_json_golden_plain_record() -> None:
         "timestamp": "2025-09-09T10:00:00.048Z", "level": "WARNING", "logger": "app.module",
         "message": "hello world", "service": "svc", "trace_id": None, "span_id": None, "correlation_id": None,
         "event": None, "component": "SYSTEM", "action": "LOG", "status": "INFO", "duration_ms": None,
-        "user_id": 7,
+        "module": "test_formatters", "function": None, "line": 10, "user_id": 7,
     }
+    assert "module" not in json.loads(JsonFormatter("svc", code_location=False).format(record()))
     assert list(json.loads(line))[:4] == ["timestamp", "level", "logger", "message"]
 
 
@@ -72,6 +73,7 @@ def test_json_golden_event_record() -> None:
         "message": "Ready in 254ms", "service": "svc", "trace_id": None, "span_id": None,
         "correlation_id": "job-42", "event": "bootstrap_complete", "component": "BOOTSTRAP",
         "action": "COMPLETE", "status": "SUCCESS", "duration_ms": 254,
+        "module": "test_formatters", "function": None, "line": 10,
     }
 
 

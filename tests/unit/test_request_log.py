@@ -1,4 +1,4 @@
-"""The request log on its own: one record per request, levels, skipped health checks, no query strings."""
+"""The request log on its own: one record per request, levels, skipped health checks, redacted queries."""
 
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ def test_one_record_with_route_status_duration_and_client(caplog: pytest.LogCapt
     assert fields["duration_ms"] >= 0
     assert fields["band"] == classify("response_time", fields["duration_ms"]).band
     assert "s3cret" not in repr(fields) + record.getMessage()
+    assert fields["query"] == "token=REDACTED"
 
 
 def test_slow_requests_are_warnings_and_server_errors_are_errors(caplog: pytest.LogCaptureFixture) -> None:

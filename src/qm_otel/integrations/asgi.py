@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.http import ExcludeList
 
+from qm_otel.config import Settings
 from qm_otel.conventions import Band, conventions
 from qm_otel.correlation import Correlation, accept, activate, deactivate, mark_exception, resolve
 from qm_otel.integrations.server import request_headers, request_url, route_template
+from qm_otel.redaction import redact_query
+from qm_otel.users import UserSlot, close_slot, open_slot, user_of
 
 __all__ = ["UNMATCHED", "CorrelationMiddleware", "RequestLog", "RequestLogMiddleware"]
 
@@ -31,6 +34,9 @@ _TRACE_CONTEXT = TraceContextTextMapPropagator()
 _request_logger = logging.getLogger("qm_otel.requests")
 #: the request log's ``action`` for a request no route matched (a 404, a scanner probe)
 UNMATCHED = "unmatched"
+_MAX_QUERY = 1024
+#: the user fields in the request log (JSON names; the OTLP export uses user.id / user.name)
+_USER_FIELDS = {"user.id": "user_id", "user.name": "user_name"}
 _WS_INTERNAL_ERROR = 1011
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 
@@ -126,11 +132,27 @@ class RequestLog:
     every request). No header and no query string is logged.
     """
 
-    def __init__(self, *, slow_ms: float = 2000.0, band: Band | None = None) -> None:
+    def __init__(
+        self, *, slow_ms: float = 2000.0, band: Band | None = None, sensitive: Sequence[str] | None = None
+    ) -> None:
         self._slow_ms = slow_ms
         self._band = band or conventions().bands["response_time"]
+        #: whose values are replaced in the logged query (default: the default ``sensitive_fields``)
+        self._sensitive = tuple(Settings().sensitive_fields if sensitive is None else sensitive)
 
-    def __call__(self, scope: Scope, status_code: int, duration_ms: float, route: str | None) -> None:
+    def _context(self, scope: Scope, user: Mapping[str, str] | None, fields: dict[str, Any]) -> None:
+        """The query (sensitive values replaced, capped) and the user, when there are any."""
+        raw = scope.get("query_string") or b""
+        if raw:
+            query = redact_query(raw.decode("latin-1"), self._sensitive)
+            fields["query"] = query if len(query) <= _MAX_QUERY else query[: _MAX_QUERY - 1] + "…"
+        for key, value in (user or {}).items():
+            fields[_USER_FIELDS.get(key, key)] = value
+
+    def __call__(
+        self, scope: Scope, status_code: int, duration_ms: float, route: str | None,
+        user: Mapping[str, str] | None = None,
+    ) -> None:
         """Write the record for a request that ended with ``status_code`` after ``duration_ms``."""
         failed = status_code >= 500
         level = logging.ERROR if failed else logging.WARNING if duration_ms > self._slow_ms else logging.INFO
@@ -155,12 +177,16 @@ class RequestLog:
         }
         if route:
             fields["http_route"] = route
+        self._context(scope, user, fields)
         message = f"{method} {route or path} {status_code} {duration_ms:.1f}ms"
         _request_logger.handle(_request_logger.makeRecord(
             _request_logger.name, level, __file__, 0, message, (), None, "request_log", fields))
 
 
-    def websocket(self, scope: Scope, close_code: int | None, duration_ms: float, route: str | None) -> None:
+    def websocket(
+        self, scope: Scope, close_code: int | None, duration_ms: float, route: str | None,
+        user: Mapping[str, str] | None = None,
+    ) -> None:
         """Write the record for a WebSocket connection that closed with ``close_code`` after ``duration_ms``."""
         failed = close_code == _WS_INTERNAL_ERROR
         level = logging.ERROR if failed else logging.INFO
@@ -180,6 +206,7 @@ class RequestLog:
         }
         if route:
             fields["http_route"] = route
+        self._context(scope, user, fields)
         message = f"WS {route or path} closed {close_code if close_code is not None else '-'} {duration_ms:.1f}ms"
         _request_logger.handle(_request_logger.makeRecord(
             _request_logger.name, level, __file__, 0, message, (), None, "request_log", fields))
@@ -195,19 +222,22 @@ class RequestLogMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, *, excluded: Sequence[str] = (), slow_ms: float = 2000.0, band: Band | None = None
+        self, app: ASGIApp, *, excluded: Sequence[str] = (), slow_ms: float = 2000.0, band: Band | None = None,
+        sensitive: Sequence[str] | None = None,
     ) -> None:
         self.app = app
+        self._sensitive = tuple(Settings().sensitive_fields if sensitive is None else sensitive)
         # the exclude list and the URL it is matched against are the OTel middleware's own, so what
         # is not traced is exactly what is not logged
         self._excluded = ExcludeList(list(excluded))
-        self._log = RequestLog(slow_ms=slow_ms, band=band)
+        self._log = RequestLog(slow_ms=slow_ms, band=band, sensitive=sensitive)
 
     def _skipped(self, scope: Scope) -> bool:
         return self._excluded.url_disabled(request_url(scope, request_headers(scope)))
 
-    def _write(self, scope: Scope, status_code: int, started: float) -> None:
-        self._log(scope, status_code, (time.perf_counter() - started) * 1000.0, route_template(scope))
+    def _write(self, scope: Scope, status_code: int, started: float, slot: UserSlot) -> None:
+        self._log(scope, status_code, (time.perf_counter() - started) * 1000.0, route_template(scope),
+                  user_of(slot, scope, self._sensitive))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Log the request once its response has ended (or failed)."""
@@ -217,6 +247,7 @@ class RequestLogMiddleware:
         started = time.perf_counter()
         status_code = 500
         written = False
+        slot, token = open_slot()
 
         async def send_and_log(message: Message) -> None:
             nonlocal status_code, written
@@ -225,10 +256,11 @@ class RequestLogMiddleware:
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False) and not written:
                 written = True
-                self._write(scope, status_code, started)
+                self._write(scope, status_code, started, slot)
 
         try:
             await self.app(scope, receive, send_and_log)
         finally:
             if not written:  # no complete response: the client went away or the app failed first
-                self._write(scope, status_code, started)
+                self._write(scope, status_code, started, slot)
+            close_slot(token)

@@ -114,10 +114,12 @@ def _outermost(stack: Any, *, server_span: bool) -> Any:
             meter_provider=telemetry.meter_provider,
             excluded=settings.excluded_urls,
             sensitive_fields=settings.sensitive_fields,
-            request_log=RequestLog(slow_ms=slow_ms, band=band) if settings.request_log else None,
+            request_log=RequestLog(slow_ms=slow_ms, band=band, sensitive=settings.sensitive_fields)
+            if settings.request_log else None,
         )
     elif settings.request_log:
-        stack = RequestLogMiddleware(stack, excluded=settings.excluded_urls, slow_ms=slow_ms, band=band)
+        stack = RequestLogMiddleware(stack, excluded=settings.excluded_urls, slow_ms=slow_ms, band=band,
+                                     sensitive=settings.sensitive_fields)
     return CorrelationMiddleware(
         stack,
         header_names=settings.correlation_headers,

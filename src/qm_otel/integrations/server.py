@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from contextvars import Token
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
@@ -50,6 +51,7 @@ from opentelemetry.util.http import (
 from qm_otel._version import __version__
 from qm_otel.correlation import mark_exception
 from qm_otel.redaction import redact_query
+from qm_otel.users import UserSlot, close_slot, open_slot, user_of
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -70,10 +72,16 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class RequestLogWriter(Protocol):
     """Writes the request-log record of an HTTP request, and of a WebSocket connection."""
 
-    def __call__(self, scope: Scope, status_code: int, duration_ms: float, route: str | None) -> None:
+    def __call__(
+        self, scope: Scope, status_code: int, duration_ms: float, route: str | None,
+        user: Mapping[str, str] | None = None,
+    ) -> None:
         """The record of an HTTP request."""
 
-    def websocket(self, scope: Scope, close_code: int | None, duration_ms: float, route: str | None) -> None:
+    def websocket(
+        self, scope: Scope, close_code: int | None, duration_ms: float, route: str | None,
+        user: Mapping[str, str] | None = None,
+    ) -> None:
         """The record of a WebSocket connection, when it has closed."""
 
 
@@ -274,21 +282,10 @@ class ServerTelemetryMiddleware:
         if not traced or self._excluded_url(scope, headers):
             await self.app(scope, receive, send)
             return
-        method = sanitize_method(scope.get("method", "").strip()) or ""
-        attributes = self._request_attributes(scope, headers, method)
-        token = None
-        if trace.get_current_span() is trace.INVALID_SPAN:
-            parent = propagate.extract(headers)
-            token = otel_context.attach(parent)
-            kind = SpanKind.SERVER
-        else:
-            parent = otel_context.get_current()
-            kind = SpanKind.INTERNAL
-        request = _Request(scope, "HTTP" if method == "_OTHER" else method, attributes)
-        request.span = span = self._tracer.start_span(request.method or scope.get("path", ""), context=parent,
-                                                      kind=kind, attributes=attributes)
-        request.context = trace.set_span_in_context(span, parent)
-        span_token = otel_context.attach(request.context)
+        request, context, token = self._start(scope, headers)
+        span = request.span
+        span_token = otel_context.attach(context)
+        request.user, user_token = open_slot()
         if http := scope["type"] == "http":
             self._active.change(request.active, 1)
         request.request_size = _size(headers.get("content-length"))
@@ -322,9 +319,34 @@ class ServerTelemetryMiddleware:
             self._finish(request, None)
             if http:
                 self._measure(request)
+            close_slot(user_token)
             otel_context.detach(span_token)
             if token is not None:
                 otel_context.detach(token)
+
+    def _start(
+        self, scope: Scope, headers: dict[str, str]
+    ) -> tuple[_Request, otel_context.Context, Token[otel_context.Context] | None]:
+        """The request's span, started (SERVER, or INTERNAL under a span already current) with its parent.
+
+        Returns the request, the context holding its span, and the token of the incoming context it
+        attached (None when nested).
+        """
+        method = sanitize_method(scope.get("method", "").strip()) or ""
+        attributes = self._request_attributes(scope, headers, method)
+        token = None
+        if trace.get_current_span() is trace.INVALID_SPAN:
+            parent = propagate.extract(headers)
+            token = otel_context.attach(parent)
+            kind = SpanKind.SERVER
+        else:
+            parent = otel_context.get_current()
+            kind = SpanKind.INTERNAL
+        request = _Request(scope, "HTTP" if method == "_OTHER" else method, attributes)
+        request.span = self._tracer.start_span(request.method or scope.get("path", ""), context=parent,
+                                               kind=kind, attributes=attributes)
+        request.context = context = trace.set_span_in_context(request.span, parent)
+        return request, context, token
 
     def _finish(self, request: _Request, exc: BaseException | None) -> None:
         """Name, status and end the span and write the request log, once per request."""
@@ -333,7 +355,10 @@ class ServerTelemetryMiddleware:
         request.finished = True
         scope, span, method = request.scope, request.span, request.method
         request.route = route = route_template(scope)
+        user = user_of(request.user, scope, self._words)
         if span.is_recording():
+            if user:
+                span.set_attributes(user)  # set_user did already; scope["user"] is read only now
             if route:
                 span.update_name(f"{method} {route}" if method else route)
                 span.set_attribute("http.route", route)
@@ -351,12 +376,12 @@ class ServerTelemetryMiddleware:
         if self._request_log is not None:
             duration_ms = (time.perf_counter() - request.started) * 1000.0
             if scope["type"] == "http":
-                self._request_log(scope, request.status or 500, duration_ms, route)
+                self._request_log(scope, request.status or 500, duration_ms, route, user)
             else:
                 close_code = request.close_code
                 if close_code is None and exc is not None:
                     close_code = _WS_INTERNAL_ERROR
-                self._request_log.websocket(scope, close_code, duration_ms, route)
+                self._request_log.websocket(scope, close_code, duration_ms, route, user)
         span.end()
 
     def _measure(self, request: _Request) -> None:
@@ -403,7 +428,7 @@ class _Request:
     """One request in flight: what the middleware knows of it, filled in as the response is sent."""
 
     __slots__ = ("active", "attributes", "close_code", "context", "finished", "method", "request_size",
-                 "response_size", "route", "scope", "span", "started", "status")
+                 "response_size", "route", "scope", "span", "started", "status", "user")
 
     def __init__(self, scope: Scope, method: str, attributes: dict[str, Any]) -> None:
         self.scope = scope
@@ -418,6 +443,7 @@ class _Request:
         self.request_size: int | None = None
         self.route: str | None = None
         self.close_code: int | None = None  # a WebSocket's, from whichever side closed it
+        self.user: UserSlot | None = None
         self.finished = False
 
 

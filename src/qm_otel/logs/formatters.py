@@ -149,14 +149,16 @@ class JsonFormatter(OrjsonFormatter):
     """One JSON object per line: the execution-log record of ../shared/conventions.md plus extras.
 
     Fields, in order: timestamp, level, logger, message, service, trace_id, span_id,
-    correlation_id, event, component, action, status, duration_ms, then ``extra=`` fields, then
+    correlation_id, event, component, action, status, duration_ms, module, function, line (the
+    log call's place, unless ``code_location`` is off), then ``extra=`` fields, then
     ``exception`` (type, message, stack) when there is one. Values orjson cannot encode are
     stringified; nothing a caller passes makes the log call fail.
     """
 
-    def __init__(self, service: str | None = None) -> None:
+    def __init__(self, service: str | None = None, *, code_location: bool = True) -> None:
         super().__init__(json_default=_stringify, reserved_attrs=list(RESERVED_ATTRS | _NOT_IN_JSON))
         self._service = service
+        self._code_location = code_location
 
     def format(self, record: logging.LogRecord) -> str:
         """Serialise ``record`` as one line of JSON."""
@@ -182,6 +184,8 @@ class JsonFormatter(OrjsonFormatter):
             "status": status_of(record),
             "duration_ms": get("duration_ms"),
         }
+        if self._code_location and record.lineno > 0:  # 0: a record qm-otel made itself (the request log)
+            data["module"], data["function"], data["line"] = record.module, record.funcName, record.lineno
         for key, value in extras.items():
             if key not in _NOT_IN_JSON and key not in data:
                 data[key] = value

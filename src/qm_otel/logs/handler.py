@@ -40,11 +40,26 @@ _DEPRECATED_EVENT_NAME = "event.name"
 _EMITTING: ContextVar[bool] = ContextVar("qm_otel_emitting", default=False)
 
 
+#: the request log's fields under their semantic-convention names over OTLP (JSON keeps the short ones)
+_OTLP_NAMES = {"user_id": "user.id", "user_name": "user.name", "query": "url.query"}
+_REQUEST_LOGGER = "qm_otel.requests"
+
+
 def otel_attributes(
-    record: logging.LogRecord, extras: dict[str, Any] | None = None
+    record: logging.LogRecord, extras: dict[str, Any] | None = None, *, code_location: bool = False
 ) -> tuple[dict[str, Any], str | None]:
-    """The OTLP attributes and event name of ``record``, as ``LoggingHandler`` derives them."""
+    """The OTLP attributes and event name of ``record``, as ``LoggingHandler`` derives them.
+
+    ``code_location``: the ``code.*`` attributes, as ``LoggingHandler(log_code_attributes=True)``
+    adds them (not for a record qm-otel made itself, whose line number is 0).
+    """
     attributes = dict(extras) if extras is not None else extras_of(record)
+    if record.name == _REQUEST_LOGGER:
+        attributes = {_OTLP_NAMES.get(key, key): value for key, value in attributes.items()}
+    if code_location and record.lineno > 0:
+        attributes["code.file.path"] = record.pathname
+        attributes["code.function.name"] = record.funcName
+        attributes["code.line.number"] = record.lineno
     event_name = attributes.pop(_EVENT_NAME, None)
     deprecated = attributes.pop(_DEPRECATED_EVENT_NAME, None)
     if event_name is None:
@@ -71,8 +86,11 @@ class TelemetryHandler(logging.Handler):
         formatter: logging.Formatter | None = None,
         logger_provider: LoggerProvider | None = None,
         stream: IO[str] | None = None,
+        *,
+        code_location: bool = False,
     ) -> None:
         super().__init__()
+        self.code_location = code_location
         self.setFormatter(formatter)
         self.stream = stream if stream is not None else sys.stdout
         self.logger_provider = logger_provider
@@ -89,7 +107,7 @@ class TelemetryHandler(logging.Handler):
         logger = self._otel_logger(record.name)
         if logger is None or isinstance(logger, NoOpLogger):
             return
-        attributes, event_name = otel_attributes(record, extras)
+        attributes, event_name = otel_attributes(record, extras, code_location=self.code_location)
         context = get_current()
         if record.exc_info and not get_current_span(context).get_span_context().is_valid:
             context = exception_context(record.exc_info[1]) or context  # a crash report after its request

@@ -101,7 +101,7 @@ def _foreign_otel_handler(handler: logging.Handler) -> bool:
 
 def _formatter(name: str, settings: Settings) -> logging.Formatter:
     if name == "json":
-        return JsonFormatter(settings.service_name)
+        return JsonFormatter(settings.service_name, code_location=settings.log_code_location)
     if name == "pipe":
         return PipeFormatter()
     return TextFormatter()
@@ -156,6 +156,7 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
                 _formatter(settings.stdout_format, settings) if writing else None,
                 logger_provider if exporting else None,
                 sys.stdout,
+                code_location=settings.log_code_location,
             ))
         root.setLevel(settings.log_level)
     if settings.log_file is not None:
