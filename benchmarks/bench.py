@@ -231,8 +231,14 @@ def inprocess(variant: Variant, sink: Sink, requests: int, workdir: Path) -> dic
     return result
 
 
-STARTUP = ("import resource, time; t = time.perf_counter(); import {module}; "
-           "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+#: the import's time and the process's peak RSS in kB: VmHWM (this process image's own high-water mark;
+#: ``ru_maxrss`` would carry over the parent's peak through ``vfork`` + ``exec``), else ``ru_maxrss``
+STARTUP = ("import resource, time; t = time.perf_counter(); import {module}; elapsed = time.perf_counter() - t\n"
+           "try:\n"
+           "    peak = next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM:'))\n"
+           "except (OSError, StopIteration):\n"
+           "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+           "print(elapsed, peak)")
 
 
 def startup(variant: Variant, sink: Sink, runs: int) -> dict[str, float]:
