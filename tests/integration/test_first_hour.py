@@ -58,10 +58,7 @@ def test_a_bad_setting_under_the_wrapper_can_stop_the_service_instead(receiver: 
 
 @pytest.fixture(scope="session")
 def oldest_fastapi(tmp_path_factory: pytest.TempPathFactory) -> str:
-    target = tmp_path_factory.mktemp("oldest-fastapi")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-                    "--target", str(target), *OLDEST_FASTAPI], check=True, capture_output=True, timeout=600)
-    return str(target)
+    return svc.packages_dir(tmp_path_factory.mktemp("oldest-fastapi"), *OLDEST_FASTAPI)
 
 
 @pytest.mark.parametrize("fastapi_version", ["newest", "oldest"])

@@ -144,10 +144,7 @@ OLD_FASTAPI = ("fastapi==0.115.12", "starlette==0.46.2")  # before FastAPI had n
 @pytest.fixture(scope="session")
 def old_fastapi(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A directory holding an older FastAPI release, to put first on PYTHONPATH."""
-    target = tmp_path_factory.mktemp("old-fastapi")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-                    "--target", str(target), *OLD_FASTAPI], check=True, capture_output=True, timeout=600)
-    return str(target)
+    return svc.packages_dir(tmp_path_factory.mktemp("old-fastapi"), *OLD_FASTAPI)
 
 
 @pytest.mark.parametrize("launch", LAUNCHES)

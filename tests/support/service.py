@@ -35,6 +35,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def packages_dir(target: Path, *requirements: str) -> str:
+    """``requirements`` installed (without dependencies) into ``target``, to put first on ``PYTHONPATH``."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                    "--target", str(target), *requirements], check=True, capture_output=True, timeout=600)
+    return str(target)
+
+
 def base_env(endpoint: str, **extra: str) -> dict[str, str]:
     """A clean environment: no inherited OTEL_/QM_OTEL_ settings, fast export, JSON stdout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QM_OTEL_", "UVICORN_"))}

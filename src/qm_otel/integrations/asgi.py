@@ -159,29 +159,16 @@ class RequestLog:
         if not _request_logger.isEnabledFor(level):
             return
         method = scope.get("method", "?")
-        client = scope.get("client")
-        path = scope.get("path", "")
         fields: dict[str, Any] = {
             "band": self._band.band_of(duration_ms),
             "http_method": method,
             "http_status_code": status_code,
-            "url_path": path,
-            "client_address": f"{client[0]}:{client[1]}" if client else None,
-            "component": "API",
-            # grouped and labelled (Loki, dashboards): the route template, never the raw path, whose
-            # values are unbounded (every scanner probe would be a new one); the path is in url_path
-            "action": f"{method} {route}" if route else f"{method} {UNMATCHED}",
-            "status": "FAILURE" if failed else "SUCCESS",
-            "event": "http_request",
-            "duration_ms": round(duration_ms, 3),
         }
-        if route:
-            fields["http_route"] = route
-        self._context(scope, user, fields)
-        message = f"{method} {route or path} {status_code} {duration_ms:.1f}ms"
-        _request_logger.handle(_request_logger.makeRecord(
-            _request_logger.name, level, __file__, 0, message, (), None, "request_log", fields))
-
+        # grouped and labelled (Loki, dashboards): the route template, never the raw path, whose values
+        # are unbounded (every scanner probe would be a new one); the path is in url_path
+        message = f"{method} {route or scope.get('path', '')} {status_code} {duration_ms:.1f}ms"
+        self._write(scope, level, message, fields, action=f"{method} {route or UNMATCHED}", event="http_request",
+                    failed=failed, duration_ms=duration_ms, route=route, user=user)
 
     def websocket(
         self, scope: Scope, close_code: int | None, duration_ms: float, route: str | None,
@@ -192,22 +179,30 @@ class RequestLog:
         level = logging.ERROR if failed else logging.INFO
         if not _request_logger.isEnabledFor(level):
             return
+        fields: dict[str, Any] = {"websocket_close_code": close_code}
+        shown = close_code if close_code is not None else "-"
+        message = f"WS {route or scope.get('path', '')} closed {shown} {duration_ms:.1f}ms"
+        self._write(scope, level, message, fields, action=f"WS {route or UNMATCHED}", event="websocket_connection",
+                    failed=failed, duration_ms=duration_ms, route=route, user=user)
+
+    def _write(
+        self, scope: Scope, level: int, message: str, fields: dict[str, Any], *, action: str, event: str,
+        failed: bool, duration_ms: float, route: str | None, user: Mapping[str, str] | None,
+    ) -> None:
+        """The fields every request-log record has, then the record (made directly: no caller lookup)."""
         client = scope.get("client")
-        path = scope.get("path", "")
-        fields: dict[str, Any] = {
-            "websocket_close_code": close_code,
-            "url_path": path,
+        fields.update({
+            "url_path": scope.get("path", ""),
             "client_address": f"{client[0]}:{client[1]}" if client else None,
             "component": "API",
-            "action": f"WS {route}" if route else f"WS {UNMATCHED}",
+            "action": action,
             "status": "FAILURE" if failed else "SUCCESS",
-            "event": "websocket_connection",
+            "event": event,
             "duration_ms": round(duration_ms, 3),
-        }
+        })
         if route:
             fields["http_route"] = route
         self._context(scope, user, fields)
-        message = f"WS {route or path} closed {close_code if close_code is not None else '-'} {duration_ms:.1f}ms"
         _request_logger.handle(_request_logger.makeRecord(
             _request_logger.name, level, __file__, 0, message, (), None, "request_log", fields))
 
