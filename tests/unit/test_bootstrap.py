@@ -18,6 +18,18 @@ def test_http_endpoints_get_the_signal_path() -> None:
     assert _signal_endpoint(settings, "logs") == "http://collector:4318/v1/logs"
 
 
+def test_an_endpoint_that_ends_in_a_signal_path_keeps_the_spec_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = resolve_settings({}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/v1/traces"})
+    endpoints = [_signal_endpoint(settings, name) for name in ("traces", "metrics", "logs", "traces")]
+    assert endpoints == ["http://collector:4318/v1/traces/v1/traces", "http://collector:4318/v1/traces/v1/metrics",
+                         "http://collector:4318/v1/traces/v1/logs", "http://collector:4318/v1/traces/v1/traces"]
+    warnings = [r.getMessage() for r in caplog.records if "already ends in /v1/traces" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://collector:4318/v1/traces" in warnings[0]
+
+
 def test_grpc_endpoint_is_used_as_is() -> None:
     settings = resolve_settings({"exporter_protocol": "grpc", "exporter_endpoint": "http://c:4317"}, {})
     assert _signal_endpoint(settings, "metrics") == "http://c:4317"

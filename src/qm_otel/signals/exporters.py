@@ -7,9 +7,12 @@ missing one fails ``setup()`` with a :class:`~qm_otel.config.ConfigError` that n
 from __future__ import annotations
 
 import importlib
+import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, MetricsData
@@ -20,6 +23,8 @@ from qm_otel.signals import encoding
 from qm_otel.signals.delivery import LogDelivery, MetricDelivery, SpanDelivery, deliverable
 
 __all__ = ["exporter", "prometheus_reader", "signal_endpoint"]
+
+_logger = logging.getLogger("qm_otel")
 
 #: per signal: the console exporter, and the OTLP exporters for http/protobuf and grpc (imported when chosen)
 _EXPORTERS: dict[str, tuple[type[Any], str, str]] = {
@@ -49,13 +54,35 @@ _FAST_ENCODERS = {
 
 
 def signal_endpoint(settings: Settings, signal_name: str) -> str | None:
-    """The endpoint to hand an OTLP exporter, or None to let it read its per-signal env var."""
+    """The endpoint to hand an OTLP exporter, or None to let it read its per-signal env var.
+
+    Over HTTP the signal's path is appended to the base endpoint, as the specification says, even
+    when the base already ends in one (``…/v1/traces``); that case is reported once, naming the
+    per-signal variable that takes a URL as it is.
+    """
     per_signal = f"OTEL_EXPORTER_OTLP_{signal_name.upper()}_ENDPOINT"
     if "exporter_endpoint" not in settings.explicit and os.environ.get(per_signal, "").strip():
         return None
     if settings.exporter_protocol == "grpc":
         return settings.exporter_endpoint
+    _warn_signal_path(settings.exporter_endpoint)
     return f"{settings.exporter_endpoint}/v1/{signal_name}"
+
+
+_SIGNAL_PATH = re.compile(r"/v1/(traces|metrics|logs)$")
+_warned_endpoints: set[str] = set()
+
+
+def _warn_signal_path(endpoint: str) -> None:
+    found = _SIGNAL_PATH.search(urlsplit(endpoint).path)
+    if found is None or endpoint in _warned_endpoints:
+        return
+    _warned_endpoints.add(endpoint)
+    signal_name = found.group(1)
+    _logger.warning(
+        "qm-otel: the OTLP endpoint %s already ends in /v1/%s; the specification appends each signal's path to "
+        "it, so %s go to %s/v1/%s. To send to a URL as it is, set OTEL_EXPORTER_OTLP_%s_ENDPOINT=%s instead",
+        endpoint, signal_name, signal_name, endpoint, signal_name, signal_name.upper(), endpoint)
 
 
 def _import(path: str, settings: Settings) -> Any:
