@@ -118,6 +118,24 @@ def test_a_valid_traceparent_wins_and_the_id_stays_an_attribute(
     assert {g.attributes["correlation_id"] for g in logs_of(module_receiver, trace_id)} == {corr}
 
 
+@pytest.mark.parametrize("shape", ["two headers", "comma-joined"])
+def test_two_traceparents_are_both_ignored_and_the_correlation_rules_apply(
+    service: svc.Service, module_receiver: OtlpReceiver, shape: str
+) -> None:
+    first = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+    second = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+    corr = f"order-{uuid.uuid4().hex[:8]}"
+    parents = [("traceparent", first), ("traceparent", second)] if shape == "two headers" else [
+        ("traceparent", f"{first},{second}")]
+    response = service.get("/log", headers=[*parents, ("tracestate", "vendor=abc"), ("X-Correlation-ID", corr)])
+    assert response.headers["x-correlation-id"] == corr
+    trace_id = hashlib.sha256(corr.encode()).digest()[:16].hex()  # the correlation ID's trace, a new root
+    span = server_span(module_receiver, trace_id)
+    assert span.parent_span_id == ""
+    assert first.split("-")[1] not in repr(module_receiver.snapshot()[0])
+    assert second.split("-")[1] not in repr(module_receiver.snapshot()[0])
+
+
 def test_errors_and_unknown_routes_carry_the_header(service: svc.Service, module_receiver: OtlpReceiver) -> None:
     for path, status in [("/boom", 500), ("/no-such-route", 404)]:
         corr = f"err-{uuid.uuid4().hex[:8]}"

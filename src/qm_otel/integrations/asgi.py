@@ -41,6 +41,16 @@ _WS_INTERNAL_ERROR = 1011
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 
 
+#: what goes with a traceparent that cannot be used (tracestate belongs to the parent it names)
+_PARENT_HEADERS = frozenset({b"traceparent", b"tracestate"})
+
+
+def _ambiguous_traceparent(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether there are two ``traceparent`` headers, or one with a comma-joined second value (no one parent)."""
+    values = [value for name, value in headers if name.lower() == b"traceparent"]
+    return len(values) > 1 or any(b"," in value for value in values)
+
+
 def _valid_parent_trace_id(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
     """The trace ID of a valid W3C ``traceparent`` among ``headers``, or None."""
     for name, value in headers:
@@ -91,6 +101,8 @@ class CorrelationMiddleware:
             active = resolve(None, "http")
             active.untrusted_incoming_id = accept(raw, "http")
             return active
+        if _ambiguous_traceparent(headers):  # W3C Trace Context Level 2: ignore both, start a new trace
+            scope["headers"] = headers = [(n, v) for n, v in headers if n.lower() not in _PARENT_HEADERS]
         parent_trace_id = _valid_parent_trace_id(headers)
         if parent_trace_id is None:
             return resolve(raw, "http")
