@@ -37,6 +37,7 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.sdk.trace import Span, SpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from qm_otel import instruments
 
@@ -47,6 +48,7 @@ __all__ = [
     "CorrelationIdGenerator",
     "CorrelationPropagator",
     "CorrelationSpanProcessor",
+    "TraceContextPropagator",
     "correlation",
     "correlation_id",
     "exception_context",
@@ -55,6 +57,7 @@ __all__ = [
     "mark_exception",
     "parse",
     "trace_id_for",
+    "truncate_tracestate",
 ]
 
 #: the span attribute that keeps the original ID (the log field is ``correlation_id``)
@@ -204,12 +207,76 @@ class CorrelationPropagator(TextMapPropagator):
         return {self.header}
 
 
+#: a combined ``tracestate`` longer than this is shortened before it is forwarded (W3C Trace Context)
+TRACESTATE_MAX = 512
+_TRACESTATE_LARGE_MEMBER = 128
+
+
+def truncate_tracestate(header: str) -> str:
+    """``header`` cut to at most 512 characters by the W3C Trace Context rule.
+
+    List-members larger than 128 characters go first (the right-most of them first), then the
+    right-most of the others, until the rest fits; the order of what remains is kept.
+    """
+    if len(header) <= TRACESTATE_MAX:
+        return header
+    members = [member.strip(" \t") for member in header.split(",") if member.strip(" \t")]
+
+    def size() -> int:
+        return len(",".join(members))
+
+    for index in range(len(members) - 1, -1, -1):
+        if size() <= TRACESTATE_MAX:
+            break
+        if len(members[index]) > _TRACESTATE_LARGE_MEMBER:
+            del members[index]
+    while members and size() > TRACESTATE_MAX:
+        members.pop()
+    return ",".join(members)
+
+
+class _ShortTracestate(Setter[Any]):
+    """Hands every header through, a ``tracestate`` shortened by :func:`truncate_tracestate`."""
+
+    def __init__(self, setter: Setter[Any]) -> None:
+        self._setter = setter
+
+    def set(self, carrier: Any, key: str, value: str) -> None:
+        """Set ``key`` on ``carrier`` (an empty tracestate is left out)."""
+        if key == "tracestate":
+            value = truncate_tracestate(value)
+            if not value:
+                return
+        self._setter.set(carrier, key, value)
+
+
+class TraceContextPropagator(TraceContextTextMapPropagator):
+    """The SDK's W3C Trace Context propagator, forwarding at most 512 characters of ``tracestate``.
+
+    Extraction is the SDK's: a ``tracestate`` with a duplicated key, a malformed member or a key
+    beyond its length limit is dropped whole while a valid ``traceparent`` is kept, and more than
+    32 list-members is invalid.
+    """
+
+    def inject(
+        self, carrier: Any, context: otel_context.Context | None = None, setter: Setter[Any] = default_setter
+    ) -> None:
+        """The SDK's injection through a setter that shortens ``tracestate``."""
+        super().inject(carrier, context, _ShortTracestate(setter))
+
+
 def install_outbound_propagator() -> None:
-    """Outgoing requests carry ``X-Correlation-ID`` beside whatever ``OTEL_PROPAGATORS`` chose (once)."""
+    """Outgoing requests carry ``X-Correlation-ID`` beside whatever ``OTEL_PROPAGATORS`` chose (once).
+
+    The SDK's W3C Trace Context propagator among them is replaced by :class:`TraceContextPropagator`.
+    """
     current = propagate.get_global_textmap()
     members = getattr(current, "_propagators", [current])
-    if not any(isinstance(member, CorrelationPropagator) for member in members):
-        propagate.set_global_textmap(CompositePropagator([*members, CorrelationPropagator()]))
+    if any(isinstance(member, CorrelationPropagator) for member in members):
+        return
+    members = [TraceContextPropagator() if type(member) is TraceContextTextMapPropagator else member
+               for member in members]
+    propagate.set_global_textmap(CompositePropagator([*members, CorrelationPropagator()]))
 
 
 def count_rejection(reason: str, source: str) -> None:

@@ -198,3 +198,20 @@ def test_untrusted_edge_starts_a_new_trace(module_receiver: OtlpReceiver) -> Non
         assert span.attributes["correlation.incoming_id"] == corr
     finally:
         edge.terminate()
+
+
+def test_tracestate_is_forwarded_only_when_valid_and_within_512_characters(module_receiver: OtlpReceiver) -> None:
+    trace_id, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    traceparent = f"00-{trace_id}-{parent}-01"
+    members = [f"k{n}={'v' * 40}" for n in range(20)]  # 20 valid members, 899 characters
+    service = svc.start("tests.integration.apps.outbound:app", svc.base_env(module_receiver.endpoint))
+    try:
+        long = service.get("/relay", headers={"traceparent": traceparent, "tracestate": ",".join(members)}).json()
+        invalid = service.get("/relay", headers={"traceparent": traceparent,
+                                                 "tracestate": "a=1,b=2,a=3"}).json()  # a duplicated key
+    finally:
+        service.terminate()
+    assert long["traceparent"].split("-")[1] == trace_id
+    assert long["tracestate"] == ",".join(members[:11])  # the right-most went until 512 characters fit
+    assert invalid["traceparent"].split("-")[1] == trace_id  # the valid traceparent is kept ...
+    assert invalid["tracestate"] is None  # ... the invalid tracestate is not forwarded
