@@ -27,16 +27,18 @@ class SetupOptions(TypedDict, total=False):
     #: collector base URL; /v1/traces etc. are appended for HTTP. A per-signal OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT
     #: wins over OTEL_EXPORTER_OTLP_ENDPOINT (not over an explicit qm-otel endpoint)
     exporter_endpoint: str | None
-    #: where spans go
-    traces_exporter: str | None
-    #: where metrics go; prometheus serves /metrics for scraping (one process per port: not with --workers)
-    metrics_exporter: str | None
+    #: where spans go: one or several, comma-separated (otlp,console); also any exporter another package registers
+    #: under opentelemetry_traces_exporter
+    traces_exporter: Sequence[str] | str | None
+    #: where metrics go (a list, as for traces); prometheus serves /metrics for scraping (one process per port: not
+    #: with --workers)
+    metrics_exporter: Sequence[str] | str | None
     #: where the scrape endpoint binds (0.0.0.0 in a container)
     prometheus_host: str | None
     #: scrape endpoint port
     prometheus_port: int | None
-    #: where log records go
-    logs_exporter: str | None
+    #: where log records go (a list, as for traces)
+    logs_exporter: Sequence[str] | str | None
     #: periodic metric export
     metric_export_interval_ms: int | None
     #: per signal: spans, log records or metric points kept for sending while the collector is slow or down (retried

@@ -279,11 +279,12 @@ def _destinations(settings: Settings, extras: _Extras) -> str:
     for name, exporter_kind, extra in (("traces", settings.traces_exporter, extras.span_processors),
                                        ("metrics", settings.metrics_exporter, extras.metric_readers),
                                        ("logs", settings.logs_exporter, extras.log_processors)):
-        targets = [exporter_kind] if exporter_kind != "none" else []
+        targets = list(exporter_kind)
         if extra:
             targets.append("in-process")
         parts.append(f"{name} → {' + '.join(targets) or 'off'}")
-    exporting = "otlp" in (settings.traces_exporter, settings.metrics_exporter, settings.logs_exporter)
+    exporting = any("otlp" in names for names in (settings.traces_exporter, settings.metrics_exporter,
+                                                  settings.logs_exporter))
     where = f" ({settings.exporter_protocol} {settings.exporter_endpoint})" if exporting else ""
     return ", ".join(parts) + where
 

@@ -6,7 +6,7 @@ it maps to, then the default. An empty string counts as unset.
 
 >>> s = resolve_settings({"service_name": "checkout"}, environ={"OTEL_TRACES_EXPORTER": "none"})
 >>> (s.service_name, s.traces_exporter, s.exporter_protocol)
-('checkout', 'none', 'http/protobuf')
+('checkout', (), 'http/protobuf')
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ class ConfigError(ValueError):
         self.setting = setting
 
 
-_EXPORTERS = ("otlp", "console", "none")
-_METRIC_EXPORTERS = ("otlp", "prometheus", "console", "none")
+_EXPORTERS = ("otlp", "console")
+_METRIC_EXPORTERS = ("otlp", "prometheus", "console")
+_EXPORTERS_ALLOWED = "`none`, or a comma-separated list of `otlp`, `console` and registered exporters"
 _PROTOCOLS = ("http/protobuf", "grpc")
 _LOG_FORMATS = ("auto", "json", "text", "pipe", "none")
 _FILE_FORMATS = ("json", "pipe", "text")
@@ -64,10 +65,10 @@ class Param:
     #: the default as the README shows it, when ``default`` is computed later (None)
     default_doc: str | None
 
-    def error(self, value: object, source: str) -> ConfigError:
-        """Build the error for a value this setting does not accept."""
+    def error(self, value: object, source: str, allowed: str | None = None) -> ConfigError:
+        """Build the error for a value this setting does not accept (``allowed``: what this machine allows)."""
         message = (
-            f"qm-otel setting {self.name!r} (from {source}) got {value!r}; allowed: {self.allowed}"
+            f"qm-otel setting {self.name!r} (from {source}) got {value!r}; allowed: {allowed or self.allowed}"
         )
         return ConfigError(message, setting=self.name)
 
@@ -101,6 +102,48 @@ def _choice(*choices: str, upper: bool = False) -> Callable[[str, Any], Any]:
         if text not in choices:
             raise ValueError(name)
         return text
+
+    return parse
+
+
+class _NotAllowed(ValueError):
+    """A value outside what is installed here; ``allowed`` says what is."""
+
+    def __init__(self, name: str, allowed: str) -> None:
+        super().__init__(name)
+        self.allowed = allowed
+
+
+#: the SDK's entry-point group of each signal's exporters (what other packages register)
+EXPORTER_GROUPS = {"traces": "opentelemetry_traces_exporter", "metrics": "opentelemetry_metrics_exporter",
+                   "logs": "opentelemetry_logs_exporter"}
+
+
+def registered_exporters(signal_name: str) -> list[str]:
+    """The exporter names installed packages register for ``signal_name`` (the SDK's entry points)."""
+    from importlib.metadata import entry_points
+
+    return sorted({entry.name for entry in entry_points(group=EXPORTER_GROUPS[signal_name])})
+
+
+def _exporters(signal_name: str, builtin: tuple[str, ...]) -> Callable[[str, Any], Any]:
+    """A comma-separated list of exporters (the OTel specification's form); ``none`` alone for none."""
+
+    def parse(name: str, value: Any) -> tuple[str, ...]:
+        items = [item.strip().lower() for item in value.split(",")] if isinstance(value, str) else list(value)
+        names = tuple(dict.fromkeys(item for item in items if item))  # in order, once each
+        if not all(isinstance(n, str) for n in names):
+            raise TypeError(name)
+        if names in ((), ("none",)):
+            return ()
+        if "none" in names:
+            raise _NotAllowed(name, "`none` alone, or a list of exporters without it")
+        unknown = [n for n in names if n not in builtin and n not in registered_exporters(signal_name)]
+        if unknown:
+            choices = sorted({*builtin, *registered_exporters(signal_name)})
+            raise _NotAllowed(name, f"a comma-separated list of {', '.join(choices)}, or none "
+                                    f"(installed here; {unknown[0]!r} is not)")
+        return names
 
     return parse
 
@@ -252,22 +295,27 @@ class Settings:
         "`OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT` wins over `OTEL_EXPORTER_OTLP_ENDPOINT` (not over an explicit "
         "qm-otel endpoint)", otel=("OTEL_EXPORTER_OTLP_ENDPOINT",), accepts="str",
         default_doc="`http://localhost:4318` (`:4317` for grpc)")
-    traces_exporter: str = setting(
-        "otlp", "QM_OTEL_TRACES_EXPORTER", _choice(*_EXPORTERS), ", ".join(_EXPORTERS), "where spans go",
-        otel=("OTEL_TRACES_EXPORTER",))
-    metrics_exporter: str = setting(
-        "otlp", "QM_OTEL_METRICS_EXPORTER", _choice(*_METRIC_EXPORTERS), ", ".join(_METRIC_EXPORTERS),
-        "where metrics go; `prometheus` serves `/metrics` for scraping (one process per port: not with "
-        "`--workers`)", otel=("OTEL_METRICS_EXPORTER",))
+    traces_exporter: tuple[str, ...] = setting(
+        ("otlp",), "QM_OTEL_TRACES_EXPORTER", _exporters("traces", _EXPORTERS), _EXPORTERS_ALLOWED,
+        "where spans go: one or several, comma-separated (`otlp,console`); also any exporter another package "
+        "registers under `opentelemetry_traces_exporter`", otel=("OTEL_TRACES_EXPORTER",),
+        accepts="Sequence[str] | str", default_doc="`otlp`")
+    metrics_exporter: tuple[str, ...] = setting(
+        ("otlp",), "QM_OTEL_METRICS_EXPORTER", _exporters("metrics", _METRIC_EXPORTERS),
+        _EXPORTERS_ALLOWED.replace("`otlp`, `console`", "`otlp`, `prometheus`, `console`"),
+        "where metrics go (a list, as for traces); `prometheus` serves `/metrics` for scraping (one process "
+        "per port: not with `--workers`)", otel=("OTEL_METRICS_EXPORTER",), accepts="Sequence[str] | str",
+        default_doc="`otlp`")
     prometheus_host: str = setting(
         "localhost", "QM_OTEL_PROMETHEUS_HOST", _text, "a host name or address",
         "where the scrape endpoint binds (`0.0.0.0` in a container)", otel=("OTEL_EXPORTER_PROMETHEUS_HOST",))
     prometheus_port: int = setting(
         9464, "QM_OTEL_PROMETHEUS_PORT", _port, "a port number 1-65535", "scrape endpoint port",
         otel=("OTEL_EXPORTER_PROMETHEUS_PORT",))
-    logs_exporter: str = setting(
-        "otlp", "QM_OTEL_LOGS_EXPORTER", _choice(*_EXPORTERS), ", ".join(_EXPORTERS), "where log records go",
-        otel=("OTEL_LOGS_EXPORTER",))
+    logs_exporter: tuple[str, ...] = setting(
+        ("otlp",), "QM_OTEL_LOGS_EXPORTER", _exporters("logs", _EXPORTERS), _EXPORTERS_ALLOWED,
+        "where log records go (a list, as for traces)", otel=("OTEL_LOGS_EXPORTER",),
+        accepts="Sequence[str] | str", default_doc="`otlp`")
     metric_export_interval_ms: int = setting(
         60000, "QM_OTEL_METRIC_EXPORT_INTERVAL", _positive_int, "a positive integer (milliseconds)",
         "periodic metric export", otel=("OTEL_METRIC_EXPORT_INTERVAL",))
@@ -470,7 +518,7 @@ def resolve_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> S
         try:
             values[param.name] = param.parse(param.name, raw)
         except (TypeError, ValueError, re.error) as exc:
-            raise param.error(raw, source) from exc
+            raise param.error(raw, source, getattr(exc, "allowed", None)) from exc
     if values["trace_sample_ratio"] is None:
         _ratio_from_otel_sampler(environ, values)
     if "log_config" in explicit and "log_format" in explicit:

@@ -20,7 +20,7 @@ def test_defaults() -> None:
     s = resolve_settings({}, {})
     assert (s.service_name, s.exporter_protocol, s.exporter_endpoint) == (
         "unknown_service", "http/protobuf", "http://localhost:4318")
-    assert (s.traces_exporter, s.metrics_exporter, s.logs_exporter) == ("otlp", "otlp", "otlp")
+    assert (s.traces_exporter, s.metrics_exporter, s.logs_exporter) == (("otlp",), ("otlp",), ("otlp",))
     assert s.metric_export_interval_ms == 60000
     assert s.stdout_format == "text"  # development
     assert s.explicit == frozenset()
@@ -45,7 +45,7 @@ def test_precedence_argument_then_own_env_then_otel_env_then_resource_then_defau
 
 def test_empty_string_counts_as_unset() -> None:
     env = {"QM_OTEL_TRACES_EXPORTER": "", "OTEL_TRACES_EXPORTER": "console"}
-    assert resolve_settings({}, env).traces_exporter == "console"
+    assert resolve_settings({}, env).traces_exporter == ("console",)
 
 
 def test_explicit_records_arguments_and_own_env_only() -> None:
@@ -57,8 +57,9 @@ def test_explicit_records_arguments_and_own_env_only() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "env", "setting", "source", "allowed"),
     [
-        ({"traces_exporter": "zipkin"}, {}, "traces_exporter", "argument traces_exporter=", "otlp, console, none"),
-        ({}, {"OTEL_METRICS_EXPORTER": "statsd"}, "metrics_exporter", "OTEL_METRICS_EXPORTER", "otlp, prometheus"),
+        ({"traces_exporter": "zipkin"}, {}, "traces_exporter", "argument traces_exporter=", "console, otlp"),
+        ({}, {"OTEL_METRICS_EXPORTER": "statsd"}, "metrics_exporter", "OTEL_METRICS_EXPORTER",
+         "otlp_proto_http, prometheus"),
         ({}, {"QM_OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"}, "exporter_endpoint",
          "QM_OTEL_EXPORTER_OTLP_ENDPOINT", "http(s) URL"),
         ({"exporter_endpoint": "ftp://collector"}, {}, "exporter_endpoint", "argument", "http(s) URL"),

@@ -18,11 +18,11 @@ from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, MetricsData
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-from qm_otel.config import ConfigError, Settings
+from qm_otel.config import EXPORTER_GROUPS, ConfigError, Settings
 from qm_otel.signals import encoding
 from qm_otel.signals.delivery import LogDelivery, MetricDelivery, SpanDelivery, deliverable
 
-__all__ = ["exporter", "prometheus_reader", "signal_endpoint"]
+__all__ = ["exporters", "prometheus_reader", "signal_endpoint"]
 
 _logger = logging.getLogger("qm_otel")
 
@@ -97,16 +97,44 @@ def _import(path: str, settings: Settings) -> Any:
     return getattr(module, class_name)
 
 
-def exporter(settings: Settings, signal_name: str) -> Any:
-    """The exporter the signal's setting asks for (``otlp``, ``console``), or None for ``none``."""
-    kind = getattr(settings, f"{signal_name}_exporter")
-    console, http_path, grpc_path = _EXPORTERS[signal_name]
-    if kind == "console":
-        return console()
-    if kind != "otlp":
-        return None
-    exporter_class = _import(grpc_path if settings.exporter_protocol == "grpc" else http_path, settings)
-    if settings.exporter_protocol == "grpc":
+def exporters(settings: Settings, signal_name: str) -> list[Any]:
+    """The exporters the signal's setting lists, in order (none for ``none``).
+
+    ``otlp`` (and the SDK's own names ``otlp_proto_http`` / ``otlp_proto_grpc``), ``console``, and
+    any exporter another package registers under the SDK's entry-point group, made as the SDK's
+    configurator makes it (no arguments). ``prometheus`` is a metric reader: see
+    :func:`prometheus_reader`.
+    """
+    made = []
+    for name in getattr(settings, f"{signal_name}_exporter"):
+        if name == "prometheus":
+            continue
+        if name in ("otlp", "otlp_proto_http", "otlp_proto_grpc"):
+            protocol = {"otlp_proto_http": "http/protobuf", "otlp_proto_grpc": "grpc"}.get(
+                name, settings.exporter_protocol)
+            made.append(_otlp(settings, signal_name, protocol))
+        elif name == "console":
+            made.append(_EXPORTERS[signal_name][0]())
+        else:
+            made.append(_registered(signal_name, name)())
+    return made
+
+
+def _registered(signal_name: str, name: str) -> Any:
+    from importlib.metadata import entry_points
+
+    group = EXPORTER_GROUPS[signal_name]
+    found = next(iter(entry_points(group=group, name=name)), None)
+    if found is None:  # resolve_settings checked it: only an uninstall since then gets here
+        message = f"qm-otel: the {signal_name} exporter {name!r} is no longer installed (entry point group {group})"
+        raise ConfigError(message, setting=f"{signal_name}_exporter")
+    return found.load()
+
+
+def _otlp(settings: Settings, signal_name: str, protocol: str) -> Any:
+    _console, http_path, grpc_path = _EXPORTERS[signal_name]
+    exporter_class = _import(grpc_path if protocol == "grpc" else http_path, settings)
+    if protocol == "grpc":
         return exporter_class(endpoint=signal_endpoint(settings, signal_name))
     inner = exporter_class(endpoint=signal_endpoint(settings, signal_name))
     if deliverable(inner):  # buffered, sent by a thread of its own, retried without blocking
@@ -117,7 +145,6 @@ def exporter(settings: Settings, signal_name: str) -> Any:
     if fast is not None:  # an SDK whose client this version does not know: its exporter, the fast encoder
         return encoding.with_fast_encoding(exporter_class, *fast)(endpoint=signal_endpoint(settings, signal_name))
     return inner
-
 
 def _encode_spans(spans: Sequence[Any]) -> tuple[bytes, int]:
     try:

@@ -12,7 +12,7 @@ from opentelemetry.sdk.resources import Resource
 
 from qm_otel.config import Settings
 from qm_otel.logs.pipeline import install_log_handlers
-from qm_otel.signals.exporters import exporter
+from qm_otel.signals.exporters import exporters
 
 __all__ = ["build_logger_provider"]
 
@@ -26,11 +26,11 @@ def build_logger_provider(
     the global provider. The OTLP handler is installed only when records go somewhere.
     """
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    log_exporter = exporter(settings, "logs")
-    if log_exporter is not None:
+    log_exporters = exporters(settings, "logs")
+    for log_exporter in log_exporters:
         provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
     for processor in extra:
         provider.add_log_record_processor(processor)
     _logs.set_logger_provider(provider)
-    exporting = log_exporter is not None or bool(extra)
+    exporting = bool(log_exporters) or bool(extra)
     return provider, install_log_handlers(settings, provider if exporting else None)

@@ -13,7 +13,7 @@ from qm_otel import instruments
 from qm_otel.breaker import state_observations
 from qm_otel.caches import degraded_observations, ratio_observations
 from qm_otel.config import Settings
-from qm_otel.signals.exporters import exporter, prometheus_reader
+from qm_otel.signals.exporters import exporters, prometheus_reader
 
 __all__ = ["build_meter_provider"]
 
@@ -22,14 +22,13 @@ def build_meter_provider(
     settings: Settings, resource: Resource, extra: Sequence[MetricReader]
 ) -> tuple[MeterProvider, instruments.Instruments]:
     """The global provider (its readers first, then ``extra``) and qm-otel's instruments made on it."""
-    readers = list(extra)
-    if settings.metrics_exporter == "prometheus":
-        readers.insert(0, prometheus_reader(settings))
-    metric_exporter = exporter(settings, "metrics")
-    if metric_exporter is not None:
-        readers.insert(
-            0, PeriodicExportingMetricReader(metric_exporter, export_interval_millis=settings.metric_export_interval_ms)
-        )
+    readers: list[MetricReader] = []
+    for made in exporters(settings, "metrics"):  # push exporters get a periodic reader; pull ones are readers
+        readers.append(made if isinstance(made, MetricReader) else PeriodicExportingMetricReader(
+            made, export_interval_millis=settings.metric_export_interval_ms))
+    if "prometheus" in settings.metrics_exporter:
+        readers.append(prometheus_reader(settings))
+    readers.extend(extra)
     provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
     metrics.set_meter_provider(provider)
     instruments.observe(

@@ -36,7 +36,7 @@ def _restore_nothing() -> None:
 def shorten_switch_interval(settings: Settings) -> Callable[[], None]:
     """Apply ``switch_interval_ms`` when an exporter runs; a callable that restores the previous interval."""
     wanted_ms = settings.switch_interval_ms
-    exporting = any(kind != "none" for kind in (settings.traces_exporter, settings.logs_exporter))
+    exporting = bool(settings.traces_exporter) or bool(settings.logs_exporter)
     if wanted_ms is None or not exporting:
         return _restore_nothing
     previous = sys.getswitchinterval()

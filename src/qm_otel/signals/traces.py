@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from qm_otel.config import Settings
 from qm_otel.correlation import CorrelationIdGenerator, CorrelationSpanProcessor
 from qm_otel.sampling import ratio_sampler
-from qm_otel.signals.exporters import exporter
+from qm_otel.signals.exporters import exporters
 
 __all__ = ["build_tracer_provider"]
 
@@ -31,8 +31,7 @@ def build_tracer_provider(settings: Settings, resource: Resource, extra: Sequenc
         resource=resource, shutdown_on_exit=False, id_generator=CorrelationIdGenerator(), sampler=sampler
     )
     provider.add_span_processor(CorrelationSpanProcessor())
-    span_exporter = exporter(settings, "traces")
-    if span_exporter is not None:
+    for span_exporter in exporters(settings, "traces"):
         provider.add_span_processor(BatchSpanProcessor(span_exporter))
     for processor in extra:
         provider.add_span_processor(processor)
