@@ -85,13 +85,14 @@ class Delivery:
         self.max_items, self.max_bytes = max_items, max_bytes
         self._max_request = int(getattr(inner, "_max_request_size", 0) or 0)
         self._clock = clock
-        self._cond = threading.Condition()
         #: when the process's shutdown must be over (monotonic clock); set by the handle at shutdown
         self.deadline: float | None = None
         self._init_state()
         _LIVE.add(self)
 
     def _init_state(self) -> None:
+        # a new lock too: after fork, the parent's could be held by a thread the child does not have
+        self._cond = threading.Condition()
         self._buffer: deque[_Payload] = deque()
         self._items = self._bytes = 0
         self._sending = False
