@@ -35,8 +35,11 @@ class SetupOptions(TypedDict, total=False):
     metrics_exporter: Sequence[str] | str | None
     #: where the scrape endpoint binds (0.0.0.0 in a container)
     prometheus_host: str | None
-    #: scrape endpoint port
+    #: scrape endpoint port (the first of prometheus_ports)
     prometheus_port: int | None
+    #: how many ports from prometheus_port on a process may try: with several workers (uvicorn --workers, gunicorn)
+    #: each serves /metrics on the first free one; list them all as scrape targets
+    prometheus_ports: int | None
     #: where log records go (a list, as for traces)
     logs_exporter: Sequence[str] | str | None
     #: periodic metric export

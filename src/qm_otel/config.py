@@ -310,8 +310,12 @@ class Settings:
         "localhost", "QM_OTEL_PROMETHEUS_HOST", _text, "a host name or address",
         "where the scrape endpoint binds (`0.0.0.0` in a container)", otel=("OTEL_EXPORTER_PROMETHEUS_HOST",))
     prometheus_port: int = setting(
-        9464, "QM_OTEL_PROMETHEUS_PORT", _port, "a port number 1-65535", "scrape endpoint port",
-        otel=("OTEL_EXPORTER_PROMETHEUS_PORT",))
+        9464, "QM_OTEL_PROMETHEUS_PORT", _port, "a port number 1-65535", "scrape endpoint port (the first of "
+        "`prometheus_ports`)", otel=("OTEL_EXPORTER_PROMETHEUS_PORT",))
+    prometheus_ports: int = setting(
+        1, "QM_OTEL_PROMETHEUS_PORTS", _positive_int, "a positive integer",
+        "how many ports from `prometheus_port` on a process may try: with several workers (uvicorn `--workers`, "
+        "gunicorn) each serves `/metrics` on the first free one; list them all as scrape targets")
     logs_exporter: tuple[str, ...] = setting(
         ("otlp",), "QM_OTEL_LOGS_EXPORTER", _exporters("logs", _EXPORTERS), _EXPORTERS_ALLOWED,
         "where log records go (a list, as for traces)", otel=("OTEL_LOGS_EXPORTER",),

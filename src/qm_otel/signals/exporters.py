@@ -6,6 +6,7 @@ missing one fails ``setup()`` with a :class:`~qm_otel.config.ConfigError` that n
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
@@ -180,14 +181,29 @@ _DELIVERIES: dict[str, tuple[Any, Callable[[Any], tuple[bytes, int]]]] = {
 
 
 def prometheus_reader(settings: Settings) -> MetricReader:
-    """Serve ``/metrics`` for Prometheus to scrape (the same names as Prometheus's OTLP receiver gives)."""
+    """Serve ``/metrics`` for Prometheus to scrape (the same names as Prometheus's OTLP receiver gives).
+
+    Several workers of one service each serve their own instruments: with ``prometheus_ports`` > 1,
+    a process takes the first free port of ``prometheus_port`` … ``prometheus_port + prometheus_ports - 1``
+    and says which; Prometheus scrapes them all (README: "Prometheus and several workers").
+    """
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import start_http_server
 
-    try:
-        start_http_server(settings.prometheus_port, addr=settings.prometheus_host)
-    except OSError as exc:
-        message = (f"qm-otel setting 'prometheus_port' got {settings.prometheus_port!r}, which cannot be served on "
-                   f"{settings.prometheus_host} ({exc.strerror or exc}); allowed: a free port")
-        raise ConfigError(message) from exc
+    first, last = settings.prometheus_port, min(settings.prometheus_port + settings.prometheus_ports - 1, 65535)
+    for port in range(first, last + 1):
+        try:
+            start_http_server(port, addr=settings.prometheus_host)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE and port < last:
+                continue
+            tried = f"{first}" if first == last else f"{first}-{last} (all taken)"
+            message = (f"qm-otel setting 'prometheus_port' got {tried}, which cannot be served on "
+                       f"{settings.prometheus_host} ({exc.strerror or exc}); allowed: a free port (with several "
+                       "workers, QM_OTEL_PROMETHEUS_PORTS at least the number of workers)")
+            raise ConfigError(message, setting="prometheus_port") from exc
+        if last > first:
+            _logger.info("qm-otel: this process serves /metrics on %s:%d (ports %d-%d)", settings.prometheus_host,
+                         port, first, last)
+        break
     return PrometheusMetricReader()
