@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.support import service as svc
+from tests.support.otlp_receiver import OtlpReceiver
 
 APP = "tests.integration.apps.with_setup:app"
 PORTS = 4
@@ -71,3 +72,49 @@ def test_every_workers_requests_are_scraped(server: str) -> None:
     assert len(pids) == 2
     assert sum(requests_counted(page) for page in pages) == 30  # every worker's requests, none twice
     assert "qm-otel: this process serves /metrics on" in service.output()
+
+
+#: Prometheus's OTLP translation (``UnderscoreEscapingWithSuffixes``, the collector path in
+#: collector/prometheus.yml): the unit words it appends
+_UNIT_WORDS = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": ""}
+
+
+def otlp_to_prometheus(name: str, unit: str, kind: str, monotonic: bool | None) -> str:
+    """The name Prometheus's OTLP receiver gives an OTLP metric (escaped, unit and type suffixes)."""
+    base = re.sub(r"_+", "_", re.sub(r"[^a-zA-Z0-9_:]", "_", name))
+    unit = re.sub(r"\{[^}]*\}", "", unit)
+    word = _UNIT_WORDS.get(unit, unit.replace("/", "_per_"))
+    if word and not base.endswith(f"_{word}"):
+        base += f"_{word}"
+    if kind == "sum" and monotonic:
+        base += "_total"
+    elif kind == "gauge" and unit == "1":
+        base += "_ratio"
+    return base
+
+
+def scraped_names(text: str) -> set[str]:
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    return names | {re.sub(r"_(bucket|count|sum)$", "", name) for name in names}
+
+
+def test_the_scrape_endpoint_and_the_collector_path_give_the_same_names(receiver: OtlpReceiver) -> None:
+    metrics_port = free_ports(1)
+    env = svc.base_env(receiver.endpoint, QM_OTEL_METRICS_EXPORTER="otlp,prometheus",
+                       QM_OTEL_PROMETHEUS_HOST="127.0.0.1", QM_OTEL_PROMETHEUS_PORT=str(metrics_port),
+                       TEST_RECOVERY_S="300")
+    service = svc.start("tests.integration.apps.resilience:app", env)
+    try:
+        assert service.get("/pay").status_code == 200
+        service.get("/lookup/1", params={"hit": "true"})
+        receiver.wait_for(lambda r: any(p.name == "qm_otel.cache.requests" for p in r.snapshot()[2]))
+        receiver.wait_for(lambda r: any(p.name == "http.server.request.duration" for p in r.snapshot()[2]))
+        page = scrape(metrics_port) or ""
+    finally:
+        service.terminate()
+    pushed = {(p.name, p.unit, p.kind, p.monotonic) for p in receiver.snapshot()[2]}
+    expected = {otlp_to_prometheus(*metric): metric[0] for metric in pushed}
+    missing = {prom: otlp for prom, otlp in expected.items() if prom not in scraped_names(page)}
+    assert not missing, missing
+    assert "http_server_request_duration_seconds" in expected
+    assert "qm_otel_cache_requests_total" in expected

@@ -85,6 +85,8 @@ class MetricPoint:
     attributes: dict[str, Any]
     count: int | None
     value: float | None
+    #: for a sum: whether it only rises (a counter, ``_total`` in Prometheus)
+    monotonic: bool | None = None
 
 
 @dataclass
@@ -221,9 +223,10 @@ class OtlpReceiver:
                         value = None
                         if kind in ("sum", "gauge"):
                             value = p.as_double if p.WhichOneof("value") == "as_double" else p.as_int
+                        monotonic = m.sum.is_monotonic if kind == "sum" else None
                         self.points.append(
                             MetricPoint(resource, sm.scope.name, m.name, m.unit, kind, attributes(p.attributes),
-                                        count, value)
+                                        count, value, monotonic)
                         )
 
     def start_grpc(self) -> int:
