@@ -30,6 +30,12 @@ def test_an_endpoint_that_ends_in_a_signal_path_keeps_the_spec_and_says_so_once(
     assert "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://collector:4318/v1/traces" in warnings[0]
 
 
+def test_an_exporter_named_for_grpc_gets_the_base_endpoint_even_when_the_protocol_setting_is_http() -> None:
+    settings = resolve_settings({}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"})
+    assert _signal_endpoint(settings, "traces", "grpc") == "http://collector:4317"  # otlp_proto_grpc
+    assert _signal_endpoint(settings, "traces") == "http://collector:4317/v1/traces"
+
+
 def test_grpc_endpoint_is_used_as_is() -> None:
     settings = resolve_settings({"exporter_protocol": "grpc", "exporter_endpoint": "http://c:4317"}, {})
     assert _signal_endpoint(settings, "metrics") == "http://c:4317"

@@ -85,7 +85,6 @@ class RequestLogWriter(Protocol):
         """The record of a WebSocket connection, when it has closed."""
 
 
-
 #: the stable HTTP conventions' schema, as the contrib instrumentation declares it
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.21.0"
 #: the advisory buckets of ``http.server.request.duration`` (seconds), as the conventions give them

@@ -54,7 +54,7 @@ _FAST_ENCODERS = {
 }
 
 
-def signal_endpoint(settings: Settings, signal_name: str) -> str | None:
+def signal_endpoint(settings: Settings, signal_name: str, protocol: str | None = None) -> str | None:
     """The endpoint to hand an OTLP exporter, or None to let it read its per-signal env var.
 
     Over HTTP the signal's path is appended to the base endpoint, as the specification says, even
@@ -64,7 +64,7 @@ def signal_endpoint(settings: Settings, signal_name: str) -> str | None:
     per_signal = f"OTEL_EXPORTER_OTLP_{signal_name.upper()}_ENDPOINT"
     if "exporter_endpoint" not in settings.explicit and os.environ.get(per_signal, "").strip():
         return None
-    if settings.exporter_protocol == "grpc":
+    if (protocol or settings.exporter_protocol) == "grpc":
         return settings.exporter_endpoint
     _warn_signal_path(settings.exporter_endpoint)
     return f"{settings.exporter_endpoint}/v1/{signal_name}"
@@ -135,16 +135,17 @@ def _registered(signal_name: str, name: str) -> Any:
 def _otlp(settings: Settings, signal_name: str, protocol: str) -> Any:
     _console, http_path, grpc_path = _EXPORTERS[signal_name]
     exporter_class = _import(grpc_path if protocol == "grpc" else http_path, settings)
+    endpoint = signal_endpoint(settings, signal_name, protocol)
     if protocol == "grpc":
-        return exporter_class(endpoint=signal_endpoint(settings, signal_name))
-    inner = exporter_class(endpoint=signal_endpoint(settings, signal_name))
+        return exporter_class(endpoint=endpoint)
+    inner = exporter_class(endpoint=endpoint)
     if deliverable(inner):  # buffered, sent by a thread of its own, retried without blocking
         wrapper, encode = _DELIVERIES[signal_name]
         return wrapper(inner, signal_name, encode, max_items=settings.export_buffer_items,
                        max_bytes=int(settings.export_buffer_mb * 1024 * 1024))
     fast = _FAST_ENCODERS.get(signal_name)
     if fast is not None:  # an SDK whose client this version does not know: its exporter, the fast encoder
-        return encoding.with_fast_encoding(exporter_class, *fast)(endpoint=signal_endpoint(settings, signal_name))
+        return encoding.with_fast_encoding(exporter_class, *fast)(endpoint=endpoint)
     return inner
 
 def _encode_spans(spans: Sequence[Any]) -> tuple[bytes, int]:
