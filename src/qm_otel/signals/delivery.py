@@ -230,6 +230,15 @@ class Delivery:
         """Whether the last send failed (the collector is down, black-holed or overloaded)."""
         return self._failing_since is not None
 
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        """Send what is buffered within the shutdown budget, then stop (the exporters' protocol)."""
+        del kwargs
+        self.close(self.budget_s(timeout_millis / 1000))
+
+    def force_flush(self, timeout_millis: float = 30_000) -> bool:
+        """Wait for the buffer to empty, not while the collector is failing (the exporters' protocol)."""
+        return self.flush(timeout_millis / 1000)
+
     def budget_s(self, timeout_s: float) -> float:
         """``timeout_s``, cut to what is left before :attr:`deadline` (the process's shutdown budget)."""
         if self.deadline is None:
@@ -317,14 +326,6 @@ class SpanDelivery(Delivery, SpanExporter):
         """Buffer the batch for the sender (FAILURE only when it was dropped)."""
         return SpanExportResult.SUCCESS if self._accept(spans) else SpanExportResult.FAILURE
 
-    def shutdown(self, timeout_millis: float = 30_000) -> None:
-        """Send what is buffered within the shutdown budget, then stop."""
-        self.close(self.budget_s(timeout_millis / 1000))
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Wait for the buffer to empty (not while the collector is failing)."""
-        return self.flush(timeout_millis / 1000)
-
 
 class LogDelivery(Delivery, LogRecordExporter):
     """A log record exporter that buffers and sends through :class:`Delivery`."""
@@ -332,14 +333,6 @@ class LogDelivery(Delivery, LogRecordExporter):
     def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
         """Buffer the batch for the sender (FAILURE only when it was dropped)."""
         return LogRecordExportResult.SUCCESS if self._accept(batch) else LogRecordExportResult.FAILURE
-
-    def shutdown(self, timeout_millis: float = 30_000) -> None:
-        """Send what is buffered within the shutdown budget, then stop."""
-        self.close(self.budget_s(timeout_millis / 1000))
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Wait for the buffer to empty (not while the collector is failing)."""
-        return self.flush(timeout_millis / 1000)
 
 
 class MetricDelivery(Delivery, MetricExporter):
@@ -354,12 +347,3 @@ class MetricDelivery(Delivery, MetricExporter):
         """Buffer the points for the sender (FAILURE only when they were dropped)."""
         del timeout_millis, kwargs
         return MetricExportResult.SUCCESS if self._accept(metrics_data) else MetricExportResult.FAILURE
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        """Send what is buffered within the shutdown budget, then stop."""
-        del kwargs
-        self.close(self.budget_s(timeout_millis / 1000))
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        """Wait for the buffer to empty (not while the collector is failing)."""
-        return self.flush(timeout_millis / 1000)
