@@ -18,6 +18,7 @@ from typing import Any
 from qm_otel import _state
 
 __all__ = [
+    "AlertPolicy",
     "Band",
     "BreakerDefaults",
     "Classification",
@@ -109,6 +110,20 @@ class Degradation:
 
 
 @dataclass(frozen=True)
+class AlertPolicy:
+    """What the alert rules need beyond ``[alerts]``: the availability SLO, flapping, log rates, runbooks."""
+
+    slo_availability_percent: float
+    slo_period_days: float
+    slow_request_percent_above: float
+    breaker_flap_openings: int
+    breaker_flap_window_minutes: int
+    error_logs_per_minute_above: float
+    slow_request_logs_above: float
+    runbook_base_url: str
+
+
+@dataclass(frozen=True)
 class Conventions:
     """Components, statuses, bands, alerts, degradation and breaker rules, validated."""
 
@@ -120,6 +135,7 @@ class Conventions:
     alerts: dict[str, float]
     degradation: Degradation
     breaker: BreakerDefaults
+    alert_policy: AlertPolicy
 
     def level_for_status(self, status: str) -> str:
         """The log level a record with ``status`` is written at."""
@@ -147,6 +163,9 @@ _SCHEMA: dict[str, Any] = {
     "alerts": {"error_rate_percent_above": None, "cache_hit_rate_percent_below": None, "memory_mb_above": None,
                "response_time_ms_above": None},
     "degradation": {"cache_hit_rate_below": None, "window": None, "min_lookups": None},
+    "alert_policy": {"slo_availability_percent": None, "slo_period_days": None, "slow_request_percent_above": None,
+                     "breaker_flap_openings": None, "breaker_flap_window_minutes": None,
+                     "error_logs_per_minute_above": None, "slow_request_logs_above": None, "runbook_base_url": None},
     "breaker": {"failure_threshold": None, "window_s": None, "recovery_s": None,
                 "transitions": {"*": {"from": None, "to": None, "level": None, "status": None, "message": None}}},
 }
@@ -248,6 +267,27 @@ def _breaker(read: _Reader, table: Any, statuses: dict[str, str]) -> BreakerDefa
                            read.positive(table, "recovery_s", "breaker."), transitions)
 
 
+def _alert_policy(read: _Reader, table: Any) -> AlertPolicy:
+    where = "alert_policy."
+    slo = read.positive(table, "slo_availability_percent", where)
+    if slo >= 100:
+        raise read.fail(f"key {where}slo_availability_percent has {_toml_value(slo)}; expected a number below 100 "
+                        "(a 100 % target leaves no error budget)")
+    counts = {}
+    for key in ("breaker_flap_openings", "breaker_flap_window_minutes"):
+        value = read.positive(table, key, where)
+        if value != int(value):
+            raise read.fail(f"key {where}{key} has {_toml_value(value)}; expected a positive integer")
+        counts[key] = int(value)
+    return AlertPolicy(
+        slo, read.positive(table, "slo_period_days", where), read.positive(table, "slow_request_percent_above", where),
+        counts["breaker_flap_openings"], counts["breaker_flap_window_minutes"],
+        read.positive(table, "error_logs_per_minute_above", where),
+        read.positive(table, "slow_request_logs_above", where),
+        read.need(table, "runbook_base_url", where, str),
+    )
+
+
 def load(data: dict[str, Any], source: str = PATH.name) -> Conventions:
     """Validate parsed conventions data; raises ConventionsError naming ``source`` and the offending key."""
     read = _Reader(source)
@@ -281,7 +321,8 @@ def load(data: dict[str, Any], source: str = PATH.name) -> Conventions:
         int(read.positive(degradation_table, "min_lookups", "degradation.")),
     )
     breaker = _breaker(read, read.need(data, "breaker", "", dict), statuses)
-    return Conventions(tuple(components), dict(statuses), outcomes, bands, slow, alerts, degradation, breaker)
+    policy = _alert_policy(read, read.need(data, "alert_policy", "", dict))
+    return Conventions(tuple(components), dict(statuses), outcomes, bands, slow, alerts, degradation, breaker, policy)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
