@@ -19,6 +19,8 @@ from pathlib import PurePath
 from typing import Any
 from urllib.parse import urlsplit
 
+from qm_otel import _otel_environment
+
 __all__ = ["PARAMS", "SETTING_NAMES", "ConfigError", "Param", "Settings", "resolve_settings"]
 
 
@@ -536,4 +538,28 @@ def resolve_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> S
     if values["exporter_endpoint"] is None:
         port = 4317 if values["exporter_protocol"] == "grpc" else 4318
         values["exporter_endpoint"] = f"http://localhost:{port}"
+    _check_otel_environment(environ, values, explicit)
     return Settings(**values, explicit=frozenset(explicit))
+
+
+_OTLP_NAMES = {"otlp": None, "otlp_proto_http": "http/protobuf", "otlp_proto_grpc": "grpc"}
+
+
+def otlp_protocols(values: Mapping[str, Any], environ: Mapping[str, str], explicit: frozenset[str] | set[str]
+                   ) -> dict[str, str]:
+    """The OTLP protocol of each signal whose exporters include an OTLP one (per-signal variables honoured)."""
+    protocols = {}
+    for signal_name in _otel_environment.SIGNALS:
+        names = [name for name in values[f"{signal_name}_exporter"] if name in _OTLP_NAMES]
+        if names:
+            protocols[signal_name] = _OTLP_NAMES[names[0]] or _otel_environment.signal_protocol(
+                environ, signal_name, values["exporter_protocol"], explicit="exporter_protocol" in explicit)
+    return protocols
+
+
+def _check_otel_environment(environ: Mapping[str, str], values: Mapping[str, Any], explicit: set[str]) -> None:
+    """Refuse an SDK variable qm-otel cannot use as it is set (docs/otel-environment.md lists them all)."""
+    found = _otel_environment.problem(environ, otlp_protocols(values, environ, explicit), values["traces_exporter"])
+    if found is not None:
+        message = f"qm-otel: environment variable {found.variable} got {found.value!r}; allowed: {found.allowed}"
+        raise ConfigError(message, setting=found.variable)

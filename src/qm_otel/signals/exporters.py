@@ -19,6 +19,7 @@ from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, MetricsData
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
+from qm_otel._otel_environment import signal_protocol
 from qm_otel.config import EXPORTER_GROUPS, ConfigError, Settings
 from qm_otel.signals import encoding
 from qm_otel.signals.delivery import LogDelivery, MetricDelivery, SpanDelivery, deliverable
@@ -101,7 +102,8 @@ def _import(path: str, settings: Settings) -> Any:
 def exporters(settings: Settings, signal_name: str) -> list[Any]:
     """The exporters the signal's setting lists, in order (none for ``none``).
 
-    ``otlp`` (and the SDK's own names ``otlp_proto_http`` / ``otlp_proto_grpc``), ``console``, and
+    ``otlp`` (over ``OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL`` when set, else ``exporter_protocol``; the SDK's own
+    names ``otlp_proto_http`` / ``otlp_proto_grpc`` fix the protocol), ``console``, and
     any exporter another package registers under the SDK's entry-point group, made as the SDK's
     configurator makes it (no arguments). ``prometheus`` is a metric reader: see
     :func:`prometheus_reader`.
@@ -111,8 +113,8 @@ def exporters(settings: Settings, signal_name: str) -> list[Any]:
         if name == "prometheus":
             continue
         if name in ("otlp", "otlp_proto_http", "otlp_proto_grpc"):
-            protocol = {"otlp_proto_http": "http/protobuf", "otlp_proto_grpc": "grpc"}.get(
-                name, settings.exporter_protocol)
+            protocol = {"otlp_proto_http": "http/protobuf", "otlp_proto_grpc": "grpc"}.get(name) or signal_protocol(
+                os.environ, signal_name, settings.exporter_protocol, explicit="exporter_protocol" in settings.explicit)
             made.append(_otlp(settings, signal_name, protocol))
         elif name == "console":
             made.append(_EXPORTERS[signal_name][0]())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 from opentelemetry import _logs
@@ -25,6 +26,7 @@ def build_logger_provider(
     Set globally before the handlers are installed: a ``log_config`` file's OTLP handler binds to
     the global provider. The OTLP handler is installed only when records go somewhere.
     """
+    _sdk_log_level(os.environ.get("OTEL_LOG_LEVEL", ""))
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     log_exporters = exporters(settings, "logs")
     for log_exporter in log_exporters:
@@ -34,3 +36,13 @@ def build_logger_provider(
     _logs.set_logger_provider(provider)
     exporting = bool(log_exporters) or bool(extra)
     return provider, install_log_handlers(settings, provider if exporting else None)
+
+
+def _sdk_log_level(value: str) -> None:
+    """``OTEL_LOG_LEVEL``: the level of the SDK's own loggers (``opentelemetry.*``), which the SDK never reads.
+
+    The value was checked by the settings (debug, info, warn, warning, error, critical).
+    """
+    if value.strip():
+        name = {"warn": "WARNING"}.get(value.strip().lower(), value.strip().upper())
+        logging.getLogger("opentelemetry").setLevel(name)
