@@ -21,6 +21,8 @@ import httpx
 import pytest
 
 from qm_otel.cli.render import RULES
+from qm_otel.cli.render.alerts import alert_rules
+from qm_otel.conventions import conventions
 from tests.support import service as svc
 
 PROMETHEUS = shutil.which("prometheus")
@@ -100,8 +102,7 @@ def test_rules_load_and_their_expressions_see_the_services_metrics(scraped: tupl
     assert errors
     # the rules evaluate without errors, and the ones whose condition holds are pending or firing
     rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"][0]["rules"]
-    assert {r["name"] for r in rules} == {"QmOtelHighErrorRate", "QmOtelSlowResponses", "QmOtelLowCacheHitRate",
-                                         "QmOtelHighMemory", "QmOtelCircuitBreakerOpen", "QmOtelDegradedMode"}
+    assert {r["name"] for r in rules} == {r["alert"] for r in alert_rules(conventions())["groups"][0]["rules"]}
 
     def active() -> set[str]:
         current = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"][0]["rules"]
