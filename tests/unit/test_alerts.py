@@ -266,3 +266,11 @@ def test_grafanas_logql_grammar_parses_every_loki_rule_and_rejects_broken_ones(l
     errors = logql_errors(logql_grammar, exprs + broken)
     assert errors[: len(exprs)] == [[] for _ in exprs], dict(zip(exprs, errors, strict=False))
     assert all(errors[len(exprs):]), "the grammar check accepts broken LogQL: it proves nothing"
+
+
+def test_docs_dashboards_md_describes_every_alert_with_its_for() -> None:
+    alerts_section = (ROOT / "docs/dashboards.md").read_text(encoding="utf-8").partition("\n## Alerts\n")[2]
+    for rule in all_rules():
+        row = next((line for line in alerts_section.splitlines() if line.startswith(f"| `{rule['alert']}` |")), None)
+        assert row is not None, f"docs/dashboards.md's Alerts table has no row for {rule['alert']}"
+        assert f"| {rule['for']} | {rule['labels']['severity']} |" in row
