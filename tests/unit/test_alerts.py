@@ -25,7 +25,7 @@ from qm_otel.cli.render import LOKI_RULES, RULE_TESTS, RULES, render_all
 from qm_otel.cli.render.alerts import loki_rules, prometheus_rules
 from qm_otel.cli.render.alerts._prometheus import burn_factors, slow_bucket_edge
 from qm_otel.cli.render.alerts._rule import duration
-from qm_otel.conventions import conventions, load_with_overrides
+from qm_otel.conventions import ConventionsError, conventions, load_with_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOKS = ROOT / "docs/runbooks.md"
@@ -274,3 +274,17 @@ def test_docs_dashboards_md_describes_every_alert_with_its_for() -> None:
         row = next((line for line in alerts_section.splitlines() if line.startswith(f"| `{rule['alert']}` |")), None)
         assert row is not None, f"docs/dashboards.md's Alerts table has no row for {rule['alert']}"
         assert f"| {rule['for']} | {rule['labels']['severity']} |" in row
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[alert_policy]\nslo_availability_percent = 100\n", "alert_policy.slo_availability_percent has the number 100"),
+    ("[alert_policy]\nbreaker_flap_openings = 2.5\n", "alert_policy.breaker_flap_openings has the number 2.5"),
+    ("[alert_policy]\nslo_period = 30\n",
+     "unknown key alert_policy.slo_period; did you mean alert_policy.slo_period_days?"),
+    ("[alert_policy]\nrunbook_base_url = 3\n", "alert_policy.runbook_base_url has the number 3; expected a string"),
+])
+def test_a_bad_alert_policy_names_the_key(tmp_path: Path, text: str, message: str) -> None:
+    override = tmp_path / "bad.toml"
+    override.write_text(text)
+    with pytest.raises(ConventionsError, match=re.escape(message)):
+        load_with_overrides(str(override))
