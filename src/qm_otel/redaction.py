@@ -8,13 +8,18 @@ A name is sensitive when it contains one of the ``sensitive_fields`` words (case
 Every path that could carry a secret goes through here: the server span's ``url.query``
 (:func:`redact_query`, in the server middleware), the httpx client span's ``url.full``
 (:func:`client_request_hooks`),
-the URLs HTTP clients write into log lines (:class:`RedactUrls`), and the header values the
-instrumentations capture on request (:func:`header_sanitize_patterns`).
+the URLs HTTP clients write into log lines (:class:`RedactUrls`), the header values the
+instrumentations capture on request (:func:`header_sanitize_patterns`), and the statements database
+instrumentations put on their spans (:func:`sanitize_statement`):
+
+>>> sanitize_statement("SELECT * FROM users WHERE email = 'ann@example.com' AND age > 41 AND id = %(id)s")
+'SELECT * FROM users WHERE email = ? AND age > ? AND id = %(id)s'
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -28,6 +33,7 @@ __all__ = [
     "redact_logged_urls",
     "redact_query",
     "redact_url",
+    "sanitize_statement",
 ]
 
 REDACTED = "REDACTED"
@@ -104,3 +110,36 @@ def redact_logged_urls(words: Sequence[str]) -> None:
         for old in [f for f in logger.filters if isinstance(f, RedactUrls)]:
             logger.removeFilter(old)
         logger.addFilter(RedactUrls(words))
+
+
+#: One SQL token per match, left to right: kept (quoted identifiers, comments' delimiters, bind
+#: placeholders, names that contain digits) or replaced (string, dollar-quoted and numeric literals).
+#: An unterminated string runs to the end: when in doubt, more is replaced, never less.
+_SQL_TOKENS = re.compile(
+    r"""
+      (?P<string>(?:[EeBbXxNn]|[Uu]&)?'(?:[^'\\]|''|\\.)*(?:'|\Z))              # 'text', E'..', X'..'
+    | (?P<identifier>"(?:[^"]|"")*"|`[^`]*`|[A-Za-z_][\w$]*)                       # quoted or plain names
+    | (?P<placeholder>%\(\w+\)s|%s|\$\d+|:[A-Za-z_]\w*|\?)                     # bind parameters
+    | (?P<dollar>\$(?P<tag>[A-Za-z_]\w*)?\$.*?(?:\$(?P=tag)?\$|\Z))             # $$body$$, $fn$body$fn$
+    | (?P<number>(?:0[xX][0-9A-Fa-f]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?))     # 42, 4.2, .5, 1e3, 0xFF
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def _literal_to_mark(match: re.Match[str]) -> str:
+    return "?" if match.lastgroup in ("string", "dollar", "number") or match.group("tag") else match.group()
+
+
+def sanitize_statement(statement: str) -> str:
+    """``statement`` with every literal value (strings, numbers, dollar-quoted bodies) replaced by ``?``.
+
+    Database spans carry the statement's shape (``db.statement`` / ``db.query.text``), never the
+    values in it: the OpenTelemetry semantic conventions collect the text only "if there is
+    sanitization that excludes sensitive information". Names, keywords and bind placeholders
+    (``%s``, ``%(name)s``, ``$1``, ``:name``, ``?``) are kept. A backslash escapes the next
+    character inside a string (MySQL's default, PostgreSQL's ``E''`` strings), so a standard
+    PostgreSQL string that ends in a backslash takes the rest of the statement with it: more is
+    replaced, never less.
+    """
+    return _SQL_TOKENS.sub(_literal_to_mark, statement)
