@@ -31,7 +31,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-from qm_otel import _state
+from qm_otel import _state, libraries
 from qm_otel._options import SetupOptions
 from qm_otel._version import __version__
 from qm_otel.config import ConfigError, Settings, resolve_settings
@@ -330,13 +330,19 @@ def _build_signals(settings: Settings, conventions: Conventions, extras: _Extras
 
 
 def _instrument_libraries() -> str:
-    """Instrument the client libraries that are installed (httpx, now or when first imported); name them.
+    """Instrument the libraries that are installed; name them for the start-up record.
 
-    The integrations read the pipeline from the state room, which holds it by now.
+    httpx now or when first imported (the integration reads the pipeline from the state room, which
+    holds it by now); every other installed OpenTelemetry instrumentation as ``opentelemetry-instrument``
+    would, each now or when its library is first imported (:mod:`qm_otel.libraries`; under the
+    wrapper, the wrapper does it next).
     """
     from qm_otel.integrations.httpx import instrument_httpx_when_imported
 
-    return "httpx, " if instrument_httpx_when_imported() else ""
+    names = libraries.instrument_installed()
+    if instrument_httpx_when_imported():
+        names.insert(0, "httpx")
+    return "".join(f"{name}, " for name in names)
 
 
 def shutdown(timeout_s: float | None = None) -> bool:

@@ -3,7 +3,8 @@
 ``opentelemetry-instrument uvicorn app:app`` runs, in order: :meth:`QmOtelDistro.configure`,
 :meth:`QmOtelConfigurator.configure` (which calls :func:`qm_otel.setup`, so both launch paths
 build the same telemetry, and makes every FastAPI or Starlette app instrument itself when it is
-created) and then each installed instrumentor through :meth:`QmOtelDistro.load_instrumentor`.
+created) and then each installed instrumentor through :meth:`QmOtelDistro.load_instrumentor`
+(:mod:`qm_otel.libraries`, which ``setup()`` in code uses the same way).
 """
 
 from __future__ import annotations
@@ -15,18 +16,11 @@ from typing import Any
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
 import qm_otel
-from qm_otel import _state
+from qm_otel import _state, libraries
 from qm_otel.config import ConfigError
 from qm_otel.logs.pipeline import UVICORN_LOG_CONFIG
 
 __all__ = ["QmOtelConfigurator", "QmOtelDistro", "process_role"]
-
-#: instrumentations qm-otel does itself: loading their entry points too would double them (the log
-#: handler; httpx, which qm-otel instruments when it is imported — ``httpx2`` is the same package's
-#: instrumentor for the httpx 2 line, whose loading imports httpx; and the server span, which
-#: qm-otel makes for FastAPI and Starlette apps)
-_WIRED_BY_SETUP = frozenset({"logging", "httpx", "httpx2", "fastapi", "starlette"})
-
 
 class QmOtelDistro(BaseDistro):  # type: ignore[misc]
     """Sets defaults before anything is configured and hands the other instrumentors qm-otel's providers."""
@@ -39,14 +33,15 @@ class QmOtelDistro(BaseDistro):  # type: ignore[misc]
         os.environ.setdefault("UVICORN_LOG_CONFIG", os.environ.get("QM_OTEL_LOG_CONFIG") or str(UVICORN_LOG_CONFIG))
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
-        """Skip what qm-otel does itself; give the others the pipeline's providers."""
-        if entry_point.name in _WIRED_BY_SETUP:
-            return
+        """Instrument the entry point's library with qm-otel's providers, now or when it is first imported.
+
+        (:func:`qm_otel.libraries.instrument_on_import`.) Nothing when telemetry is off in this
+        process (a bad setting, multiprocessing's helpers).
+        """
         state = _state.get()
-        if state is not None and state.telemetry is not None:
-            kwargs.update(tracer_provider=state.telemetry.tracer_provider,
-                          meter_provider=state.telemetry.meter_provider)
-        super().load_instrumentor(entry_point, **kwargs)
+        if state is None or state.telemetry is None:
+            return
+        libraries.instrument_on_import(entry_point, **kwargs)
 
 
 def _instrument_new_apps() -> None:
@@ -150,12 +145,13 @@ class QmOtelConfigurator:
         role = process_role()
         if role == "helper":
             return
-        if role == "supervisor":
-            if not _setup_or_say_why(traces_exporter="none", metrics_exporter="none", logs_exporter="none"):
+        with libraries.loaded_by_wrapper():  # the wrapper loads the instrumentors itself, next
+            if role == "supervisor":
+                if not _setup_or_say_why(traces_exporter="none", metrics_exporter="none", logs_exporter="none"):
+                    return
+                os.register_at_fork(after_in_child=_become_worker)
+            elif not _setup_or_say_why():
                 return
-            os.register_at_fork(after_in_child=_become_worker)
-        elif not _setup_or_say_why():
-            return
         _instrument_new_apps()
 
 

@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 
+import qm_otel
 from qm_otel.distro import QmOtelConfigurator, QmOtelDistro, process_role
+from qm_otel.libraries import SanitizingTracerProvider
+from qm_otel.testing import Capture, reset
 
 
 def test_qm_otel_is_registered_as_distro_and_configurator() -> None:
@@ -41,10 +44,25 @@ def test_instrumentations_setup_wires_itself_are_not_loaded_twice(name: str) -> 
     assert entry_point.calls == []
 
 
-def test_other_instrumentors_load_with_the_wrappers_arguments() -> None:
+def test_other_instrumentors_get_qm_otels_providers_and_the_wrappers_arguments() -> None:
+    capture = Capture()
+    telemetry = qm_otel.setup(traces_exporter="none", metrics_exporter="none", logs_exporter="none",
+                              **capture.setup_kwargs())
+    try:
+        entry_point = FakeEntryPoint("redis")
+        QmOtelDistro().load_instrumentor(entry_point, skip_dep_check=True)
+    finally:
+        reset()
+    [call] = entry_point.calls
+    assert call["skip_dep_check"] is True
+    assert call["meter_provider"] is telemetry.meter_provider
+    assert isinstance(call["tracer_provider"], SanitizingTracerProvider)
+
+
+def test_nothing_is_instrumented_while_telemetry_is_off() -> None:
     entry_point = FakeEntryPoint("redis")
     QmOtelDistro().load_instrumentor(entry_point, skip_dep_check=True)
-    assert entry_point.calls == [{"skip_dep_check": True}]
+    assert entry_point.calls == []
 
 
 def test_id_generator_and_propagator_are_registered_for_the_stock_sdk_path() -> None:

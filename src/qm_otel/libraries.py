@@ -1,0 +1,334 @@
+"""The libraries a service uses: every installed OpenTelemetry instrumentation, on both launch paths.
+
+``opentelemetry-instrument`` loads each ``opentelemetry_instrumentor`` entry point whose library is
+installed (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names ones to skip, ``*`` skips all) and hands
+it to the distro's ``load_instrumentor``; qm-otel's distro hands it on to :func:`instrument`. In
+code, ``qm_otel.setup()`` walks the same entry points by the same rules
+(:func:`instrument_installed`). Either way:
+
+- what qm-otel wires itself is skipped (:data:`WIRED_BY_SETUP`);
+- each instrumentor gets qm-otel's providers, its spans through :class:`SanitizingTracerProvider`: a
+  statement a database instrumentation records (``db.statement``, ``db.query.text``) keeps its
+  shape and loses its values (:func:`qm_otel.redaction.sanitize_statement`);
+- a library that is not imported yet is instrumented when it is first imported
+  (:func:`call_when_imported`), with the pipeline in force then: a service does not pay at start-up
+  for the libraries it never imports (about 0.5 s here for SQLAlchemy, psycopg and requests), and
+  an engine or client made after the import is traced, whenever ``setup()`` ran;
+- a later ``setup()`` (after ``shutdown()``, or in a gunicorn worker forked from its master)
+  instruments the same libraries again with the new providers.
+
+A library instrumented before ``setup()`` by the application itself is left as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from importlib.metadata import EntryPoint, entry_points
+from types import ModuleType
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.util.types import Attributes, AttributeValue
+
+from qm_otel import _state
+from qm_otel.redaction import sanitize_statement
+
+__all__ = [
+    "WIRED_BY_SETUP",
+    "SanitizingTracerProvider",
+    "call_when_imported",
+    "instrument",
+    "instrument_installed",
+    "instrument_on_import",
+    "instrumented",
+    "loaded_by_wrapper",
+]
+
+_logger = logging.getLogger("qm_otel")
+
+#: instrumentations qm-otel does itself: loading their entry points too would double them (the log
+#: handler; httpx, which qm-otel instruments when it is imported — ``httpx2`` is the same package's
+#: instrumentor for the httpx 2 line, whose loading imports httpx; and the server span, which
+#: qm-otel makes for FastAPI and Starlette apps)
+WIRED_BY_SETUP = frozenset({"logging", "httpx", "httpx2", "fastapi", "starlette"})
+_GROUP = "opentelemetry_instrumentor"
+_DISABLED = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+#: span attributes that hold a statement's text (old and stable database semantic conventions)
+_STATEMENT_KEYS = frozenset({"db.statement", "db.query.text"})
+
+#: instrumentors qm-otel instrumented, by entry-point name (each is a process-wide singleton)
+_INSTRUMENTED: dict[str, Any] = {}
+_WRAPPER_LOADS = False
+#: module name → (key → what to call once it has been imported)
+_WAITING: dict[str, dict[str, Callable[[], None]]] = {}
+
+
+def _sanitized(key: str, value: AttributeValue) -> AttributeValue:
+    return sanitize_statement(value) if key in _STATEMENT_KEYS and isinstance(value, str) else value
+
+
+def _sanitized_all(attributes: Attributes) -> Attributes:
+    if not attributes or _STATEMENT_KEYS.isdisjoint(attributes):
+        return attributes
+    return {key: _sanitized(key, value) for key, value in attributes.items()}
+
+
+class _SanitizingSpan(Span):
+    """The SDK's span, with statements sanitized on their way in; everything else passes through."""
+
+    __slots__ = ("_span",)
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        self._span.set_attribute(key, _sanitized(key, value))
+
+    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
+        self._span.set_attributes(_sanitized_all(attributes) or {})
+
+    def end(self, end_time: int | None = None) -> None:
+        self._span.end(end_time)
+
+    def get_span_context(self) -> SpanContext:
+        return self._span.get_span_context()
+
+    def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
+        self._span.add_event(name, attributes, timestamp)
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        self._span.add_link(context, attributes)
+
+    def update_name(self, name: str) -> None:
+        self._span.update_name(name)
+
+    def is_recording(self) -> bool:
+        return self._span.is_recording()
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        self._span.set_status(status, description)
+
+    def record_exception(self, exception: BaseException, attributes: Attributes = None,
+                         timestamp: int | None = None, escaped: bool = False) -> None:
+        self._span.record_exception(exception, attributes, timestamp, escaped)
+
+    def __getattr__(self, name: str) -> Any:
+        """The SDK span's other attributes (``name``, ``attributes``, ``parent``…), as they are."""
+        return getattr(self._span, name)
+
+
+class _SanitizingTracer(trace.Tracer):
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def start_span(  # noqa: PLR0917 - the API's signature
+        self,
+        name: str,
+        context: Any = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> Span:
+        return _SanitizingSpan(self._tracer.start_span(name, context, kind, _sanitized_all(attributes), links,
+                                                       start_time, record_exception, set_status_on_exception))
+
+    @contextlib.contextmanager
+    def start_as_current_span(  # type: ignore[override] # noqa: PLR0917 - the API's signature
+        self,
+        name: str,
+        context: Any = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[Span]:
+        span = self.start_span(name, context, kind, attributes, links, start_time, record_exception,
+                               set_status_on_exception)
+        with trace.use_span(span, end_on_exit=end_on_exit, record_exception=record_exception,
+                            set_status_on_exception=set_status_on_exception) as current:
+            yield current
+
+
+class SanitizingTracerProvider(trace.TracerProvider):
+    """``provider``'s tracers, whose spans never keep a database statement's literal values."""
+
+    def __init__(self, provider: trace.TracerProvider) -> None:
+        self._provider = provider
+
+    def get_tracer(  # noqa: D102 - as the API's
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes = None,
+    ) -> trace.Tracer:
+        return _SanitizingTracer(self._provider.get_tracer(instrumenting_module_name, instrumenting_library_version,
+                                                           schema_url, attributes))
+
+
+def instrument(entry_point: EntryPoint, tracer_provider: trace.TracerProvider, meter_provider: Any,
+               **kwargs: Any) -> bool:
+    """Instrument the library of one ``opentelemetry_instrumentor`` entry point; whether it was.
+
+    Not for what qm-otel wires itself, nor for a library the application instrumented on its own;
+    one qm-otel instrumented before (an earlier ``setup()``) is instrumented again with these providers.
+    """
+    if entry_point.name in WIRED_BY_SETUP:
+        return False
+    instrumentor = entry_point.load()()
+    if getattr(instrumentor, "is_instrumented_by_opentelemetry", False):
+        if entry_point.name not in _INSTRUMENTED:
+            return False
+        instrumentor.uninstrument()
+    instrumentor.instrument(tracer_provider=SanitizingTracerProvider(tracer_provider), meter_provider=meter_provider,
+                            **kwargs)
+    _INSTRUMENTED[entry_point.name] = instrumentor
+    return True
+
+
+def _disabled(environ: Mapping[str, str]) -> set[str]:
+    return {name.strip() for name in environ.get(_DISABLED, "").split(",") if name.strip()}
+
+
+def _instrument_with_state(entry_point: EntryPoint, **kwargs: Any) -> None:
+    state = _state.get()
+    if state is not None and state.telemetry is not None:
+        instrument(entry_point, state.telemetry.tracer_provider, state.telemetry.meter_provider, **kwargs)
+
+
+def instrument_on_import(entry_point: EntryPoint, **kwargs: Any) -> bool:
+    """:func:`instrument` with the pipeline in force, now or when the library (the entry point's name) is imported.
+
+    Whether it is instrumented or waiting. An entry point whose name is not a module that can be
+    imported (``system_metrics``, say) is instrumented now.
+    """
+    if entry_point.name in WIRED_BY_SETUP:
+        return False
+    name = entry_point.name
+    if name not in sys.modules and name.isidentifier() and _findable(name):
+        return call_when_imported(name, lambda: _instrument_with_state(entry_point, **kwargs), key=f"instrument:{name}")
+    _instrument_with_state(entry_point, **kwargs)
+    return True
+
+
+def _findable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def instrument_installed(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Instrument every installed library as ``opentelemetry-instrument`` would; the entry-point names.
+
+    Nothing when the wrapper is about to do it itself (:func:`loaded_by_wrapper`). A library whose
+    version its instrumentation does not support is skipped (one DEBUG line, as the wrapper does);
+    an instrumentation that fails is logged and skipped: the service runs without it.
+    """
+    if _WRAPPER_LOADS:
+        return []
+    disabled = _disabled(os.environ if environ is None else environ)
+    if "*" in disabled:
+        return []
+    names = []
+    for entry_point in entry_points(group=_GROUP):
+        if entry_point.name in disabled or entry_point.name in WIRED_BY_SETUP:
+            continue
+        try:
+            conflict = get_dist_dependency_conflicts(entry_point.dist) if entry_point.dist else None
+            if conflict is not None:
+                _logger.debug("qm-otel: not instrumenting %s: %s", entry_point.name, conflict)
+                continue
+            if instrument_on_import(entry_point, skip_dep_check=True):
+                names.append(entry_point.name)
+        except Exception:
+            _logger.exception("qm-otel: instrumenting %s failed; the service runs without it", entry_point.name)
+    return names
+
+
+class _ThenCall(importlib.abc.Loader):
+    """A module's own loader, then what waits for the module once it has run."""
+
+    def __init__(self, loader: importlib.abc.Loader, name: str) -> None:
+        self._loader = loader
+        self._name = name
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        for callback in _WAITING.pop(self._name, {}).values():
+            try:
+                callback()
+            except Exception:  # the application's import never fails because of telemetry
+                _logger.exception("qm-otel could not instrument %s; its calls are not traced", self._name)
+
+
+class _CallOnImport(importlib.abc.MetaPathFinder):
+    """Finds a waited-for module on ``sys.path`` as the standard finder does, and wraps its loader.
+
+    Asking for the spec without importing (``importlib.util.find_spec``) changes nothing.
+    """
+
+    def find_spec(
+        self, fullname: str, path: Any, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        del target
+        if fullname not in _WAITING:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenCall(spec.loader, fullname)
+        return spec
+
+
+_FINDER = _CallOnImport()
+
+
+def call_when_imported(name: str, callback: Callable[[], None], *, key: str) -> bool:
+    """Call ``callback`` now if module ``name`` is imported, else right after its first import.
+
+    False (and nothing called) when it is not installed. One callback per ``key``: a later call
+    with the same key replaces a waiting one.
+    """
+    if name in sys.modules:
+        callback()
+        return True
+    if not _findable(name):
+        return False
+    _WAITING.setdefault(name, {})[key] = callback
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
+    return True
+
+
+def instrumented() -> list[str]:
+    """The entry-point names of the libraries qm-otel has instrumented in this process."""
+    return sorted(_INSTRUMENTED)
+
+
+@contextlib.contextmanager
+def loaded_by_wrapper() -> Iterator[None]:
+    """While ``opentelemetry-instrument`` configures: it loads the instrumentors itself right after."""
+    global _WRAPPER_LOADS  # noqa: PLW0603 - one flag, for the wrapper's configure step only
+    _WRAPPER_LOADS = True
+    try:
+        yield
+    finally:
+        _WRAPPER_LOADS = False

@@ -1,0 +1,139 @@
+"""Statements lose their values; installed instrumentations follow setup() → shutdown() → setup()."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import qm_otel
+from qm_otel import libraries
+from qm_otel.redaction import sanitize_statement
+from qm_otel.testing import Capture, reset
+
+OFF = {"traces_exporter": "none", "metrics_exporter": "none", "logs_exporter": "none"}
+
+
+def _quoted(text: str) -> str:
+    """A string literal with its backslashes escaped (MySQL's default; PostgreSQL's E'' strings)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _dollar_quoted(text: str) -> str:
+    return "$body$" + text.replace("$body$", "") + "$body$"
+
+
+LITERALS = st.one_of(
+    st.text().map(_quoted),
+    st.text().map(lambda t: "E" + _quoted(t)),
+    st.text().map(_dollar_quoted),
+    st.integers(min_value=0).map(str),
+    st.floats(min_value=0, allow_nan=False, allow_infinity=False).map(repr),
+    st.binary(max_size=8).map(lambda b: f"X'{b.hex()}'"),
+)
+TEMPLATES = [
+    "SELECT * FROM users WHERE email = {} AND id = %(id)s",
+    "INSERT INTO t1 (a, b2) VALUES ({}, $1)",
+    "UPDATE \"Users\" SET name = {} WHERE id = :id -- by job 7",
+    "select count(*) from t where x in ({}, ?)",
+]
+
+
+@given(st.sampled_from(TEMPLATES), LITERALS, LITERALS)
+def test_a_statements_sanitized_form_does_not_depend_on_its_values(template: str, one: str, other: str) -> None:
+    assert sanitize_statement(template.format(one)) == sanitize_statement(template.format(other))
+
+
+@given(st.sampled_from(TEMPLATES), LITERALS)
+def test_names_keywords_and_placeholders_are_kept(template: str, literal: str) -> None:
+    clean = sanitize_statement(template.format(literal))
+    assert clean == sanitize_statement(template.format("0"))
+    for kept in ("%(id)s", "$1", ":id", "users", "t1", "b2", '"Users"'):
+        if kept in template:
+            assert kept in clean
+
+
+@given(st.text())
+def test_any_text_is_sanitized_without_error_and_never_grows_a_quote(text: str) -> None:
+    clean = sanitize_statement(text)
+    assert clean.count("'") <= text.count("'")
+
+
+@pytest.mark.parametrize(("statement", "expected"), [
+    ("SELECT 'unterminated secret", "SELECT ?"),
+    # a backslash escapes (MySQL, E''): a PostgreSQL string ending in one takes the rest along
+    ("SELECT 'C:\\' , secret_column", "SELECT ?"),
+    ("SELECT 'it\\'s' , 1", "SELECT ? , ?"),
+    ("SELECT ARRAY[1, 2.5e3, .5, 0xFF]", "SELECT ARRAY[?, ?, ?, ?]"),
+    ("SELECT $$a 'b' c$$, $fn$ x $fn$", "SELECT ?, ?"),
+    ("select name2, t.col_3 from t3 where id=7", "select name2, t.col_3 from t3 where id=?"),
+    ("SELECT U&'d\\0061t' , B'101', N'x'", "SELECT ? , ?, ?"),
+])
+def test_sanitized_examples(statement: str, expected: str) -> None:
+    assert sanitize_statement(statement) == expected
+
+
+def _statements(capture: Capture) -> list[str]:
+    return [str(span.attributes.get("db.statement")) for span in capture.spans.get_finished_spans()
+            if span.attributes and "db.statement" in span.attributes]
+
+
+def _query(sql: str) -> None:
+    connection = sqlite3.connect(":memory:")
+    try:
+        connection.cursor().execute(sql).fetchall()  # the instrumentation traces cursors
+    finally:
+        connection.close()
+
+
+def test_installed_instrumentations_follow_each_setup_and_lose_values() -> None:
+    first = Capture()
+    qm_otel.setup(**OFF, **first.setup_kwargs())
+    try:
+        assert "sqlite3" in libraries.instrumented()
+        _query("SELECT 'secret', 42")
+    finally:
+        reset()
+    second = Capture()
+    qm_otel.setup(**OFF, **second.setup_kwargs())
+    try:
+        _query("SELECT 'other secret', 43")
+    finally:
+        reset()
+    # each setup()'s pipeline gets the spans made while it runs, never the values
+    assert _statements(first) == ["SELECT ?, ?"]
+    assert _statements(second) == ["SELECT ?, ?"]
+
+
+def test_disabled_instrumentations_are_not_touched() -> None:
+    assert libraries.instrument_installed({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*"}) == []
+    names = libraries.instrument_installed({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": " sqlite3 , x"})
+    assert "sqlite3" not in names
+    assert "psycopg" in names  # the others are (its library is installed with the test extra)
+
+
+def test_nothing_is_instrumented_twice_while_the_wrapper_loads() -> None:
+    with libraries.loaded_by_wrapper():
+        assert libraries.instrument_installed({}) == []
+
+
+def test_a_library_imported_later_is_instrumented_at_its_import(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "late_library.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen: list[int] = []
+    assert libraries.call_when_imported("late_library", lambda: seen.append(sys.modules["late_library"].VALUE),
+                                        key="test")
+    assert seen == []  # not imported by asking
+    assert importlib.util.find_spec("late_library") is not None
+    assert seen == []
+    importlib.import_module("late_library")
+    assert seen == [1]
+    assert not libraries.call_when_imported("no_such_library_here", lambda: seen.append(2), key="test")
+    assert seen == [1]
