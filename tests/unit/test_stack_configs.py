@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
-from qm_otel.cli.render import RULES
+from qm_otel.cli.render import LOKI_RULES, RULES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -238,6 +238,20 @@ def test_the_generated_rules_are_what_prometheus_loads() -> None:
     assert pattern.startswith(container_dir + "/")
     loaded = sorted(p.relative_to(ROOT) for p in (ROOT / host_dir).glob(Path(pattern).name))
     assert loaded == [Path(RULES)]  # the rules, not their promtool tests
+
+
+def test_the_generated_loki_rules_are_what_the_loki_ruler_loads() -> None:
+    loki = load(ROOT / "collector/loki.yaml")
+    ruler = loki["ruler"]
+    assert ruler["storage"]["type"] == "local"
+    assert ruler["alertmanager_url"] == "http://alertmanager:9093"
+    assert loki["auth_enabled"] is False  # one tenant, "fake": its rules live in <directory>/fake/
+    tenant_dir = ruler["storage"]["local"]["directory"] + "/fake"
+    mount = next(v for v in compose()["services"]["loki"]["volumes"] if f":{tenant_dir}" in v)
+    host_dir = mount.split(":")[0]
+    loaded = sorted(p.relative_to(ROOT) for p in (ROOT / host_dir).glob("*.yml"))
+    assert loaded == [Path(LOKI_RULES)]
+    assert not ruler["rule_path"].startswith(ruler["storage"]["local"]["directory"])  # scratch, writable
 
 
 def test_promtool_checks_the_prometheus_config(tmp_path: Path) -> None:
