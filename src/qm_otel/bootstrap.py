@@ -130,6 +130,7 @@ class Telemetry:
                 return True
             self._closed = True
             remove_log_handlers(self.log_handlers)
+            libraries.uninstrument_all()
             state = _state.get()
             if state is not None and state.telemetry is self:
                 _state.reset()

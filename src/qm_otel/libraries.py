@@ -14,8 +14,9 @@ code, ``qm_otel.setup()`` walks the same entry points by the same rules
   (:func:`call_when_imported`), with the pipeline in force then: a service does not pay at start-up
   for the libraries it never imports (about 0.5 s here for SQLAlchemy, psycopg and requests), and
   an engine or client made after the import is traced, whenever ``setup()`` ran;
-- a later ``setup()`` (after ``shutdown()``, or in a gunicorn worker forked from its master)
-  instruments the same libraries again with the new providers.
+- ``shutdown()`` returns each library qm-otel instrumented to itself (:func:`uninstrument_all`): no
+  spans, metrics or propagation headers once telemetry is off; a later ``setup()`` (or a gunicorn
+  worker forked from its master) instruments them again with the new providers.
 
 A library instrumented before ``setup()`` by the application itself is left as it is.
 """
@@ -51,6 +52,8 @@ __all__ = [
     "instrument_on_import",
     "instrumented",
     "loaded_by_wrapper",
+    "remember",
+    "uninstrument_all",
 ]
 
 _logger = logging.getLogger("qm_otel")
@@ -316,6 +319,22 @@ def call_when_imported(name: str, callback: Callable[[], None], *, key: str) -> 
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
     return True
+
+
+def remember(name: str, instrumentor: Any) -> None:
+    """Record an instrumentor qm-otel instrumented itself (httpx), for :func:`uninstrument_all`."""
+    _INSTRUMENTED[name] = instrumentor
+
+
+def uninstrument_all() -> None:
+    """At ``shutdown()``: every library qm-otel instrumented goes back to itself; nothing waits for an import."""
+    _WAITING.clear()
+    while _INSTRUMENTED:
+        name, instrumentor = _INSTRUMENTED.popitem()
+        try:
+            instrumentor.uninstrument()
+        except Exception:
+            _logger.exception("qm-otel could not uninstrument %s", name)
 
 
 def instrumented() -> list[str]:

@@ -137,3 +137,19 @@ def test_a_library_imported_later_is_instrumented_at_its_import(tmp_path: Path,
     assert seen == [1]
     assert not libraries.call_when_imported("no_such_library_here", lambda: seen.append(2), key="test")
     assert seen == [1]
+
+
+def test_shutdown_returns_every_library_to_itself() -> None:
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+
+    capture = Capture()
+    qm_otel.setup(**OFF, **capture.setup_kwargs())
+    assert "sqlite3" in libraries.instrumented()
+    assert "httpx" in libraries.instrumented()
+    reset()
+    assert libraries.instrumented() == []
+    assert not SQLite3Instrumentor().is_instrumented_by_opentelemetry
+    assert not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
+    _query("SELECT 'after shutdown'")
+    assert _statements(capture) == []

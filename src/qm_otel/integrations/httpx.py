@@ -13,14 +13,17 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from qm_otel import _state
-from qm_otel.libraries import call_when_imported
+from qm_otel.libraries import call_when_imported, remember
 from qm_otel.redaction import client_request_hooks
 
 __all__ = ["instrument_httpx", "instrument_httpx_when_imported"]
 
 
 def instrument_httpx(tracer_provider: TracerProvider, meter_provider: MeterProvider, words: Sequence[str]) -> None:
-    """Instrument every httpx client (once per process; a later call re-binds to the new providers)."""
+    """Instrument every httpx client (once per process; a later call re-binds to the new providers).
+
+    ``shutdown()`` uninstruments it (:func:`qm_otel.libraries.uninstrument_all`).
+    """
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
     hook, async_hook = client_request_hooks(words)
@@ -29,6 +32,7 @@ def instrument_httpx(tracer_provider: TracerProvider, meter_provider: MeterProvi
         instrumentor.uninstrument()
     instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider,
                             request_hook=hook, async_request_hook=async_hook)
+    remember("httpx", instrumentor)
 
 
 def _instrument_with_state() -> None:
