@@ -10,10 +10,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # The package first (this layer is reused while only the examples change).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
-# the cli extra brings uvicorn, which serves the demo
-RUN pip install ".[cli]"
+# the cli extra brings uvicorn, which serves the demo; constraints.txt: the tested OpenTelemetry release set
+RUN pip install -c constraints.txt ".[cli]"
 
 COPY examples ./examples
 
