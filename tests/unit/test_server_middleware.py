@@ -16,6 +16,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from qm_otel.integrations.server import DURATION_BUCKETS
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent(
@@ -49,7 +51,7 @@ SCRIPT = textwrap.dedent(
             FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer_provider, meter_provider=meter_provider,
                                                exclude_spans=["receive", "send"], excluded_urls="/healthz")
             return app
-        from qm_otel.integrations.server import ServerTelemetryMiddleware
+        from qm_otel.integrations.server import DURATION_BUCKETS, ServerTelemetryMiddleware
         app._telemetry.update(tracing=False, metrics=False, logs=False)
         build = app.build_middleware_stack
         app.build_middleware_stack = lambda: ServerTelemetryMiddleware(
@@ -139,4 +141,10 @@ def test_the_same_spans_and_metric_points_as_the_contrib_instrumentation() -> No
     assert nowhere["attributes"]["url.query"] == "a=1&token=REDACTED"
     assert "http.route" not in nowhere["attributes"]  # an unmatched request has no route
     key = lambda p: (p["name"], json.dumps(p["attributes"], sort_keys=True))  # noqa: E731
+    # the duration histogram's edges are the contrib's plus the conventions' 0.2 s and 2 s
+    def duration_bounds(points: list[dict[str, Any]]) -> list[list[float]]:
+        return [p.pop("bounds") for p in points if p["name"] == "http.server.request.duration"]
+
+    assert {tuple(b) for b in duration_bounds(ours["points"])} == {DURATION_BUCKETS}
+    assert {frozenset(b) | {0.2, 2.0} for b in duration_bounds(contrib["points"])} == {frozenset(DURATION_BUCKETS)}
     assert sorted(ours["points"], key=key) == sorted(contrib["points"], key=key)

@@ -87,8 +87,10 @@ class RequestLogWriter(Protocol):
 
 #: the stable HTTP conventions' schema, as the contrib instrumentation declares it
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.21.0"
-#: the advisory buckets of ``http.server.request.duration`` (seconds), as the conventions give them
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+#: the advisory buckets of ``http.server.request.duration`` (seconds): the semantic conventions' edges
+#: plus 0.2 and 2, the response-time error edge and the slow-request threshold of qm-otel's
+#: conventions, so the dashboards' band panels and the slow-request alert count exactly
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 2.0, 2.5, 5.0, 7.5, 10.0)
 _MAX_USER_AGENTS = 1024
 _WS_INTERNAL_ERROR = 1011  # the close code of a WebSocket whose handler raised
 

@@ -85,8 +85,10 @@ def _http_rules(c: Conventions) -> list[Rule]:
              f"> {policy.slow_request_percent_above:g}",
              "10m", "warning",
              f"{{service_name}}: over {policy.slow_request_percent_above:g} % of requests slower than {edge:g} s",
-             f"{{value}} % of HTTP requests took longer than {edge:g} s over the last {WINDOW} (slow: over "
-             f"{c.slow_request_ms / 1000:g} s; {edge:g} s is the histogram's first bucket edge at or above it)."),
+             f"{{value}} % of HTTP requests took longer than {edge:g} s over the last {WINDOW}"
+             + ("." if edge * 1000 == c.slow_request_ms else
+                f" (slow: over {c.slow_request_ms / 1000:g} s; {edge:g} s is the histogram's first bucket edge "
+                "at or above it).")),
         Rule("QmOtelErrorBudgetFastBurn", _burn(c, "fast"), "2m", "critical",
              f"{{service_name}}: the {slo} availability SLO's error budget is burning fast",
              f"The error budget burns {{value}} times as fast as the {slo} SLO over "
