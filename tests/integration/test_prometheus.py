@@ -7,12 +7,10 @@ instruments, so the rules, the dashboards and this test speak of the same series
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from qm_otel.cli.render import RULES
 from qm_otel.cli.render.alerts import alert_rules
 from qm_otel.conventions import conventions
 from tests.support import service as svc
+from tests.support.polling import wait_for
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(PROMETHEUS is None and not os.environ.get("CI"),
@@ -63,20 +62,6 @@ def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
     answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
     assert answer["status"] == "success", answer
     return list(answer["data"]["result"])
-
-
-def wait_for(check: Any, timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            result = check()
-        except (httpx.HTTPError, AssertionError):
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not met within {timeout_s}s: {inspect.getsource(check).strip()}")
-        time.sleep(0.25)
 
 
 def test_rules_load_and_their_expressions_see_the_services_metrics(scraped: tuple[svc.Service, str]) -> None:

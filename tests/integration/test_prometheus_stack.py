@@ -24,8 +24,7 @@ import re
 import shutil
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -35,6 +34,7 @@ import yaml
 from qm_otel.cli.render.alerts import alert_rules
 from qm_otel.conventions import conventions
 from tests.support import service as svc
+from tests.support.polling import wait_for
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(PROMETHEUS is None and not os.environ.get("CI"),
@@ -63,20 +63,6 @@ class Stack:
         answer = httpx.get(f"{self.prometheus}/api/v1/{path}", timeout=10).json()
         assert answer["status"] == "success", answer
         return answer["data"]
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 45) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            result = check()
-        except (httpx.HTTPError, AssertionError):
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:g}s: {what}")
-        time.sleep(0.25)
 
 
 @pytest.fixture(scope="module")
