@@ -103,9 +103,19 @@ def observe(
         description="1 for the breaker's current state, 0 for the others (one series per state)")
 
 
+#: set on the providers qm-otel built once ``shutdown()`` has closed them (:mod:`qm_otel.signals.globals`)
+CLOSED_MARK = "_qm_otel_closed"
+
+
 @functools.cache
 def _before_setup() -> Instruments:
     return Instruments.create(metrics.get_meter_provider())
+
+
+@functools.cache
+def _after_shutdown() -> Instruments:
+    """No-op instruments: a closed SDK provider answers every ``get_meter`` with a warning line."""
+    return Instruments.create(metrics.NoOpMeterProvider())
 
 
 def current() -> Instruments:
@@ -113,6 +123,8 @@ def current() -> Instruments:
     state = _state.get()
     if state is not None and state.instruments is not None:
         return state.instruments
+    if getattr(metrics.get_meter_provider(), CLOSED_MARK, False):  # counts made after shutdown()
+        return _after_shutdown()
     return _before_setup()
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from qm_otel.signals.delivery import SpanDelivery, _retry_after, deliverable
@@ -106,3 +108,16 @@ def test_retry_after_is_read_as_seconds_or_a_date() -> None:
     assert _retry_after(Result(429, retry_after="Wed, 21 Oct 2015 07:28:00 GMT")) == 0.0  # in the past
     assert _retry_after(Result(429, retry_after="soon")) is None
     assert _retry_after(Result(429)) is None
+
+
+def test_a_count_made_after_shutdown_prints_no_sdk_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Items that could not be sent are counted after shutdown(): not through the closed provider."""
+    import qm_otel
+    from qm_otel import instruments
+    from qm_otel.testing import Capture, reset
+
+    qm_otel.setup(traces_exporter="none", metrics_exporter="none", logs_exporter="none", **Capture().setup_kwargs())
+    reset()
+    with caplog.at_level(logging.WARNING, logger="opentelemetry"):
+        instruments.current().telemetry_dropped.add(3, {"signal": "logs", "reason": "shutdown"})
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("opentelemetry")] == []

@@ -15,9 +15,11 @@ from opentelemetry._logs import _internal as logs_api
 from opentelemetry.metrics import _internal as metrics_api
 from opentelemetry.util._once import Once
 
+from qm_otel.instruments import CLOSED_MARK
+
 __all__ = ["forget_closed", "mark_closed"]
 
-_CLOSED = "_qm_otel_closed"
+_CLOSED = CLOSED_MARK
 
 
 def mark_closed(*providers: object) -> None:
