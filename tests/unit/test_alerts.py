@@ -240,7 +240,7 @@ process.stdout.write(JSON.stringify(exprs.map((expr) => {
 
 @pytest.fixture(scope="module")
 def logql_grammar() -> Path:
-    """Grafana's LogQL grammar, installed with npm into .cache/ on first use (CI reaches the npm registry)."""
+    """Grafana's LogQL grammar, in .cache/ (scripts/install test puts it there; installed here if it did not)."""
     if NPM is None or shutil.which("node") is None:
         if os.environ.get("CI"):
             pytest.fail("node and npm are needed to parse the Loki rules")
