@@ -72,7 +72,7 @@ _STATEMENT_KEYS = frozenset({"db.statement", "db.query.text"})
 _INSTRUMENTED: dict[str, Any] = {}
 _WRAPPER_LOADS = False
 #: module name → (key → what to call once it has been imported)
-_WAITING: dict[str, dict[str, Callable[[], None]]] = {}
+_WAITING: dict[str, dict[str, Callable[[], object]]] = {}
 
 
 def _sanitized(key: str, value: AttributeValue) -> AttributeValue:
@@ -208,25 +208,40 @@ def _disabled(environ: Mapping[str, str]) -> set[str]:
     return {name.strip() for name in environ.get(_DISABLED, "").split(",") if name.strip()}
 
 
-def _instrument_with_state(entry_point: EntryPoint, **kwargs: Any) -> None:
+def _supported(entry_point: EntryPoint) -> bool:
+    """Whether the installed library is one its instrumentation supports (the wrapper's dependency check)."""
+    conflict = get_dist_dependency_conflicts(entry_point.dist) if entry_point.dist else None
+    if conflict is not None:
+        _logger.debug("qm-otel: not instrumenting %s: %s", entry_point.name, conflict)
+        return False
+    return True
+
+
+def _instrument_with_state(entry_point: EntryPoint, *, check_dependencies: bool = False, **kwargs: Any) -> bool:
     state = _state.get()
-    if state is not None and state.telemetry is not None:
-        instrument(entry_point, state.telemetry.tracer_provider, state.telemetry.meter_provider, **kwargs)
+    if state is None or state.telemetry is None or (check_dependencies and not _supported(entry_point)):
+        return False
+    return instrument(entry_point, state.telemetry.tracer_provider, state.telemetry.meter_provider, **kwargs)
 
 
-def instrument_on_import(entry_point: EntryPoint, **kwargs: Any) -> bool:
+def instrument_on_import(entry_point: EntryPoint, *, check_dependencies: bool = False, **kwargs: Any) -> bool:
     """:func:`instrument` with the pipeline in force, now or when the library (the entry point's name) is imported.
 
     Whether it is instrumented or waiting. An entry point whose name is not a module that can be
-    imported (``system_metrics``, say) is instrumented now.
+    imported (``system_metrics``, say) is instrumented now. ``check_dependencies``: the wrapper's
+    dependency check first, at the same moment (for a library not imported yet, at its import:
+    reading every instrumentation's requirements costs ``setup()`` about 20 ms here).
     """
     if entry_point.name in WIRED_BY_SETUP:
         return False
     name = entry_point.name
+
+    def now() -> bool:
+        return _instrument_with_state(entry_point, check_dependencies=check_dependencies, **kwargs)
+
     if name not in sys.modules and name.isidentifier() and _findable(name):
-        return call_when_imported(name, lambda: _instrument_with_state(entry_point, **kwargs), key=f"instrument:{name}")
-    _instrument_with_state(entry_point, **kwargs)
-    return True
+        return call_when_imported(name, now, key=f"instrument:{name}")
+    return now()
 
 
 def _findable(name: str) -> bool:
@@ -240,8 +255,9 @@ def instrument_installed(environ: Mapping[str, str] | None = None) -> list[str]:
     """Instrument every installed library as ``opentelemetry-instrument`` would; the entry-point names.
 
     Nothing when the wrapper is about to do it itself (:func:`loaded_by_wrapper`). A library whose
-    version its instrumentation does not support is skipped (one DEBUG line, as the wrapper does);
-    an instrumentation that fails is logged and skipped: the service runs without it.
+    version its instrumentation does not support is skipped (one DEBUG line, as the wrapper does;
+    for a library not imported yet, found out at its import); an instrumentation that fails is
+    logged and skipped: the service runs without it.
     """
     if _WRAPPER_LOADS:
         return []
@@ -253,11 +269,7 @@ def instrument_installed(environ: Mapping[str, str] | None = None) -> list[str]:
         if entry_point.name in disabled or entry_point.name in WIRED_BY_SETUP:
             continue
         try:
-            conflict = get_dist_dependency_conflicts(entry_point.dist) if entry_point.dist else None
-            if conflict is not None:
-                _logger.debug("qm-otel: not instrumenting %s: %s", entry_point.name, conflict)
-                continue
-            if instrument_on_import(entry_point, skip_dep_check=True):
+            if instrument_on_import(entry_point, check_dependencies=True, skip_dep_check=True):
                 names.append(entry_point.name)
         except Exception:
             _logger.exception("qm-otel: instrumenting %s failed; the service runs without it", entry_point.name)
@@ -304,7 +316,7 @@ class _CallOnImport(importlib.abc.MetaPathFinder):
 _FINDER = _CallOnImport()
 
 
-def call_when_imported(name: str, callback: Callable[[], None], *, key: str) -> bool:
+def call_when_imported(name: str, callback: Callable[[], object], *, key: str) -> bool:
     """Call ``callback`` now if module ``name`` is imported, else right after its first import.
 
     False (and nothing called) when it is not installed. One callback per ``key``: a later call

@@ -153,3 +153,37 @@ def test_shutdown_returns_every_library_to_itself() -> None:
     assert not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
     _query("SELECT 'after shutdown'")
     assert _statements(capture) == []
+
+
+class _Dist:
+    """A distribution whose instrumentation wants a library version that is not installed."""
+
+    requires = ('no-such-library-qm-otel-test>=1; extra == "instruments"',)
+
+
+class _EntryPoint:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.dist = _Dist()
+        self.loaded = 0
+
+    def load(self) -> object:
+        self.loaded += 1
+        raise AssertionError("an unsupported library's instrumentor is never loaded")
+
+
+def test_an_unsupported_library_is_checked_at_its_import_and_left_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "late_unsupported.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry_point = _EntryPoint("late_unsupported")
+    qm_otel.setup(**OFF, **Capture().setup_kwargs())
+    try:
+        assert libraries.instrument_on_import(entry_point, check_dependencies=True)  # waits for the import
+        importlib.import_module("late_unsupported")
+        assert entry_point.loaded == 0
+        assert "late_unsupported" not in libraries.instrumented()
+        # imported already: checked at once, and not reported as instrumented
+        assert not libraries.instrument_on_import(entry_point, check_dependencies=True)
+    finally:
+        reset()
