@@ -286,6 +286,10 @@ class _ThenCall(importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return self._loader.create_module(spec)
 
+    def __getattr__(self, name: str) -> Any:
+        """The module's own loader for the rest (``get_resource_reader``, ``get_source``, ``is_package``…)."""
+        return getattr(self._loader, name)
+
     def exec_module(self, module: ModuleType) -> None:
         self._loader.exec_module(module)
         for callback in _WAITING.pop(self._name, {}).values():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 import importlib.util
 import sqlite3
 import sys
@@ -187,3 +188,21 @@ def test_an_unsupported_library_is_checked_at_its_import_and_left_alone(
         assert not libraries.instrument_on_import(entry_point, check_dependencies=True)
     finally:
         reset()
+
+
+def test_a_module_imported_through_the_hook_keeps_its_loaders_other_abilities(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "late_package"
+    package.mkdir()
+    (package / "__init__.py").write_text("VALUE = 1\n")
+    (package / "data.txt").write_text("resource\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen: list[str] = []
+    assert libraries.call_when_imported("late_package", lambda: seen.append("called"), key="test")
+    module = importlib.import_module("late_package")
+    assert seen == ["called"]
+    assert module.__spec__ is not None
+    assert module.__spec__.loader is not None
+    assert module.__spec__.loader.is_package("late_package")  # type: ignore[attr-defined]
+    assert "VALUE = 1" in (module.__spec__.loader.get_source("late_package") or "")  # type: ignore[attr-defined]
+    assert (importlib.resources.files("late_package") / "data.txt").read_text() == "resource\n"
