@@ -34,16 +34,6 @@ def test_an_unknown_exporter_is_refused_naming_what_is_installed(value: str, exp
         assert "console, otlp, otlp_proto_grpc, otlp_proto_http" in message  # the SDK's own, registered here
 
 
-def _registering_package(root: Path) -> str:
-    """A directory holding a distribution that registers ``file`` under the traces exporter group."""
-    info = root / "qm_otel_test_file_exporter-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qm-otel-test-file-exporter\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(
-        "[opentelemetry_traces_exporter]\nfile = tests.support.file_exporter:FileSpanExporter\n")
-    return str(root)
-
-
 @pytest.mark.parametrize("launch", ["setup", "opentelemetry-instrument"])
 def test_a_list_with_console_and_a_registered_exporter_exports_to_each(
     receiver: OtlpReceiver, tmp_path: Path, launch: str
@@ -52,7 +42,10 @@ def test_a_list_with_console_and_a_registered_exporter_exports_to_each(
     app, zero_code = svc.LAUNCHES[launch]
     env = svc.base_env(receiver.endpoint, OTEL_TRACES_EXPORTER="otlp,console,file",
                        FILE_EXPORTER_PATH=str(spans_file))
-    env["PYTHONPATH"] = f"{_registering_package(tmp_path / 'site')}{os.pathsep}{env['PYTHONPATH']}"
+    site = svc.registering_distribution(tmp_path / "site", "qm-otel-test-file-exporter",
+                                        "opentelemetry_traces_exporter", "file",
+                                        "tests.support.file_exporter:FileSpanExporter")
+    env["PYTHONPATH"] = f"{site}{os.pathsep}{env['PYTHONPATH']}"
     service = svc.start(app, env, zero_code=zero_code)
     try:
         assert service.get("/work/5").status_code == 200

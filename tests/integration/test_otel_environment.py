@@ -117,12 +117,8 @@ def rx_grpc() -> Iterator[tuple[RecordingReceiver, int]]:
 
 def _credential_provider(root: Path) -> str:
     """A directory registering ``itest_session`` (the test app's requests.Session) as a credential provider."""
-    info = root / "qm_otel_test_credentials-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qm-otel-test-credentials\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(
-        "[opentelemetry_otlp_credential_provider]\nitest_session = tests.integration.apps.otel_environment:session\n")
-    return str(root)
+    return svc.registering_distribution(root, "qm-otel-test-credentials", "opentelemetry_otlp_credential_provider",
+                                        "itest_session", "tests.integration.apps.otel_environment:session")
 
 
 def _files(root: Path, *names: str) -> list[str]:

@@ -42,6 +42,18 @@ def packages_dir(target: Path, *requirements: str) -> str:
     return str(target)
 
 
+def registering_distribution(root: Path, distribution: str, group: str, name: str, target: str) -> str:
+    """A directory holding a distribution that registers ``name = target`` under entry-point ``group``.
+
+    Put it first on a service's ``PYTHONPATH``: ``importlib.metadata`` then finds the entry point.
+    """
+    info = root / f"{distribution.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{name} = {target}\n")
+    return str(root)
+
+
 def base_env(endpoint: str, **extra: str) -> dict[str, str]:
     """A clean environment: no inherited OTEL_/QM_OTEL_ settings, fast export, JSON stdout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QM_OTEL_", "UVICORN_"))}
