@@ -7,13 +7,9 @@ instruments, so the rules, the dashboards and this test speak of the same series
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -23,8 +19,8 @@ from qm_otel.cli.render.alerts import alert_rules
 from qm_otel.conventions import conventions
 from tests.support import service as svc
 from tests.support.polling import wait_for
+from tests.support.prometheus import PROMETHEUS, prometheus_server, query
 
-PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(PROMETHEUS is None and not os.environ.get("CI"),
                                 reason="prometheus (Debian package) not installed")
 
@@ -36,32 +32,13 @@ def scraped(tmp_path: Path) -> Iterator[tuple[svc.Service, str]]:
                        QM_OTEL_LOGS_EXPORTER="none", QM_OTEL_PROMETHEUS_PORT=str(metrics_port),
                        TEST_RECOVERY_S="300")
     service = svc.start("tests.integration.apps.resilience:app", env)
-    prom_port = svc.free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(svc.ROOT / RULES)],
-        "scrape_configs": [{"job_name": "itest", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
-    }))
-    log = (tmp_path / "prometheus.log").open("wb")
-    prometheus = subprocess.Popen(
-        [str(PROMETHEUS), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}"],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-    )
     try:
-        yield service, f"http://127.0.0.1:{prom_port}"
+        with prometheus_server(tmp_path, [str(svc.ROOT / RULES)], [
+            {"job_name": "itest", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]},
+        ]) as prometheus:
+            yield service, prometheus
     finally:
-        prometheus.terminate()
-        prometheus.wait(timeout=30)
-        log.close()
         service.terminate()
-
-
-def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
-    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
-    assert answer["status"] == "success", answer
-    return list(answer["data"]["result"])
 
 
 def test_rules_load_and_their_expressions_see_the_services_metrics(scraped: tuple[svc.Service, str]) -> None:

@@ -21,8 +21,6 @@ import functools
 import json
 import os
 import re
-import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -35,8 +33,8 @@ from qm_otel.cli.render.alerts import alert_rules
 from qm_otel.conventions import conventions
 from tests.support import service as svc
 from tests.support.polling import wait_for
+from tests.support.prometheus import PROMETHEUS, prometheus_server, query
 
-PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(PROMETHEUS is None and not os.environ.get("CI"),
                                 reason="prometheus (Debian package) not installed")
 
@@ -55,9 +53,7 @@ class Stack:
     prometheus: str
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        answer = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
-        assert answer["status"] == "success", (expr, answer)
-        return list(answer["data"]["result"])
+        return query(self.prometheus, expr)
 
     def api(self, path: str) -> Any:
         answer = httpx.get(f"{self.prometheus}/api/v1/{path}", timeout=10).json()
@@ -77,31 +73,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                        QM_OTEL_LOGS_EXPORTER="none", QM_OTEL_PROMETHEUS_HOST="127.0.0.1",
                        QM_OTEL_PROMETHEUS_PORT=str(metrics_port), TEST_RECOVERY_S="300")
     service = svc.start("tests.integration.apps.alerting:app", env)
-    prom_port = svc.free_port()
-    config = tmp / "prometheus.yml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(rules)],
-        "scrape_configs": [{
+    try:
+        with prometheus_server(tmp, [str(rules)], [{
             "job_name": "qm-otel-itest",
             # service_name: the label Prometheus 3's OTLP receiver promotes from service.name in the
             # stack; as a target label it is on every scraped series (target_info's own copy of it
             # becomes exported_service_name)
             "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"], "labels": {"service_name": SERVICE}}],
-        }],
-    }))
-    log = (tmp / "prometheus.log").open("wb")
-    prometheus = subprocess.Popen(
-        [str(PROMETHEUS), f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}"],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-    )
-    try:
-        yield Stack(service, f"http://127.0.0.1:{prom_port}")
+        }]) as prometheus:
+            yield Stack(service, prometheus)
     finally:
-        prometheus.terminate()
-        prometheus.wait(timeout=30)
-        log.close()
         service.terminate()
 
 
