@@ -85,6 +85,28 @@ def _http(cases: _Cases, c: Conventions) -> None:
     _burn_rates(cases, c)
 
 
+
+def _burn_series(count: str, per_step: float, errors: float, quiet_errors: float, *, burning: int,
+                 after: int) -> list[dict[str, str]]:
+    """Promtool input series: a burning service and a quiet one.
+
+    The burning service fails ``errors`` of ``per_step`` requests for ``burning`` steps, then none for
+    ``after`` steps; the quiet one fails ``quiet_errors`` per step throughout.
+    """
+
+    def status(labels: dict[str, str], code: str) -> dict[str, str]:
+        return {**labels, "http_response_status_code": code}
+
+    steps = burning + after
+    return [
+        _series(count, status(SVC, "500"), f"0+{errors:g}x{burning} {burning * errors:g}+0x{after}"),
+        _series(count, status(SVC, "200"), f"0+{per_step - errors:g}x{burning} "
+                                           f"{burning * (per_step - errors):g}+{per_step}x{after}"),
+        _series(count, status(QUIET, "500"), f"0+{quiet_errors:g}x{steps}"),
+        _series(count, status(QUIET, "200"), f"0+{per_step - quiet_errors:g}x{steps}"),
+    ]
+
+
 def _burn_rates(cases: _Cases, c: Conventions) -> None:
     count = f"{REQUESTS}_count"
     budget = 1 - c.alert_policy.slo_availability_percent / 100
@@ -93,25 +115,17 @@ def _burn_rates(cases: _Cases, c: Conventions) -> None:
     fast_burn = factors["fast"][-1] * 1.4
     per_min = 10000
     errors, quiet_errors = fast_burn * budget * per_min, factors["fast"][0] * 0.8 * budget * per_min
-    cases.add("fast burn: fires above, silent below, resolves", [
-        _series(count, {**SVC, "http_response_status_code": "500"}, f"0+{errors:g}x70 {70 * errors:g}+0x50"),
-        _series(count, {**SVC, "http_response_status_code": "200"}, f"0+{per_min - errors:g}x70 "
-                                                                   f"{70 * (per_min - errors):g}+{per_min}x50"),
-        _series(count, {**QUIET, "http_response_status_code": "500"}, f"0+{quiet_errors:g}x120"),
-        _series(count, {**QUIET, "http_response_status_code": "200"}, f"0+{per_min - quiet_errors:g}x120"),
-    ], "QmOtelErrorBudgetFastBurn", [("70m", [(SVC, fast_burn)]), ("115m", [])])
+    cases.add("fast burn: fires above, silent below, resolves",
+              _burn_series(count, per_min, errors, quiet_errors, burning=70, after=50),
+              "QmOtelErrorBudgetFastBurn", [("70m", [(SVC, fast_burn)]), ("115m", [])])
     # slow: 1.5x the higher ticket factor for an hour (both windows: rates from the series' start),
     # then none until the 6h window has slid past; quiet: at half the lower ticket factor
     slow_burn = factors["slow"][-1] * 1.5
     per_step = 100000  # requests per 10 minutes
     errors, quiet_errors = slow_burn * budget * per_step, factors["slow"][0] * 0.5 * budget * per_step
-    cases.add("slow burn: fires above, silent below, resolves", [
-        _series(count, {**SVC, "http_response_status_code": "500"}, f"0+{errors:g}x6 {6 * errors:g}+0x48"),
-        _series(count, {**SVC, "http_response_status_code": "200"}, f"0+{per_step - errors:g}x6 "
-                                                                   f"{6 * (per_step - errors):g}+{per_step}x48"),
-        _series(count, {**QUIET, "http_response_status_code": "500"}, f"0+{quiet_errors:g}x54"),
-        _series(count, {**QUIET, "http_response_status_code": "200"}, f"0+{per_step - quiet_errors:g}x54"),
-    ], "QmOtelErrorBudgetSlowBurn", [("1h", [(SVC, slow_burn)]), ("7h10m", [])], interval="10m")
+    cases.add("slow burn: fires above, silent below, resolves",
+              _burn_series(count, per_step, errors, quiet_errors, burning=6, after=48),
+              "QmOtelErrorBudgetSlowBurn", [("1h", [(SVC, slow_burn)]), ("7h10m", [])], interval="10m")
 
 
 def _runtime(cases: _Cases, c: Conventions) -> None:
