@@ -52,7 +52,7 @@ __all__ = [
     "instrument_on_import",
     "instrumented",
     "loaded_by_wrapper",
-    "remember",
+    "reinstrument",
     "uninstrument_all",
 ]
 
@@ -194,14 +194,22 @@ def instrument(entry_point: EntryPoint, tracer_provider: trace.TracerProvider, m
     if entry_point.name in WIRED_BY_SETUP:
         return False
     instrumentor = entry_point.load()()
-    if getattr(instrumentor, "is_instrumented_by_opentelemetry", False):
-        if entry_point.name not in _INSTRUMENTED:
-            return False
-        instrumentor.uninstrument()
-    instrumentor.instrument(tracer_provider=SanitizingTracerProvider(tracer_provider), meter_provider=meter_provider,
-                            **kwargs)
-    _INSTRUMENTED[entry_point.name] = instrumentor
+    if getattr(instrumentor, "is_instrumented_by_opentelemetry", False) and entry_point.name not in _INSTRUMENTED:
+        return False
+    reinstrument(entry_point.name, instrumentor, tracer_provider=SanitizingTracerProvider(tracer_provider),
+                 meter_provider=meter_provider, **kwargs)
     return True
+
+
+def reinstrument(name: str, instrumentor: Any, **kwargs: Any) -> None:
+    """``instrumentor.instrument(**kwargs)``, undoing an earlier instrumentation first; undone at ``shutdown()``.
+
+    (:func:`uninstrument_all`.) For the entry points above and for what qm-otel wires itself (httpx).
+    """
+    if getattr(instrumentor, "is_instrumented_by_opentelemetry", False):
+        instrumentor.uninstrument()
+    instrumentor.instrument(**kwargs)
+    _INSTRUMENTED[name] = instrumentor
 
 
 def _disabled(environ: Mapping[str, str]) -> set[str]:
@@ -335,11 +343,6 @@ def call_when_imported(name: str, callback: Callable[[], object], *, key: str) -
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
     return True
-
-
-def remember(name: str, instrumentor: Any) -> None:
-    """Record an instrumentor qm-otel instrumented itself (httpx), for :func:`uninstrument_all`."""
-    _INSTRUMENTED[name] = instrumentor
 
 
 def uninstrument_all() -> None:

@@ -13,7 +13,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from qm_otel import _state
-from qm_otel.libraries import call_when_imported, remember
+from qm_otel.libraries import call_when_imported, reinstrument
 from qm_otel.redaction import client_request_hooks
 
 __all__ = ["instrument_httpx", "instrument_httpx_when_imported"]
@@ -27,12 +27,8 @@ def instrument_httpx(tracer_provider: TracerProvider, meter_provider: MeterProvi
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
     hook, async_hook = client_request_hooks(words)
-    instrumentor = HTTPXClientInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
-    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider,
-                            request_hook=hook, async_request_hook=async_hook)
-    remember("httpx", instrumentor)
+    reinstrument("httpx", HTTPXClientInstrumentor(), tracer_provider=tracer_provider, meter_provider=meter_provider,
+                 request_hook=hook, async_request_hook=async_hook)
 
 
 def _instrument_with_state() -> None:
