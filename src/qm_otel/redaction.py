@@ -120,7 +120,7 @@ _SQL_TOKENS = re.compile(
       (?P<string>(?:[EeBbXxNn]|[Uu]&)?'(?:[^'\\]|''|\\.)*(?:'|\Z))              # 'text', E'..', X'..'
     | (?P<identifier>"(?:[^"]|"")*"|`[^`]*`|[A-Za-z_][\w$]*)                       # quoted or plain names
     | (?P<placeholder>%\(\w+\)s|%s|\$\d+|:[A-Za-z_]\w*|\?)                     # bind parameters
-    | (?P<dollar>\$(?P<tag>[A-Za-z_]\w*)?\$.*?(?:\$(?P=tag)?\$|\Z))             # $$body$$, $fn$body$fn$
+    | (?P<dollar>\$\$.*?(?:\$\$|\Z)|\$(?P<tag>[A-Za-z_]\w*)\$.*?(?:\$(?P=tag)\$|\Z))  # $$body$$, $fn$body$fn$
     | (?P<number>(?:0[xX][0-9A-Fa-f]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?))     # 42, 4.2, .5, 1e3, 0xFF
     """,
     re.VERBOSE | re.DOTALL,

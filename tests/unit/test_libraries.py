@@ -73,6 +73,8 @@ def test_any_text_is_sanitized_without_error_and_never_grows_a_quote(text: str) 
     ("SELECT 'it\\'s' , 1", "SELECT ? , ?"),
     ("SELECT ARRAY[1, 2.5e3, .5, 0xFF]", "SELECT ARRAY[?, ?, ?, ?]"),
     ("SELECT $$a 'b' c$$, $fn$ x $fn$", "SELECT ?, ?"),
+    # a tagged body ends only at its own tag: $$ inside it is part of the value
+    ("SELECT $fn$ secret $$ more secret $fn$ FROM t", "SELECT ? FROM t"),
     ("select name2, t.col_3 from t3 where id=7", "select name2, t.col_3 from t3 where id=?"),
     ("SELECT U&'d\\0061t' , B'101', N'x'", "SELECT ? , ?, ?"),
 ])
