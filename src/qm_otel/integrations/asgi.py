@@ -19,6 +19,7 @@ from qm_otel.config import Settings
 from qm_otel.conventions import Band, conventions
 from qm_otel.correlation import Correlation, accept, activate, deactivate, mark_exception, resolve
 from qm_otel.integrations.server import request_headers, request_url, route_template
+from qm_otel.logs.pipeline import direct_handler
 from qm_otel.redaction import redact_query
 from qm_otel.users import UserSlot, close_slot, open_slot, user_of
 
@@ -215,6 +216,11 @@ class RequestLog:
         if route:
             fields["http_route"] = route
         self._context(scope, user, fields)
+        handler = direct_handler(_request_logger)
+        if handler is not None:  # nothing but qm-otel's handler would see it: the line and OTLP record at once
+            handler.write_fields(_request_logger.name, levelno=level, message=message, fields=fields,
+                                 created=time.time())
+            return
         _request_logger.handle(_request_logger.makeRecord(
             _request_logger.name, level, __file__, 0, message, (), None, "request_log", fields))
 

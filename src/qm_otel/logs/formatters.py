@@ -167,13 +167,43 @@ class JsonFormatter(OrjsonFormatter):
     def format_with(self, record: logging.LogRecord, extras: dict[str, Any]) -> str:
         """Serialise ``record`` whose extras (:func:`extras_of`) are already collected."""
         record.message = _message(record)
-        get = record.__dict__.get
-        ids = trace_ids(record)
-        data: dict[str, Any] = {
-            "timestamp": format_timestamp(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.message,
+        data = self._head(created=record.created, levelno=record.levelno, levelname=record.levelname,
+                          name=record.name, message=record.message, ids=trace_ids(record), extras=extras)
+        if self._code_location and record.lineno > 0:  # 0: a record qm-otel made itself (the request log)
+            data["module"], data["function"], data["line"] = record.module, record.funcName, record.lineno
+        _add_extras(data, extras)
+        if record.exc_info and record.exc_info[0] is not None:
+            data["exception"] = {
+                "type": record.exc_info[0].__name__,
+                "message": _stringify(record.exc_info[1]),
+                "stack": self.formatException(record.exc_info),
+            }
+        return _dumps(data)
+
+    def format_fields(
+        self, *, created: float, levelno: int, levelname: str, name: str, message: str, fields: dict[str, Any]
+    ) -> str:
+        """The line of a record qm-otel writes itself without a ``LogRecord`` (no code location, no exception).
+
+        Equal to :meth:`format_with` for a record made with ``extra=fields`` and line number 0.
+        """
+        data = self._head(created=created, levelno=levelno, levelname=levelname, name=name, message=message,
+                          ids=trace_ids(), extras=fields)
+        _add_extras(data, fields)
+        return _dumps(data)
+
+    def _head(
+        self, *, created: float, levelno: int, levelname: str, name: str, message: str,
+        ids: tuple[str, str] | None, extras: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The fields every line has, in their order."""
+        get = extras.get
+        status = get("status")
+        return {
+            "timestamp": format_timestamp(created),
+            "level": levelname,
+            "logger": name,
+            "message": message,
             "service": self._service or _service(),
             "trace_id": ids[0] if ids else None,
             "span_id": ids[1] if ids else None,
@@ -181,25 +211,22 @@ class JsonFormatter(OrjsonFormatter):
             "event": get("event"),
             "component": get("component", "SYSTEM"),
             "action": get("action", "LOG"),
-            "status": status_of(record),
+            "status": str(status) if status is not None else ("FAILURE" if levelno >= logging.ERROR else "INFO"),
             "duration_ms": get("duration_ms"),
         }
-        if self._code_location and record.lineno > 0:  # 0: a record qm-otel made itself (the request log)
-            data["module"], data["function"], data["line"] = record.module, record.funcName, record.lineno
-        for key, value in extras.items():
-            if key not in _NOT_IN_JSON and key not in data:
-                data[key] = value
-        if record.exc_info and record.exc_info[0] is not None:
-            data["exception"] = {
-                "type": record.exc_info[0].__name__,
-                "message": _stringify(record.exc_info[1]),
-                "stack": self.formatException(record.exc_info),
-            }
-        try:
-            return orjson.dumps(data, default=_stringify, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
-        except TypeError:  # orjson refuses some values without asking json_default: never fail the log call
-            return orjson.dumps(_within_orjson(data), default=_stringify, option=orjson.OPT_NON_STR_KEYS).decode(
-                "utf-8")
+
+
+def _add_extras(data: dict[str, Any], extras: dict[str, Any]) -> None:
+    for key, value in extras.items():
+        if key not in _NOT_IN_JSON and key not in data:
+            data[key] = value
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(data, default=_stringify, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+    except TypeError:  # orjson refuses some values without asking json_default: never fail the log call
+        return orjson.dumps(_within_orjson(data), default=_stringify, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
 
 
 def _escape(field: str) -> str:

@@ -19,18 +19,29 @@ import sys
 import traceback
 from contextvars import ContextVar
 from time import time_ns
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
-from opentelemetry._logs import LogRecord, NoOpLogger
-from opentelemetry.context import get_current
+from opentelemetry._logs import LogRecord, NoOpLogger, SeverityNumber
+from opentelemetry.context import Context, get_current
 from opentelemetry.instrumentation.log_utils import std_to_otel
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.trace import get_current_span
+from opentelemetry.trace import SpanContext, get_current_span
 
-from qm_otel.correlation import exception_context
+from qm_otel.correlation import correlation_id, exception_context
 from qm_otel.logs.formatters import JsonFormatter, extras_of
 
-__all__ = ["TelemetryHandler", "otel_attributes"]
+__all__ = ["LogLane", "TelemetryHandler", "otel_attributes"]
+
+
+class LogLane(Protocol):
+    """Where a record goes to OTLP without the SDK's per-record objects (:mod:`qm_otel.signals.log_lane`)."""
+
+    def emit(
+        self, name: str, *, timestamp: int, observed_timestamp: int, span_context: SpanContext,
+        severity_number: SeverityNumber, severity_text: str, body: Any, attributes: dict[str, Any],
+        event_name: str | None,
+    ) -> bool:
+        """Queue the record; False when it must take the SDK's ``Logger.emit`` path instead."""
 
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 _EVENT_NAME = "otel.event.name"
@@ -75,6 +86,16 @@ def otel_attributes(
     return attributes, event_name
 
 
+_SEVERITIES: dict[int, SeverityNumber] = {}
+
+
+def _severity(levelno: int) -> SeverityNumber:
+    severity = _SEVERITIES.get(levelno)
+    if severity is None:
+        severity = _SEVERITIES[levelno] = std_to_otel(levelno)
+    return severity
+
+
 class TelemetryHandler(logging.Handler):
     """Writes each record as one stdout line (``formatter``) and exports it over OTLP (``logger_provider``).
 
@@ -88,6 +109,7 @@ class TelemetryHandler(logging.Handler):
         stream: IO[str] | None = None,
         *,
         code_location: bool = False,
+        lane: LogLane | None = None,
     ) -> None:
         super().__init__()
         self.code_location = code_location
@@ -95,6 +117,7 @@ class TelemetryHandler(logging.Handler):
         self.stream = stream if stream is not None else sys.stdout
         self.logger_provider = logger_provider
         self._loggers: dict[str, Any] = {}
+        self._lane = lane if logger_provider is not None else None
 
     def _otel_logger(self, name: str) -> Any:
         logger = self._loggers.get(name)
@@ -104,20 +127,39 @@ class TelemetryHandler(logging.Handler):
         return logger
 
     def _export(self, record: logging.LogRecord, extras: dict[str, Any]) -> None:
-        logger = self._otel_logger(record.name)
-        if logger is None or isinstance(logger, NoOpLogger):
+        if self.logger_provider is None:
             return
         attributes, event_name = otel_attributes(record, extras, code_location=self.code_location)
         context = get_current()
         if record.exc_info and not get_current_span(context).get_span_context().is_valid:
             context = exception_context(record.exc_info[1]) or context  # a crash report after its request
+        self._emit_otlp(record.name, timestamp=int(record.created * 1e9), levelno=record.levelno,
+                        levelname=record.levelname, body=record.getMessage(), attributes=attributes,
+                        event_name=event_name, context=context)
+
+    def _emit_otlp(
+        self, name: str, *, timestamp: int, levelno: int, levelname: str, body: Any, attributes: dict[str, Any],
+        event_name: str | None, context: Context,
+    ) -> None:
+        """The OTLP record: through the lane when it takes it, else the SDK's ``Logger.emit``."""
+        severity_text = _SEVERITY_TEXT.get(levelname, levelname)
+        severity = _severity(levelno)
+        lane = self._lane
+        if lane is not None and lane.emit(
+                name, timestamp=timestamp, observed_timestamp=time_ns(),
+                span_context=get_current_span(context).get_span_context(), severity_number=severity,
+                severity_text=severity_text, body=body, attributes=attributes, event_name=event_name):
+            return
+        logger = self._otel_logger(name)
+        if logger is None or isinstance(logger, NoOpLogger):
+            return
         logger.emit(LogRecord(
-            timestamp=int(record.created * 1e9),
+            timestamp=timestamp,
             observed_timestamp=time_ns(),
             context=context or None,
-            severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
-            severity_number=std_to_otel(record.levelno),
-            body=record.getMessage(),
+            severity_text=severity_text,
+            severity_number=severity,
+            body=body,
             attributes=attributes,
             event_name=event_name,
         ))
@@ -136,6 +178,52 @@ class TelemetryHandler(logging.Handler):
             raise
         except Exception:
             self.handleError(record)
+
+    @property
+    def writes_directly(self) -> bool:
+        """Whether :meth:`write_fields` can write this handler's line (JSON, or no line) without a ``LogRecord``."""
+        return self.formatter is None or isinstance(self.formatter, JsonFormatter)
+
+    def write_fields(self, name: str, *, levelno: int, message: str, fields: dict[str, Any], created: float) -> None:
+        """Write a record qm-otel makes itself (the request log) from its fields: no ``LogRecord``, no handler pass.
+
+        The same stdout line and OTLP record as ``logging.getLogger(name).handle()`` of a record made
+        with ``extra=fields`` and line number 0 would give through this handler and qm-otel's
+        correlation filter; the caller checked that nothing else would see that record
+        (:func:`qm_otel.logs.pipeline.direct_handler`). ``fields`` gets ``correlation_id``.
+        """
+        if levelno < self.level:
+            return
+        if "correlation_id" not in fields:
+            active = correlation_id()
+            if active is not None:
+                fields["correlation_id"] = active
+        levelname = logging.getLevelName(levelno)
+        nested = _EMITTING.get()
+        token = _EMITTING.set(True)
+        try:
+            formatter = self.formatter
+            if isinstance(formatter, JsonFormatter):
+                line = formatter.format_fields(created=created, levelno=levelno, levelname=levelname, name=name,
+                                               message=message, fields=fields)
+                with self.lock:  # type: ignore[union-attr]  # createLock() made it in __init__
+                    self.stream.write(line + "\n")
+                    self.stream.flush()
+            if not nested and self.logger_provider is not None:
+                attributes = ({_OTLP_NAMES.get(key, key): value for key, value in fields.items()}
+                              if name == _REQUEST_LOGGER else dict(fields))
+                event_name = attributes.pop(_EVENT_NAME, None)
+                deprecated = attributes.pop(_DEPRECATED_EVENT_NAME, None)
+                self._emit_otlp(name, timestamp=int(created * 1e9), levelno=levelno, levelname=levelname,
+                                body=message, attributes=attributes,
+                                event_name=deprecated if event_name is None else event_name, context=get_current())
+        except RecursionError:
+            raise
+        except Exception:  # a broken stream never breaks the request
+            self.handleError(logging.makeLogRecord({"name": name, "levelno": levelno, "levelname": levelname,
+                                                    "msg": message, **fields}))
+        finally:
+            _EMITTING.reset(token)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write the line, then export the record (not when the pipeline itself is logging)."""

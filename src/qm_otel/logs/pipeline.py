@@ -25,7 +25,7 @@ from qm_otel.config import ConfigError, Settings
 from qm_otel.correlation import correlation_id, exception_correlation_id
 from qm_otel.logs.files import RotatingGzipFileHandler
 from qm_otel.logs.formatters import JsonFormatter, PipeFormatter, TextFormatter
-from qm_otel.logs.handler import TelemetryHandler
+from qm_otel.logs.handler import LogLane, TelemetryHandler
 from qm_otel.redaction import redact_logged_urls
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "CorrelationFilter",
     "OtlpHandler",
     "check_log_file",
+    "direct_handler",
     "install_log_handlers",
     "remove_log_handlers",
     "route_uvicorn_loggers",
@@ -135,8 +136,38 @@ def _from_file(path: str) -> None:
         raise ConfigError(message) from exc
 
 
-def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | None) -> list[logging.Handler]:
-    """Install qm-otel's handlers on the root logger (the OTel one only when ``logger_provider`` is given)."""
+def direct_handler(logger: logging.Logger) -> TelemetryHandler | None:
+    """qm-otel's handler, when it alone would see a record of ``logger`` (one of qm-otel's own loggers).
+
+    That is: the root logger's only handler is qm-otel's (its only filter the correlation filter, its
+    line JSON or none), the root has no filter, ``logger`` and its parents below the root have no
+    handler or filter and propagate, and no record factory was installed. Then the handler may write
+    the record from its fields (:meth:`~qm_otel.logs.handler.TelemetryHandler.write_fields`); else the
+    caller logs it through ``logging``, so a handler or filter a user attached sees it.
+    """
+    root = logging.root
+    handlers = root.handlers
+    if len(handlers) != 1 or root.filters or logging.getLogRecordFactory() is not logging.LogRecord:
+        return None
+    handler = handlers[0]
+    if type(handler) is not TelemetryHandler or handler.filters != [_CORRELATION_FILTER] or (
+            not handler.writes_directly):
+        return None
+    current: logging.Logger | None = logger
+    while current is not None and current is not root:
+        if current.handlers or current.filters or not current.propagate or current.disabled:
+            return None
+        current = current.parent
+    return handler
+
+
+def install_log_handlers(
+    settings: Settings, logger_provider: LoggerProvider | None, lane: LogLane | None = None
+) -> list[logging.Handler]:
+    """Install qm-otel's handlers on the root logger (the OTel one only when ``logger_provider`` is given).
+
+    ``lane``: where the handler hands records to OTLP without the SDK's per-record objects.
+    """
     root = logging.getLogger()
     remove_log_handlers([h for h in root.handlers if getattr(h, _TAG, False)])
     handlers: list[logging.Handler] = []
@@ -157,6 +188,7 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
                 logger_provider if exporting else None,
                 sys.stdout,
                 code_location=settings.log_code_location,
+                lane=lane,
             ))
         root.setLevel(settings.log_level)
     if settings.log_file is not None:

@@ -7,13 +7,15 @@ import os
 from collections.abc import Sequence
 
 from opentelemetry import _logs
-from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits, LogRecordProcessor
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
 from qm_otel.config import Settings
 from qm_otel.logs.pipeline import install_log_handlers
+from qm_otel.signals.delivery import LogDelivery
 from qm_otel.signals.exporters import exporters
+from qm_otel.signals.log_lane import QmLoggerProvider, make_lane
 
 __all__ = ["build_logger_provider"]
 
@@ -24,18 +26,24 @@ def build_logger_provider(
     """The global provider (batch export, then ``extra``) and the handlers installed on the root logger.
 
     Set globally before the handlers are installed: a ``log_config`` file's OTLP handler binds to
-    the global provider. The OTLP handler is installed only when records go somewhere.
+    the global provider. The OTLP handler is installed only when records go somewhere. When every
+    exporter is one of qm-otel's OTLP/HTTP deliveries and no processor is the user's, the handler
+    gets the log lane (:mod:`qm_otel.signals.log_lane`) too.
     """
     _sdk_log_level(os.environ.get("OTEL_LOG_LEVEL", ""))
-    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    limits = LogRecordLimits()
+    provider = QmLoggerProvider(resource=resource, shutdown_on_exit=False, log_record_limits=limits)
     log_exporters = exporters(settings, "logs")
-    for log_exporter in log_exporters:
-        provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
-    for processor in extra:
-        provider.add_log_record_processor(processor)
+    processors = [BatchLogRecordProcessor(log_exporter) for log_exporter in log_exporters]
+    for processor in processors:
+        provider.add_own_processor(processor)
+    for added in extra:
+        provider.add_log_record_processor(added)
     _logs.set_logger_provider(provider)
     exporting = bool(log_exporters) or bool(extra)
-    return provider, install_log_handlers(settings, provider if exporting else None)
+    own = not extra and all(isinstance(log_exporter, LogDelivery) for log_exporter in log_exporters)
+    lane = make_lane(provider, limits, processors) if own else None
+    return provider, install_log_handlers(settings, provider if exporting else None, lane)
 
 
 def _sdk_log_level(value: str) -> None:
