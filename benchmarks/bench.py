@@ -9,11 +9,24 @@ line; all signals over OTLP/HTTP to a sink on loopback, 100 % sampled):
 - **HTTP under load**: one uvicorn worker, ``wrk -t1 -c8`` on loopback: requests/s, p50, p99; then
   the items the sink (``benchmarks/sink.py``, its own process) counted for those requests.
 - **CPU per request, in-process**: the app driven by an ASGI driver at full speed
-  (``benchmarks/inprocess.py``), process CPU time over all threads including the final flush,
-  and what the sink counted.
+  (``benchmarks/inprocess.py``), process CPU time over all threads including the final flush, split
+  into the main (request) thread, the export threads and threads that ended during the flush, and
+  what the sink counted.
 - **Start-up**: importing the app module (building the app, calling ``setup()``), wall time and
   peak RSS, against the bare app.
 - **Log records/s** end to end (``benchmarks/logs.py``).
+
+The run is ``--rounds`` interleaved rounds (3; ``--short``: 1): each round runs every variant once
+(load, in-process, start-up), then every log variant once, each round in a rotated order
+(``support.round_order``), so the machine's drift over the run falls on every variant alike. The
+report gives each figure's median over the rounds with their range, and each ratio as the median of
+the per-round ratios (the two variants of a ratio ran minutes apart, not a whole run apart).
+
+Duration on the 2-core VM: about 35 s per variant and round (15 s under ``wrk`` with its warm-up
+and the wait for the sink, 8,000 requests in-process, 3 start-ups) and 30 s of log variants a round:
+with the 8 variants and 3 rounds about 17 minutes (logfire, the slowest in-process, adds most), and
+2 to 3 minutes of scale notes: 20 to 25 minutes in all. ``--short`` (one round, 2 s each, 300 requests)
+takes 1 to 2 minutes for three variants.
 
 Run it with ``./scripts/bench`` (installs wrk, the stock distro and logfire in side environments
 under ``.bench/``); ``--short`` is the setting CI runs.
@@ -28,42 +41,21 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import logs, report, scale, soak
+from benchmarks.support import ROOT, Variant, free_port, round_order, wait_port
+
 MAIN = Path(sys.executable).parent
 SIDE = ROOT / ".bench"
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One way of running the app: which environment, which module, whether under the wrapper."""
-
-    key: str
-    label: str
-    bin_dir: Path
-    module: str
-    zero_code: bool = False
-    env: dict[str, str] = field(default_factory=dict)
-    #: log records the sink should get per request (the app's line, qm-otel's request log)
-    logs_per_request: int = 1
-    #: whether the variant exports ``http.server.request.duration`` (logfire does not)
-    duration_points: bool = True
-    #: a note for the report
-    note: str = ""
-
-    def available(self) -> bool:
-        return (self.bin_dir / "python").exists()
 
 
 STOCK_ENV = {
@@ -79,6 +71,11 @@ VARIANTS = (
             logs_per_request=2),
     Variant("qm-nocode", "qm-otel `setup()`, code location off", MAIN, "benchmarks.apps.qm_setup", logs_per_request=2,
             env={"QM_OTEL_LOG_CODE_LOCATION": "false"}),
+    # the same app and set-up; log records go only to stdout (JSON lines) for a collector's filelog receiver
+    Variant("qm-filelog", "qm-otel `setup()`, logs via the collector's filelog (OTLP log export off)", MAIN,
+            "benchmarks.apps.qm_setup", logs_per_request=0, env={"OTEL_LOGS_EXPORTER": "none"},
+            note="the JSON lines on stdout (written to a file here) are what a collector's filelog receiver "
+                 "would read; no log record goes over OTLP"),
     # the stock distro exports the app's log line only at WARNING and above (root logger default): 0 per request
     Variant("stock", "stock `opentelemetry-distro`", SIDE / "stock" / "bin", "benchmarks.apps.plain", zero_code=True,
             env=STOCK_ENV, logs_per_request=0,
@@ -93,29 +90,11 @@ VARIANTS = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listened on {port}")
-
-
 class Sink:
-    """The OTLP sink process and its counters."""
+    """The OTLP sink process and its counters; how often the variants export to it (metrics, span batches)."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval_ms: int = 5000) -> None:
+        self.interval_ms = interval_ms
         self.port = free_port()
         self.process = subprocess.Popen([sys.executable, "-m", "benchmarks.sink", str(self.port)], cwd=ROOT,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -146,10 +125,12 @@ def variant_env(variant: Variant, sink: Sink) -> dict[str, str]:
         OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
         OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
         OTEL_SERVICE_NAME="bench",
-        OTEL_METRIC_EXPORT_INTERVAL="5000",
+        OTEL_METRIC_EXPORT_INTERVAL=str(sink.interval_ms),
         QM_OTEL_ENVIRONMENT="production",  # JSON lines on stdout, as in a container
         LOGFIRE_SEND_TO_LOGFIRE="false",
     )
+    if sink.interval_ms != 5000:  # --short: quicker batches, so the waits for the sink are short (5 s: the default)
+        env.update(OTEL_BSP_SCHEDULE_DELAY=str(sink.interval_ms))
     env.update(variant.env)
     return env
 
@@ -201,7 +182,7 @@ def http_load(variant: Variant, sink: Sink, seconds: float, workdir: Path) -> di
         wait_port(port, process)
         url = f"http://127.0.0.1:{port}/items/7"
         run_wrk(url, max(1.0, seconds / 4))  # warm-up
-        time.sleep(6.5)  # the warm-up's batches and metric points arrive before the count starts
+        time.sleep(sink.interval_ms * 1.3 / 1000)  # the warm-up's batches and metric points arrive before the count
         sink.reset()
         result = run_wrk(url, seconds)
         counts = settle(sink, int(result["requests"]), timeout_s=30, points=variant.duration_points)
@@ -220,11 +201,13 @@ def inprocess(variant: Variant, sink: Sink, requests: int, workdir: Path) -> dic
     sink.reset()
     out = workdir / f"{variant.key}.inprocess"
     with out.open("wb") as stdout:
-        subprocess.run(command(variant, str(variant.bin_dir / "python"), "-m", "benchmarks.inprocess", variant.module,
-                               "--requests", str(requests), "--warmup", "200"),
-                       cwd=ROOT, env=variant_env(variant, sink), stdout=stdout, stderr=subprocess.STDOUT, check=True,
-                       timeout=900)
+        done = subprocess.run(command(variant, str(variant.bin_dir / "python"), "-m", "benchmarks.inprocess",
+                                      variant.module, "--requests", str(requests), "--warmup", "200"),
+                              cwd=ROOT, env=variant_env(variant, sink), stdout=stdout, stderr=subprocess.STDOUT,
+                              check=False, timeout=900)
     text = out.read_text(encoding="utf-8", errors="replace")
+    if done.returncode != 0:
+        raise RuntimeError(f"{variant.key} in-process exited with {done.returncode}:\n{text[-3000:]}")
     line = next(line for line in text.splitlines() if line.startswith("INPROCESS-RESULT "))
     result = dict(json.loads(line.split(" ", 1)[1]))
     result["sink"] = settle(sink, requests + 200, timeout_s=10, points=variant.duration_points)
@@ -285,55 +268,99 @@ def machine() -> dict[str, str]:
     }
 
 
-def main() -> None:
+def measure(variant: Variant, sink: Sink, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """One round's figures of one variant: under load, in-process, start-up."""
+    return {
+        "http": http_load(variant, sink, args.seconds, workdir),
+        "inprocess": inprocess(variant, sink, args.requests, workdir),
+        "startup": startup(variant, sink, args.startup_runs),
+    }
+
+
+def summary(figures: dict[str, Any]) -> str:
+    """One progress line for a variant's round."""
+    h, r, s = figures["http"], figures["inprocess"], figures["startup"]
+    return (f"{h['rps']:,.0f} req/s, p99 {h['p99_ms']:.1f} ms; {r['cpu_us_per_request']:,.0f} µs/request "
+            f"(main {r['main_thread_us_per_request']:,.0f}, export threads {r['export_threads_us_per_request']:,.0f}, "
+            f"ended {r['ended_threads_us_per_request']:,.0f}); import {s['import_s']:.3f} s, {s['rss_mb']:.1f} MB")
+
+
+def run_rounds(variants: list[Variant], sink: Sink, args: argparse.Namespace,
+               workdir: Path) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, float]]]:
+    """Every variant, then every log variant, once a round, each round in a rotated order.
+
+    The figures by variant, a list in round order; the log records/s by log variant, one dict a round.
+    """
+    results: dict[str, list[dict[str, Any]]] = {v.key: [] for v in variants}
+    log_rounds: list[dict[str, float]] = []
+    for index in range(args.rounds):
+        for variant in round_order(variants, index, args.rounds):
+            print(f"== round {index + 1}/{args.rounds}: {variant.label}", flush=True)
+            results[variant.key].append(measure(variant, sink, args, workdir))
+            print("   " + summary(results[variant.key][-1]), flush=True)
+        log_rounds.append(logs.run_round(args.log_records, sink.endpoint,
+                                         round_order(logs.VARIANTS, index, args.rounds)))
+    return results, log_rounds
+
+
+def write(text: str, out: str) -> None:
+    """The report to ``out``, keeping the soak sections there (``./scripts/soak`` writes them)."""
+    previous = Path(out).read_text(encoding="utf-8") if Path(out).exists() else ""
+    kept = soak.soak_sections(previous)
+    Path(out).write_text(text.rstrip("\n") + ("\n\n" + kept + "\n" if kept else "\n"), encoding="utf-8")
+    print(f"wrote {out}")
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--short", action="store_true", help="a few seconds per figure (CI checks that it runs)")
+    parser.add_argument("--short", action="store_true",
+                        help="one round, a few seconds per figure (CI checks that it runs)")
     parser.add_argument("--variants", default=",".join(v.key for v in VARIANTS))
-    parser.add_argument("--seconds", type=float, default=15.0, help="wrk duration per variant")
-    parser.add_argument("--requests", type=int, default=15000,
-                        help="in-process requests per variant (well beyond the export queues, so a drop shows)")
-    parser.add_argument("--startup-runs", type=int, default=5)
-    parser.add_argument("--log-records", type=int, default=50000)
+    parser.add_argument("--rounds", type=int, help="interleaved rounds; each figure is their median (default 3)")
+    parser.add_argument("--seconds", type=float, help="wrk duration per variant and round (default 10)")
+    parser.add_argument("--requests", type=int,
+                        help="in-process requests per variant and round (default 8,000: well beyond the export "
+                             "queues, so a drop shows)")
+    parser.add_argument("--startup-runs", type=int, help="start-ups per variant and round (default 3)")
+    parser.add_argument("--log-records", type=int, help="records per log variant and round (default 30,000)")
     parser.add_argument("--no-scale", action="store_true", help="leave out the scale notes")
     parser.add_argument("--out", help="where to write the report; '-' for nowhere (default: docs/benchmarks.md, "
                                       "nowhere with --short)")
     args = parser.parse_args()
-    if args.short:
-        args.seconds, args.requests, args.startup_runs, args.log_records = 2.0, 300, 1, 2000
+    defaults = {"rounds": 1, "seconds": 2.0, "requests": 300, "startup_runs": 1, "log_records": 2000} if args.short \
+        else {"rounds": 3, "seconds": 10.0, "requests": 8000, "startup_runs": 3, "log_records": 30000}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.out is None:
         args.out = "-" if args.short else str(ROOT / "docs" / "benchmarks.md")
+    return args
+
+
+def main() -> None:
+    args = arguments()
+    started = time.monotonic()
     wanted = args.variants.split(",")
     variants = [v for v in VARIANTS if v.key in wanted and v.available()]
     skipped = [v.key for v in VARIANTS if v.key in wanted and not v.available()]
-    from benchmarks import logs, report, scale, soak
-
-    sink = Sink()
-    results: dict[str, dict[str, Any]] = {}
+    sink = Sink(interval_ms=1000 if args.short else 5000)
     try:
         with tempfile.TemporaryDirectory(prefix="qm-bench-") as tmp:
-            workdir = Path(tmp)
-            for variant in variants:
-                print(f"== {variant.label}", flush=True)
-                results[variant.key] = {
-                    "http": http_load(variant, sink, args.seconds, workdir),
-                    "inprocess": inprocess(variant, sink, args.requests, workdir),
-                    "startup": startup(variant, sink, args.startup_runs),
-                }
-                print(json.dumps(results[variant.key], indent=None)[:600], flush=True)
-            log_results = logs.run_all(args.log_records, sink.endpoint)
+            results, log_rounds = run_rounds(variants, sink, args, Path(tmp))
             scale_results = None if args.no_scale else scale.run_all(300 if args.short else 1500, sink.endpoint)
     finally:
         sink.stop()
-    text = report.render(variants, results, log_results, machine(), skipped, short=args.short)
+    run = report.Run(variants, results, log_rounds, machine(), skipped, short=args.short,
+                     minutes=(time.monotonic() - started) / 60)
+    text = report.render(run)
     if scale_results is not None:
-        bare_cpu = results["bare"]["inprocess"]["cpu_us_per_request"] if "bare" in results else None
+        bare = results.get("bare")
+        bare_cpu = statistics.median(r["inprocess"]["cpu_us_per_request"] for r in bare) if bare else None
         text += "\n" + "\n".join(scale.render(scale_results, bare_cpu)) + "\n"
     print(text)
+    print(f"took {(time.monotonic() - started) / 60:.1f} minutes", flush=True)
     if args.out != "-":
-        previous = Path(args.out).read_text(encoding="utf-8") if Path(args.out).exists() else ""
-        kept = soak.soak_sections(previous)  # written by ./scripts/soak, which this run does not repeat
-        Path(args.out).write_text(text.rstrip("\n") + ("\n\n" + kept + "\n" if kept else "\n"), encoding="utf-8")
-        print(f"wrote {args.out}")
+        write(text, args.out)
 
 
 if __name__ == "__main__":

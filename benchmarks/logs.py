@@ -4,7 +4,8 @@ Variants: python-json-logger's ``JsonFormatter`` on a ``StreamHandler`` (the bas
 ``json`` (with its code location, and without: ``-nocode``), ``text`` and ``pipe`` stdout formats
 through ``qm_otel.setup()`` (exporters off), and
 ``json`` with OTLP log export on to the benchmark sink (the time includes the final flush). stdout
-goes to a file. ``python -m benchmarks.logs VARIANT RECORDS`` prints one result line.
+goes to a file. ``python -m benchmarks.logs VARIANT RECORDS`` prints one result line; the benchmark
+runs every variant once a round (``run_round``), in each round's rotated order.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,21 +59,25 @@ def child(variant: str, records: int) -> None:
     print(MARKER + json.dumps({"records_per_s": records / elapsed}), file=sys.stderr, flush=True)
 
 
-def run_all(records: int, endpoint: str) -> dict[str, float]:
-    """Each variant in its own process; records/s by variant."""
+def run_one(variant: str, records: int, env: dict[str, str], workdir: Path) -> float:
+    """``variant`` in a fresh process, stdout to a file: its records/s."""
+    with (workdir / variant).open("wb") as stdout:
+        done = subprocess.run([sys.executable, "-m", "benchmarks.logs", variant, str(records)], cwd=ROOT, env=env,
+                              stdout=stdout, stderr=subprocess.PIPE, text=False, check=True, timeout=600)
+    line = next(x for x in done.stderr.decode().splitlines() if x.startswith(MARKER))
+    return float(json.loads(line.removeprefix(MARKER))["records_per_s"])
+
+
+def run_round(records: int, endpoint: str, order: Sequence[str] = VARIANTS) -> dict[str, float]:
+    """One round: each variant once, in ``order``; records/s by variant (in ``VARIANTS`` order)."""
     results = {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "QM_OTEL_"))}
     env.update(PYTHONPATH=str(ROOT), OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, QM_OTEL_ENVIRONMENT="production")
     with tempfile.TemporaryDirectory(prefix="qm-bench-logs-") as tmp:
-        for variant in VARIANTS:
-            with (Path(tmp) / variant).open("wb") as stdout:
-                done = subprocess.run([sys.executable, "-m", "benchmarks.logs", variant, str(records)], cwd=ROOT,
-                                      env=env, stdout=stdout, stderr=subprocess.PIPE, text=False, check=True,
-                                      timeout=600)
-            line = next(x for x in done.stderr.decode().splitlines() if x.startswith(MARKER))
-            results[variant] = float(json.loads(line.removeprefix(MARKER))["records_per_s"])
+        for variant in order:
+            results[variant] = run_one(variant, records, env, Path(tmp))
             print(f"   logs {variant}: {results[variant]:,.0f} records/s", flush=True)
-    return results
+    return {variant: results[variant] for variant in VARIANTS if variant in results}
 
 
 if __name__ == "__main__":

@@ -1,138 +1,289 @@
-"""``docs/benchmarks.md`` from one run of ``benchmarks/bench.py``: figures, ratios and the targets."""
+"""``docs/benchmarks.md`` from one run of ``benchmarks/bench.py``: figures, ratios and the targets.
+
+A run has one or more interleaved rounds. Each figure is shown as the median over the rounds with
+the rounds' range, ``587 (561-602)`` (an en dash); each ratio (and each difference to the bare app) is the median
+of the per-round ones, since the two variants of a ratio ran close together in the same round.
+"""
 
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING, Any
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-if TYPE_CHECKING:
-    from benchmarks.bench import Variant
+from benchmarks.support import Variant
 
-
-def _ratio(value: float, base: float | None) -> str:
-    return f"{value / base:.2f}×" if base else "-"
-
-
-def _received(variant: Variant, counts: dict[str, Any], requests: float) -> str:
-    """``spans / logs / points`` received against what the requests should have produced."""
-    expected_logs = variant.logs_per_request * requests
-    logs = counts["logs"].get("app", 0) + counts["logs"].get("qm_otel.requests", 0)
-    parts = [f"{counts['server_spans']:,}/{requests:,.0f} server spans ({counts['spans']:,} in all)"]
-    parts.append(f"{logs:,}/{expected_logs:,.0f} logs" if expected_logs else f"{logs:,} logs")
-    expected_points = requests if variant.duration_points else 0
-    parts.append(f"{counts['duration_points']:,}/{expected_points:,.0f} points")
-    short = [requests - counts["server_spans"], expected_logs - logs, expected_points - counts["duration_points"]]
-    shortfall = max(short)
-    return "; ".join(parts) + (f" — **short by {shortfall:,.0f}**" if shortfall > 0 and variant.key != "bare" else "")
+#: one round's figures of one variant -> the number wanted
+Pick = Callable[[dict[str, Any]], float]
+#: the variant the targets are about
+TARGET_VARIANT = "qm-setup"
 
 
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "**missed**"
+@dataclass(frozen=True)
+class Run:
+    """What one benchmark run measured: by variant key, one dict of figures per round; log records/s a round."""
+
+    variants: list[Variant]
+    results: dict[str, list[dict[str, Any]]]
+    logs: list[dict[str, float]]
+    machine: dict[str, str]
+    skipped: list[str]
+    short: bool
+    minutes: float
+
+    @property
+    def rounds(self) -> int:
+        return max([len(self.logs), *(len(r) for r in self.results.values())])
 
 
-def render(variants: list[Variant], results: dict[str, dict[str, Any]], logs: dict[str, float],
-           machine: dict[str, str], skipped: list[str], *, short: bool) -> str:
-    """The Markdown report."""
+@dataclass(frozen=True)
+class Target:
+    """A target of issue 21: its per-round values and the limit the median must meet."""
+
+    name: str
+    values: list[float]
+    unit: str  # "\N{MULTIPLICATION SIGN}", " ms" or " MB"
+    limit: float
+    at_least: bool
+
+    def show(self, value: float) -> str:
+        return f"{value:.2f}×" if self.unit == "×" else f"{value:+.0f} ms" if self.unit == " ms" else f"{value:+.1f} MB"
+
+    def row(self) -> str:
+        if not self.values:
+            return f"| {self.name} | not measured | - | not measured |"
+        median = statistics.median(self.values)
+        ok = median >= self.limit if self.at_least else median <= self.limit
+        rounds = ", ".join(self.show(v) for v in self.values)
+        return f"| {self.name} | {self.show(median)} | {rounds} | {'met' if ok else '**missed**'} |"
+
+
+def rps(figures: dict[str, Any]) -> float:
+    return float(figures["http"]["rps"])
+
+
+def p99(figures: dict[str, Any]) -> float:
+    return float(figures["http"]["p99_ms"])
+
+
+def cpu(figures: dict[str, Any]) -> float:
+    return float(figures["inprocess"]["cpu_us_per_request"])
+
+
+def import_ms(figures: dict[str, Any]) -> float:
+    return float(figures["startup"]["import_s"]) * 1000
+
+
+def rss(figures: dict[str, Any]) -> float:
+    return float(figures["startup"]["rss_mb"])
+
+
+def _figure(values: Sequence[float], fmt: str) -> str:
+    """The median, with the rounds' range when they differ: ``587 (561-602)``, en dash."""
+    if not values:
+        return "-"
+    median, low, high = (format(x, fmt) for x in (statistics.median(values), min(values), max(values)))
+    return median if low == high else f"{median} ({low}–{high})"
+
+
+def _pairs(run: Run, key: str, base: str, pick: Pick) -> list[tuple[float, float]]:
+    """``pick`` of ``key`` and of ``base``, round by round (empty when either did not run)."""
+    return [(pick(a), pick(b)) for a, b in zip(run.results.get(key, []), run.results.get(base, []), strict=False)]
+
+
+def _ratios(run: Run, key: str, base: str, pick: Pick) -> list[float]:
+    return [a / b for a, b in _pairs(run, key, base, pick) if b]
+
+
+def _diffs(run: Run, key: str, base: str, pick: Pick) -> list[float]:
+    return [a - b for a, b in _pairs(run, key, base, pick)]
+
+
+def _log_ratios(run: Run, name: str, base: str = "pjl-json") -> list[float]:
+    return [r[name] / r[base] for r in run.logs if name in r and r.get(base)]
+
+
+def _ratio(values: Sequence[float]) -> str:
+    return f"{statistics.median(values):.2f}×" if values else "-"
+
+
+def _received(variant: Variant, rounds: Sequence[tuple[dict[str, Any], float]]) -> str:
+    """``spans / logs / points`` received over all rounds against what the requests should have produced.
+
+    A shortfall is counted round by round (one round's surplus never hides another's loss) and named.
+    """
+    got = {"server": 0, "spans": 0, "logs": 0, "points": 0}
+    want = {"server": 0.0, "logs": 0.0, "points": 0.0}
+    short_by, short_rounds = 0.0, []
+    for index, (counts, requests) in enumerate(rounds, 1):
+        have = (counts["server_spans"], counts["logs"].get("app", 0) + counts["logs"].get("qm_otel.requests", 0),
+                counts["duration_points"])
+        expected = (requests, variant.logs_per_request * requests, requests if variant.duration_points else 0)
+        for name, value, wanted in zip(("server", "logs", "points"), have, expected, strict=True):
+            got[name] += value
+            want[name] += wanted
+        got["spans"] += counts["spans"]
+        short = max(w - h for h, w in zip(have, expected, strict=True))
+        if short > 0 and variant.key != "bare":
+            short_by += short
+            short_rounds.append(str(index))
+    parts = [f"{got['server']:,}/{want['server']:,.0f} server spans ({got['spans']:,} in all)",
+             f"{got['logs']:,}/{want['logs']:,.0f} logs" if want["logs"] else f"{got['logs']:,} logs",
+             f"{got['points']:,}/{want['points']:,.0f} points"]
+    flag = f" — **short by {short_by:,.0f}** (round {', '.join(short_rounds)})" if short_by else ""
+    return "; ".join(parts) + flag
+
+
+def _header(run: Run) -> list[str]:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    get = results.get
-    bare, stock, logfire = get("bare"), get("stock"), get("logfire")
+    rounds = (f"{run.rounds} interleaved rounds (each runs every variant once, in a rotated order, then every log "
+              "variant): each figure is the median over the rounds with their range in brackets, each ratio the "
+              "median of the per-round ratios" if run.rounds > 1 else "one round")
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `./scripts/bench` ({'--short, not for comparison' if short else 'full run'}) on {now}. "
+        f"Written by `./scripts/bench` ({'--short, not for comparison' if run.short else 'full run'}) on {now}, "
+        f"{rounds}; the run took {run.minutes:.0f} minutes. "
         "Every variant serves the same FastAPI app (`benchmarks/apps/common.py`: one JSON route that writes one "
         "log line), exports all signals over OTLP/HTTP to one sink on loopback (`benchmarks/sink.py`, its own "
         "process, which counts what it receives), 100 % sampled, one uvicorn worker. Figures are never asserted; "
         "ratios matter more than absolute numbers on a shared VM (this one drifts 20–35 % between runs).",
         "",
-        "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()),
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in run.machine.items()),
         "",
     ]
-    if skipped:
-        lines += [f"Not run (environment not installed): {', '.join(skipped)}.", ""]
-    lines += [
+    if run.skipped:
+        lines += [f"Not run (environment not installed): {', '.join(run.skipped)}.", ""]
+    return lines
+
+
+def _http(run: Run) -> list[str]:
+    lines = [
         "## HTTP under load (`wrk -t1 -c8`, loopback)",
         "",
-        "| variant | requests/s | × bare | × stock | × logfire | p50 ms | p99 ms | p99 × bare | received by the sink |",
+        "| variant | requests/s | × bare | × stock | × logfire | p50 ms | p99 ms | p99 × bare | "
+        "received by the sink (all rounds) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for v in variants:
-        h = results[v.key]["http"]
+    for v in run.variants:
+        rounds = run.results[v.key]
+        http = [r["http"] for r in rounds]
         lines.append(
-            f"| {v.label} | {h['rps']:,.0f} | {_ratio(h['rps'], bare and bare['http']['rps'])} | "
-            f"{_ratio(h['rps'], stock and stock['http']['rps'])} | "
-            f"{_ratio(h['rps'], logfire and logfire['http']['rps'])} | {h['p50_ms']:.2f} | {h['p99_ms']:.2f} | "
-            f"{_ratio(h['p99_ms'], bare and bare['http']['p99_ms'])} | "
-            f"{_received(v, h['sink'], h['requests'])} |")
-    notes = [f"- {v.label}: {v.note}." for v in variants if v.note]
-    if notes:
-        lines += ["", *notes]
-    lines += [
-        "",
+            f"| {v.label} | {_figure([rps(r) for r in rounds], ',.0f')} | {_ratio(_ratios(run, v.key, 'bare', rps))} | "
+            f"{_ratio(_ratios(run, v.key, 'stock', rps))} | {_ratio(_ratios(run, v.key, 'logfire', rps))} | "
+            f"{_figure([h['p50_ms'] for h in http], '.2f')} | {_figure([h['p99_ms'] for h in http], '.2f')} | "
+            f"{_ratio(_ratios(run, v.key, 'bare', p99))} | "
+            f"{_received(v, [(h['sink'], h['requests']) for h in http])} |")
+    notes = [f"- {v.label}: {v.note}." for v in run.variants if v.note]
+    return lines + (["", *notes] if notes else [])
+
+
+def _cpu(run: Run) -> list[str]:
+    lines = [
         "## CPU per request, in-process (ASGI driver at full speed; all threads; final flush included)",
         "",
-        "| variant | CPU µs/request | × bare | added µs | main thread µs | received by the sink |",
-        "|---|---|---|---|---|---|",
-    ]
-    base_cpu = bare and bare["inprocess"]["cpu_us_per_request"]
-    for v in variants:
-        r = results[v.key]["inprocess"]
-        total = r["requests"] + r["warmup"]
-        added = r["cpu_us_per_request"] - base_cpu if base_cpu else float("nan")
-        lines.append(f"| {v.label} | {r['cpu_us_per_request']:,.0f} | {_ratio(r['cpu_us_per_request'], base_cpu)} | "
-                     f"{added:,.0f} | {r['main_thread_us_per_request']:,.0f} | {_received(v, r['sink'], total)} |")
-    lines += [
+        "Per thread from `/proc/self/task/*/stat` (utime + stime, 10 ms ticks), read at the start, before the "
+        "final flush and after it: the main thread serves the requests; the export threads are the others, each "
+        "up to its last reading; *ended threads* is the process CPU (`time.process_time`, the total) beyond "
+        "those, i.e. the flush work of threads that ended during the flush.",
         "",
+        "| variant | CPU µs/request | × bare | added µs | main thread µs | export threads µs | ended threads µs | "
+        "received by the sink (all rounds) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v in run.variants:
+        runs = [r["inprocess"] for r in run.results[v.key]]
+        per = {k: [r[f"{k}_us_per_request"] for r in runs] for k in ("main_thread", "export_threads", "ended_threads")}
+        lines.append(
+            f"| {v.label} | {_figure([r['cpu_us_per_request'] for r in runs], ',.0f')} | "
+            f"{_ratio(_ratios(run, v.key, 'bare', cpu))} | {_figure(_diffs(run, v.key, 'bare', cpu), ',.0f')} | "
+            f"{_figure(per['main_thread'], ',.0f')} | {_figure(per['export_threads'], ',.0f')} | "
+            f"{_figure(per['ended_threads'], ',.0f')} | "
+            f"{_received(v, [(r['sink'], r['requests'] + r['warmup']) for r in runs])} |")
+    threads = [line for v in run.variants if (line := _threads(v, run.results[v.key]))]
+    return lines + (["", "Export threads by name, µs/request (median over the rounds; under 1 µs left out):", "",
+                     *threads] if threads else [])
+
+
+def _threads(variant: Variant, rounds: list[dict[str, Any]]) -> str:
+    """The variant's non-main threads by name and their median µs/request, busiest first ('' when none)."""
+    names = {name for r in rounds for name in r["inprocess"].get("threads_us_per_request", {})}
+    medians = {name: statistics.median(r["inprocess"].get("threads_us_per_request", {}).get(name, 0.0)
+                                       for r in rounds) for name in names}
+    shown = sorted(((value, name) for name, value in medians.items() if value >= 1), reverse=True)
+    return f"- {variant.label}: " + ", ".join(f"`{name}` {value:,.0f}" for value, name in shown) if shown else ""
+
+
+def _startup(run: Run) -> list[str]:
+    lines = [
         "## Start-up (import the app module: build the app, set telemetry up; a fresh process)",
         "",
         "Under `opentelemetry-instrument` the wrapper sets telemetry up before the timed import, so only the "
-        "RSS of those rows compares.",
+        "RSS of those rows compares. Each round's figure is the median of its start-ups.",
         "",
         "| variant | import s | + ms over bare | peak RSS MB | + MB over bare |",
         "|---|---|---|---|---|",
     ]
-    for v in variants:
-        s = results[v.key]["startup"]
-        base = bare and bare["startup"]
-        plus_ms = f"{(s['import_s'] - base['import_s']) * 1000:+.0f}" if base and not v.zero_code else "-"
-        plus_mb = s["rss_mb"] - base["rss_mb"] if base else float("nan")
-        lines.append(f"| {v.label} | {s['import_s']:.3f} | {plus_ms} | {s['rss_mb']:.1f} | {plus_mb:+.1f} |")
-    pjl = logs.get("pjl-json")
-    lines += [
-        "",
+    for v in run.variants:
+        rounds = run.results[v.key]
+        plus_ms = "-" if v.zero_code else _figure(_diffs(run, v.key, "bare", import_ms), "+,.0f")
+        lines.append(f"| {v.label} | {_figure([r['startup']['import_s'] for r in rounds], '.3f')} | {plus_ms} | "
+                     f"{_figure([rss(r) for r in rounds], '.1f')} | "
+                     f"{_figure(_diffs(run, v.key, 'bare', rss), '+.1f')} |")
+    return lines
+
+
+def _logs(run: Run) -> list[str]:
+    names = list(dict.fromkeys(name for r in run.logs for name in r))
+    lines = [
         "## Log records/s end to end (`logger.info(..., extra=...)` → one stdout line; a file)",
         "",
         "| variant | records/s | × python-json-logger |",
         "|---|---|---|",
     ]
-    lines += [f"| {name} | {rate:,.0f} | {_ratio(rate, pjl)} |" for name, rate in logs.items()]
-    lines += ["", "## Targets (issue 11)", "", "| target | measured | verdict |", "|---|---|---|"]
-    qm = get("qm-setup")
-    if qm and bare:
-        rps, cpu = qm["http"]["rps"], qm["inprocess"]["cpu_us_per_request"]
-        rows = [
-            ("requests/s ≥ 0.55× bare (reach for 0.7×)", rps / bare["http"]["rps"], 0.55),
-            ("CPU per request ≤ 3.6× bare", cpu / bare["inprocess"]["cpu_us_per_request"], None),
-            ("p99 ≤ 3× bare", qm["http"]["p99_ms"] / bare["http"]["p99_ms"], None),
-        ]
-        if stock:
-            rows.insert(0, ("requests/s ≥ 2× the stock distro", rps / stock["http"]["rps"], 2.0))
-        if logfire:
-            rows.insert(1, ("requests/s ≥ 2× logfire", rps / logfire["http"]["rps"], 2.0))
-        for name, value, floor in rows:
-            ok = value >= floor if floor is not None else value <= (3.6 if "CPU" in name else 3.0)
-            lines.append(f"| {name} | {value:.2f}× | {_verdict(ok)} |")
-        startup_ms = (qm["startup"]["import_s"] - bare["startup"]["import_s"]) * 1000
-        startup_mb = qm["startup"]["rss_mb"] - bare["startup"]["rss_mb"]
-        lines.append(f"| start-up ≤ +150 ms | {startup_ms:+.0f} ms | {_verdict(startup_ms <= 150)} |")
-        lines.append(f"| start-up ≤ +15 MB RSS | {startup_mb:+.1f} MB | {_verdict(startup_mb <= 15)} |")
-    if pjl:
-        lines.append(f"| JSON log call ≥ 2× python-json-logger | {logs['qm-json'] / pjl:.2f}× | "
-                     f"{_verdict(logs['qm-json'] / pjl >= 2)} |")
-        lines.append(f"| with OTLP export too ≥ 1× | {logs['qm-json+otlp'] / pjl:.2f}× | "
-                     f"{_verdict(logs['qm-json+otlp'] / pjl >= 1)} |")
-    lines += ["", *PROFILE_NOTES]
-    return "\n".join(lines) + "\n"
+    return lines + [f"| {name} | {_figure([r[name] for r in run.logs if name in r], ',.0f')} | "
+                    f"{_ratio(_log_ratios(run, name))} |" for name in names]
+
+
+def targets(run: Run) -> list[Target]:
+    """Issue 21's targets, for the ``qm-setup`` variant; a target with a variant missing has no values."""
+    qm = TARGET_VARIANT
+    return [
+        Target("requests/s ≥ 0.55× bare", _ratios(run, qm, "bare", rps), "×", 0.55, True),
+        Target("requests/s ≥ 2× the stock distro", _ratios(run, qm, "stock", rps), "×", 2.0, True),
+        Target("requests/s ≥ 2× logfire", _ratios(run, qm, "logfire", rps), "×", 2.0, True),
+        Target("p99 ≤ 3× bare", _ratios(run, qm, "bare", p99), "×", 3.0, False),
+        Target("CPU per request (all threads, in-process) ≤ 3.6× bare", _ratios(run, qm, "bare", cpu), "×", 3.6,
+               False),
+        Target("JSON log call end to end ≥ 2× python-json-logger (qm-json)", _log_ratios(run, "qm-json"), "×", 2.0,
+               True),
+        Target("with OTLP log export on ≥ 1× python-json-logger (qm-json+otlp)", _log_ratios(run, "qm-json+otlp"),
+               "×", 1.0, True),
+        Target("start-up ≤ +150 ms over bare", _diffs(run, qm, "bare", import_ms), " ms", 150, False),
+        Target("start-up ≤ +15 MB RSS over bare", _diffs(run, qm, "bare", rss), " MB", 15, False),
+    ]
+
+
+def _targets(run: Run) -> list[str]:
+    label = next((v.label for v in run.variants if v.key == TARGET_VARIANT), TARGET_VARIANT)
+    return [
+        "## Targets (issue 21)",
+        "",
+        f"For {label}; the verdict is on the median of the per-round figures (a variant not run: not measured).",
+        "",
+        "| target | measured (median) | per round | verdict |",
+        "|---|---|---|---|",
+        *(target.row() for target in targets(run)),
+    ]
+
+
+def render(run: Run) -> str:
+    """The Markdown report."""
+    sections = [_header(run), _http(run), _cpu(run), _startup(run), _logs(run), _targets(run), PROFILE_NOTES]
+    return "\n".join(line for section in sections for line in [*section, ""]).rstrip("\n").replace(
+        "\n\n\n", "\n\n") + "\n"
 
 
 #: what dominates the missed targets, from the profiles taken when the figures above were first measured

@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench import ROOT, free_port, wait_port
+from benchmarks.support import ROOT, free_port, wait_port
 
 
 def markers(period: float) -> tuple[str, str]:
