@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from qm_otel.signals.delivery import SpanDelivery, _retry_after, deliverable
+from qm_otel.signals.delivery import ExporterTarget, SpanDelivery, _retry_after, deliverable
+from tests.support.polling import wait_for
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Client:
 class Inner:
     def __init__(self, client: Client) -> None:
         self._client = client
+        self._max_request_size = 0
         self.closed = False
 
     def shutdown(self) -> None:
@@ -59,7 +61,8 @@ def delivery(answers: list[Result], **limits: Any) -> tuple[SpanDelivery, Client
     client = Client(answers)
     encode = lambda batch: (b"".join(batch), len(batch))  # noqa: E731 - a batch of byte strings
     limits = {"max_items": 100, "max_bytes": 10_000, **limits}
-    return SpanDelivery(Inner(client), "traces", encode, **limits), client
+    target = ExporterTarget(lambda: Inner(client), client._endpoint, 0)
+    return SpanDelivery(target, "traces", encode, **limits), client
 
 
 def test_only_exporters_with_a_known_client_are_delivered() -> None:
@@ -121,3 +124,119 @@ def test_a_count_made_after_shutdown_prints_no_sdk_warning(caplog: pytest.LogCap
     with caplog.at_level(logging.WARNING, logger="opentelemetry"):
         instruments.current().telemetry_dropped.add(3, {"signal": "logs", "reason": "shutdown"})
     assert [r.getMessage() for r in caplog.records if r.name.startswith("opentelemetry")] == []
+
+
+# --- the SDK exporter is made on the first send ------------------------------------------------------
+
+
+class Recipe:
+    """Counts the exporters it makes; the first ``failures`` attempts raise."""
+
+    def __init__(self, client: Client, failures: int = 0) -> None:
+        self.client = client
+        self.failures = failures
+        self.made: list[Inner] = []
+
+    def __call__(self) -> Inner:
+        if self.failures:
+            self.failures -= 1
+            message = "no transport"
+            raise ImportError(message)
+        self.made.append(Inner(self.client))
+        return self.made[-1]
+
+
+def lazy(recipe: Recipe, max_request_size: int = 0) -> SpanDelivery:
+    encode = lambda batch: (b"".join(batch), len(batch))  # noqa: E731 - a batch of byte strings
+    target = ExporterTarget(recipe, "http://collector/v1/traces", max_request_size)
+    return SpanDelivery(target, "traces", encode, max_items=100, max_bytes=10_000)
+
+
+def test_the_exporter_is_made_on_the_first_send_and_once() -> None:
+    recipe = Recipe(Client([Result(200)]))
+    sender = lazy(recipe)
+    assert sender.flush(1)  # nothing buffered: nothing to make
+    assert recipe.made == []
+    for n in range(3):
+        sender.export([f"{n}".encode()])
+    assert sender.flush(5)
+    assert len(recipe.made) == 1
+    assert recipe.client.sent == [b"0", b"1", b"2"]
+    sender.shutdown()
+    assert recipe.made[0].closed
+
+
+def test_shutdown_with_nothing_sent_makes_no_exporter() -> None:
+    recipe = Recipe(Client([Result(200)]))
+    sender = lazy(recipe)
+    sender.shutdown()
+    assert recipe.made == []
+    assert sender.export([b"late"]) == SpanExportResult.FAILURE  # closed
+    assert recipe.made == []
+
+
+def test_an_exporter_that_cannot_be_made_is_a_failing_send_retried_with_backoff(
+        caplog: pytest.LogCaptureFixture) -> None:
+    recipe = Recipe(Client([Result(200)]), failures=1)
+    sender = lazy(recipe)
+    with caplog.at_level(logging.INFO, logger="qm_otel.export"):
+        sender.export([b"kept"])
+        assert sender.flush(5)  # the first attempt failed; the one the flush makes at once succeeds
+        wait_for(lambda: any("recovered" in r.getMessage() for r in caplog.records), timeout_s=5)
+    assert recipe.client.sent == [b"kept"]
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("could not be made (ImportError: no transport)" in m for m in messages), messages
+    sender.shutdown()
+
+
+def test_an_exporter_without_a_known_client_is_not_driven() -> None:
+    class Opaque:
+        closed = False
+
+        def shutdown(self) -> None:
+            self.closed = True
+
+    made: list[Opaque] = []
+
+    def make() -> Opaque:
+        made.append(Opaque())
+        return made[-1]
+
+    target = ExporterTarget(make, "http://collector/v1/traces", 0)
+    sender = SpanDelivery(target, "traces", lambda batch: (b"".join(batch), len(batch)), max_items=10,
+                          max_bytes=100)
+    sender.export([b"x"])
+    assert not sender.flush(2)
+    assert sender.failing
+    assert made
+    assert all(m.closed for m in made)  # each one made was shut down again
+    assert sender._client is None
+    sender.shutdown(timeout_millis=100)
+
+
+def test_the_request_limit_applies_before_the_exporter_is_made_and_follows_it_after() -> None:
+    recipe = Recipe(Client([Result(200)]))
+    sender = lazy(recipe, max_request_size=4)
+    assert sender.export([b"12345"]) == SpanExportResult.FAILURE  # over the target's limit, before any send
+    assert sender.export([b"1234"]) == SpanExportResult.SUCCESS
+    assert sender.flush(5)
+    assert recipe.made[0]._max_request_size == 0  # the exporter made says: no limit
+    assert sender.export([b"123456"]) == SpanExportResult.SUCCESS
+    assert sender.flush(5)
+    assert recipe.client.sent == [b"1234", b"123456"]
+    sender.shutdown()
+
+
+def test_a_forked_child_makes_its_own_exporter() -> None:
+    recipe = Recipe(Client([Result(200)]))
+    sender = lazy(recipe)
+    sender.export([b"parent"])
+    assert sender.flush(5)
+    sender._pid = -1  # as in a child forked from this process: the parent's buffer, sender and exporter stay behind
+    sender.export([b"child"])
+    assert sender.flush(5)
+    assert len(recipe.made) == 2
+    assert not recipe.made[0].closed  # the parent's: not the child's to close
+    assert recipe.client.sent == [b"parent", b"child"]
+    sender.shutdown()
+    assert recipe.made[1].closed

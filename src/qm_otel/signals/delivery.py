@@ -20,9 +20,14 @@ exporter's HTTP client:
 - ``flush`` waits until the buffer is empty, at most until its deadline, and not at all while
   the collector is failing; ``shutdown`` flushes within what is left of the shutdown budget and
   counts what could not be sent (``reason="shutdown"``).
+- the SDK exporter itself is made by the sender thread when it first has something to send (an
+  :class:`ExporterTarget` says how, with the settings read at ``setup()``), not at ``setup()``: its
+  imports (``requests``, urllib3, the protobuf modules) would cost the service's start-up, and a
+  process that never exports (a short script, telemetry that goes nowhere) never pays them. If it
+  cannot be made, that is a failing send: kept, retried with backoff, reported once.
 
-A forked child starts with an empty buffer and its own sender (the parent's payloads are the
-parent's to send).
+A forked child starts with an empty buffer, its own sender and, when it first sends, its own
+SDK exporter (the parent's payloads and pooled connections are the parent's).
 """
 
 from __future__ import annotations
@@ -41,12 +46,14 @@ from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from qm_otel import instruments
 
-__all__ = ["Delivery", "LogDelivery", "MetricDelivery", "SpanDelivery", "deliverable", "live_deliveries"]
+__all__ = ["Delivery", "ExporterTarget", "LogDelivery", "MetricDelivery", "SpanDelivery", "deliverable",
+           "live_deliveries"]
 
 _logger = logging.getLogger("qm_otel.export")
 _RETRY_FIRST_S, _RETRY_MAX_S, _JITTER = 1.0, 10.0, 0.2
@@ -65,12 +72,24 @@ def deliverable(exporter: Any) -> bool:
     return all(hasattr(client, name) for name in ("_submit", "_compress", "_timeout", "_endpoint"))
 
 
+@dataclass(frozen=True, slots=True)
+class ExporterTarget:
+    """What a :class:`Delivery` needs to make its SDK exporter when it first sends, and knows before."""
+
+    #: makes the SDK OTLP/HTTP exporter, its settings already resolved (imports ``requests`` and the rest)
+    build: Callable[[], Any]
+    #: the URL the exporter posts to (for the log lines)
+    endpoint: str
+    #: the exporter's limit on one request, in bytes before compression (0: none)
+    max_request_size: int
+
+
 class Delivery:
     """The buffer and sender of one signal (see the module's documentation)."""
 
     def __init__(
         self,
-        inner: Any,
+        target: ExporterTarget,
         signal_name: str,
         encode: Callable[[Any], tuple[bytes, int]],
         *,
@@ -78,12 +97,12 @@ class Delivery:
         max_bytes: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._inner = inner
-        self._client = inner._client
+        self._target = target
+        self.endpoint = target.endpoint
         self.signal = signal_name
         self._encode = encode
         self.max_items, self.max_bytes = max_items, max_bytes
-        self._max_request = int(getattr(inner, "_max_request_size", 0) or 0)
+        self._max_request = max(0, int(target.max_request_size))
         self._clock = clock
         #: when the process's shutdown must be over (monotonic clock); set by the handle at shutdown
         self.deadline: float | None = None
@@ -93,6 +112,8 @@ class Delivery:
     def _init_state(self) -> None:
         # a new lock too: after fork, the parent's could be held by a thread the child does not have
         self._cond = threading.Condition()
+        self._built_lock = threading.Lock()
+        self._exporter: Any = None  # made on the first send (a forked child makes its own)
         self._buffer: deque[_Payload] = deque()
         self._items = self._bytes = 0
         self._sending = False
@@ -156,12 +177,44 @@ class Delivery:
                 head = self._buffer[0]
                 self._sending = True
             outcome, detail, retry_after = self._send(head.data)
+            if self._closed:  # closed while sending: what is left was counted by close()
+                return
             self._settle(head, outcome, detail, retry_after)
+
+    def exporter(self) -> Any:
+        """The SDK exporter, made now if it was not yet (None once closed without one).
+
+        Raises:
+            TypeError: the exporter has no HTTP client this module knows how to drive.
+
+        """
+        with self._built_lock:
+            if self._exporter is None and not self._closed:
+                made = self._target.build()
+                if not deliverable(made):
+                    made.shutdown()
+                    message = f"the SDK's {type(made).__name__} has no HTTP client qm-otel knows how to drive"
+                    raise TypeError(message)
+                self._max_request = max(0, int(getattr(made, "_max_request_size", self._max_request) or 0))
+                self._exporter = made
+            return self._exporter
+
+    @property
+    def _client(self) -> Any:
+        """The SDK exporter's HTTP client, for inspection (the exporter is made if it was not yet)."""
+        try:
+            return getattr(self.exporter(), "_client", None)
+        except Exception:
+            return None
 
     def _send(self, payload: bytes) -> tuple[str, str, float | None]:
         """One POST: ``("sent" | "retry" | "rejected", what happened, Retry-After seconds)``."""
         try:
-            result = self._client._submit(self._client._compress(payload), self._client._timeout)
+            client = self.exporter()._client
+        except Exception as exc:  # the exporter could not be made: kept and tried again, as a failed send is
+            return "retry", f"the OTLP exporter could not be made ({type(exc).__name__}: {exc})", None
+        try:
+            result = client._submit(client._compress(payload), client._timeout)
         except Exception as exc:  # a transport that raises instead of returning an error
             return "retry", f"{type(exc).__name__}: {exc}", None
         code = result.status_code
@@ -209,14 +262,14 @@ class Delivery:
         if outcome == "rejected":
             self._drop(head.items, "rejected")
             _logger.error("qm-otel: the collector refused a %s batch (%s) at %s; %d item(s) dropped",
-                          self.signal, detail, self._client._endpoint, head.items)
+                          self.signal, detail, self.endpoint, head.items)
         if started_failing:
             _logger.warning("qm-otel: %s export to %s is failing (%s); keeping up to %d items / %.0f MB and "
-                            "retrying with backoff (%d buffered)", self.signal, self._client._endpoint, detail,
+                            "retrying with backoff (%d buffered)", self.signal, self.endpoint, detail,
                             self.max_items, self.max_bytes / 1e6, buffered)
         if recovered is not None:
             _logger.info("qm-otel: %s export to %s recovered after %.1f s; %d item(s) were dropped meanwhile",
-                         self.signal, self._client._endpoint, recovered[0], recovered[1])
+                         self.signal, self.endpoint, recovered[0], recovered[1])
 
     # --- flush and shutdown ----------------------------------------------------------------------
 
@@ -286,8 +339,11 @@ class Delivery:
         if left:
             self._drop(left, "shutdown")
             _logger.warning("qm-otel: %d %s item(s) could not be sent to %s before shutdown (%s)", left,
-                            self.signal, self._client._endpoint, self._failure or "timeout")
-        self._inner.shutdown()
+                            self.signal, self.endpoint, self._failure or "timeout")
+        with self._built_lock:  # a send that is making the exporter finishes first; none is made after
+            exporter = self._exporter
+        if exporter is not None:
+            exporter.shutdown()
         return flushed
 
 
@@ -336,12 +392,21 @@ class LogDelivery(Delivery, LogRecordExporter):
 
 
 class MetricDelivery(Delivery, MetricExporter):
-    """A metric exporter that buffers and sends through :class:`Delivery` (the inner one's temporality)."""
+    """A metric exporter that buffers and sends through :class:`Delivery` (the SDK exporter's temporality)."""
 
-    def __init__(self, inner: Any, signal_name: str, encode: Callable[[Any], tuple[bytes, int]], **limits: Any) -> None:
-        MetricExporter.__init__(self, preferred_temporality=inner._preferred_temporality,
-                                preferred_aggregation=inner._preferred_aggregation)
-        Delivery.__init__(self, inner, signal_name, encode, **limits)
+    def __init__(
+        self,
+        target: ExporterTarget,
+        signal_name: str,
+        encode: Callable[[Any], tuple[bytes, int]],
+        *,
+        preferred_temporality: dict[type, AggregationTemporality],
+        preferred_aggregation: dict[type, Aggregation],
+        **limits: Any,
+    ) -> None:
+        MetricExporter.__init__(self, preferred_temporality=preferred_temporality,
+                                preferred_aggregation=preferred_aggregation)
+        Delivery.__init__(self, target, signal_name, encode, **limits)
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         """Buffer the points for the sender (FAILURE only when they were dropped)."""

@@ -1,7 +1,10 @@
 """The exporter each signal's setting asks for: OTLP (HTTP/protobuf or gRPC), console, or none.
 
 The OTLP exporters are imported only when chosen; gRPC needs the ``qm-otel[grpc]`` extra and a
-missing one fails ``setup()`` with a :class:`~qm_otel.config.ConfigError` that names it.
+missing one fails ``setup()`` with a :class:`~qm_otel.config.ConfigError` that names it. The
+OTLP/HTTP exporter is made by its :class:`~qm_otel.signals.delivery.Delivery` when it first sends
+(so ``setup()`` imports neither ``requests`` nor the protobuf modules); its settings are read here,
+at ``setup()``, where :mod:`qm_otel._otel_environment` checked them.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
@@ -22,7 +25,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from qm_otel._otel_environment import signal_protocol
 from qm_otel.config import EXPORTER_GROUPS, ConfigError, Settings
 from qm_otel.signals import encoding
-from qm_otel.signals.delivery import LogDelivery, MetricDelivery, SpanDelivery, deliverable
+from qm_otel.signals.delivery import ExporterTarget, LogDelivery, MetricDelivery, SpanDelivery, deliverable
 
 __all__ = ["exporters", "prometheus_reader", "signal_endpoint"]
 
@@ -136,19 +139,101 @@ def _registered(signal_name: str, name: str) -> Any:
 
 def _otlp(settings: Settings, signal_name: str, protocol: str) -> Any:
     _console, http_path, grpc_path = _EXPORTERS[signal_name]
-    exporter_class = _import(grpc_path if protocol == "grpc" else http_path, settings)
     endpoint = signal_endpoint(settings, signal_name, protocol)
     if protocol == "grpc":
-        return exporter_class(endpoint=endpoint)
-    inner = exporter_class(endpoint=endpoint)
-    if deliverable(inner):  # buffered, sent by a thread of its own, retried without blocking
-        wrapper, encode = _DELIVERIES[signal_name]
-        return wrapper(inner, signal_name, encode, max_items=settings.export_buffer_items,
-                       max_bytes=int(settings.export_buffer_mb * 1024 * 1024))
+        return _import(grpc_path, settings)(endpoint=endpoint)
+    provider = _credential_provider(signal_name)
+    lazy = None if provider else _lazy_target(signal_name, http_path, endpoint)
+    if lazy is not None:  # buffered, sent by a thread of its own that makes the exporter when it first sends
+        return _delivery(settings, signal_name, *lazy)
+    exporter_class = _import(http_path, settings)
+    try:
+        inner = exporter_class(endpoint=endpoint)
+    except Exception as exc:
+        if provider is None:
+            raise
+        variable, value = provider
+        message = (f"qm-otel: environment variable {variable} got {value!r}, whose credential provider failed "
+                   f"({type(exc).__name__}: {exc}); allowed: a provider (entry point group "
+                   "opentelemetry_otlp_credential_provider) that returns a requests.Session")
+        raise ConfigError(message, setting=variable) from exc
+    if deliverable(inner):  # made now (a credential provider's session, or an SDK laid out otherwise)
+        preferences = {"preferred_temporality": inner._preferred_temporality,
+                       "preferred_aggregation": inner._preferred_aggregation} if signal_name == "metrics" else {}
+        limit = int(getattr(inner, "_max_request_size", 0) or 0)
+        target = ExporterTarget(lambda: inner, inner._client._endpoint, limit)
+        return _delivery(settings, signal_name, target, preferences)
     fast = _FAST_ENCODERS.get(signal_name)
     if fast is not None:  # an SDK whose client this version does not know: its exporter, the fast encoder
         return encoding.with_fast_encoding(exporter_class, *fast)(endpoint=endpoint)
     return inner
+
+
+def _delivery(settings: Settings, signal_name: str, target: ExporterTarget, preferences: dict[str, Any]) -> Any:
+    wrapper, encode = _DELIVERIES[signal_name]
+    return wrapper(target, signal_name, encode, max_items=settings.export_buffer_items,
+                   max_bytes=int(settings.export_buffer_mb * 1024 * 1024), **preferences)
+
+
+_CREDENTIAL_PROVIDER = "OTEL_PYTHON_EXPORTER_OTLP_HTTP_{}CREDENTIAL_PROVIDER"
+#: how a delivery makes its exporter, and the keywords it takes beside (the metric exporter's preferences)
+_Lazy = tuple[ExporterTarget, dict[str, Any]]
+_SIGNAL_PATHS: dict[str, Literal["v1/traces", "v1/metrics", "v1/logs"]] = {
+    "traces": "v1/traces", "metrics": "v1/metrics", "logs": "v1/logs"}
+
+
+def _credential_provider(signal_name: str) -> tuple[str, str] | None:
+    """The variable naming the signal's credential provider, and its value, in the SDK's order (the general one first).
+
+    The provider makes the exporter's session: the exporter is then made at ``setup()``, so a
+    provider that fails, fails ``setup()``.
+    """
+    for variable in (_CREDENTIAL_PROVIDER.format(""), _CREDENTIAL_PROVIDER.format(f"{signal_name.upper()}_")):
+        if os.environ.get(variable):
+            return variable, os.environ[variable]
+    return None
+
+
+def _lazy_target(signal_name: str, exporter_path: str, endpoint: str | None) -> _Lazy | None:
+    """How to make the signal's SDK OTLP/HTTP exporter later, with every setting read now as the SDK reads it.
+
+    Also the metric exporter's temporality and aggregation, which the reader needs now. None when
+    the SDK's helpers this reads are not there (another SDK version): the exporter is then made now.
+    """
+    try:
+        from opentelemetry.exporter.otlp.common.http import _OTLPHTTPClient
+        from opentelemetry.exporter.otlp.proto.http import _common
+
+        limit = int(_common._DEFAULT_MAX_REQUEST_SIZE)
+        preferences: dict[str, Any] = {}
+        if signal_name == "metrics":
+            from opentelemetry.exporter.otlp.common._aggregation import _get_aggregation, _get_temporality
+
+            preferences = {"preferred_temporality": _get_temporality(None),
+                           "preferred_aggregation": _get_aggregation(None)}
+        per_signal = f"OTEL_EXPORTER_OTLP_{signal_name.upper()}_"
+        url = endpoint or _common._resolve_endpoint(f"{per_signal}ENDPOINT", _SIGNAL_PATHS[signal_name])
+        arguments: dict[str, Any] = {
+            "endpoint": url,
+            "headers": _common._resolve_headers(None, f"{per_signal}HEADERS"),
+            "timeout": _common._resolve_timeout(f"{per_signal}TIMEOUT"),
+            "compression": _common._resolve_compression(f"{per_signal}COMPRESSION"),
+        }
+    except (ImportError, AttributeError):
+        return None
+    if not all(callable(getattr(_OTLPHTTPClient, name, None)) for name in ("_submit", "_compress")):
+        return None
+    for argument, suffix in (("certificate_file", "CERTIFICATE"), ("client_key_file", "CLIENT_KEY"),
+                             ("client_certificate_file", "CLIENT_CERTIFICATE")):
+        arguments[argument] = os.environ.get(f"{per_signal}{suffix}") or os.environ.get(
+            f"OTEL_EXPORTER_OTLP_{suffix}") or None
+
+    def build() -> Any:
+        module_name, _, class_name = exporter_path.partition(":")
+        return getattr(importlib.import_module(module_name), class_name)(**arguments)
+
+    return ExporterTarget(build, url, limit), preferences
+
 
 def _encode_spans(spans: Sequence[Any]) -> tuple[bytes, int]:
     try:
