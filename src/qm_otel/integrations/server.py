@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import Token
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 from opentelemetry.semconv._incubating.metrics.http_metrics import (
     HTTP_SERVER_ACTIVE_REQUESTS,
@@ -50,7 +50,18 @@ from opentelemetry.util.http import (
 
 from qm_otel._version import __version__
 from qm_otel.correlation import mark_exception
-from qm_otel.redaction import redact_query
+from qm_otel.integrations.scope import (
+    ASGIApp,
+    Message,
+    Receive,
+    RequestView,
+    Scope,
+    Send,
+    request_headers,
+    request_url,
+    route_template,
+    view_of,
+)
 from qm_otel.users import UserSlot, close_slot, open_slot, user_of
 
 __all__ = [
@@ -61,12 +72,6 @@ __all__ = [
     "request_url",
     "route_template",
 ]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class RequestLogWriter(Protocol):
@@ -93,49 +98,6 @@ SCHEMA_URL = "https://opentelemetry.io/schemas/1.21.0"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 2.0, 2.5, 5.0, 7.5, 10.0)
 _MAX_USER_AGENTS = 1024
 _WS_INTERNAL_ERROR = 1011  # the close code of a WebSocket whose handler raised
-
-
-def route_template(scope: Scope) -> str | None:
-    """The full route template the app matched (``/api/v1/items/{id}``), or None when nothing matched.
-
-    Read after routing: FastAPI's effective route context (nested routers, FastAPI >= 0.137), else
-    ``scope["route"]`` (FastAPI's routes, Starlette >= 0.4x's router); for an older Starlette that
-    routed the request (an ``endpoint`` is set) without naming the route, the app's routes are matched.
-    """
-    effective = scope.get("fastapi", {}).get("effective_route_context")
-    path = getattr(effective, "path", None)
-    if path is None:
-        path = getattr(scope.get("route"), "path", None)
-    if path is None and "endpoint" in scope:
-        path = _matched_path(scope)
-    return path if isinstance(path, str) else None
-
-
-def _matched_path(scope: Scope) -> str | None:
-    from starlette.routing import Match
-
-    for route in getattr(scope.get("app"), "routes", ()):
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return getattr(route, "path", None)
-    return None
-
-
-def request_url(scope: Scope, headers: dict[str, str]) -> str:
-    """``scheme://host/path``: the URL exclusions are matched against (as the contrib instrumentation builds it)."""
-    server = scope.get("server") or ("0.0.0.0", 80)  # noqa: S104 - the ASGI default, only a URL part
-    host = headers.get("host") or (server[0] + (f":{server[1]}" if server[1] != 80 else ""))
-    return f"{scope.get('scheme', 'http')}://{host}{scope.get('path', '')}"
-
-
-def request_headers(scope: Scope) -> dict[str, str]:
-    """Request headers by lower-case name (the first of repeated ones), decoded as ASGI says (latin-1)."""
-    found: dict[str, str] = {}
-    for name, value in scope.get("headers") or ():
-        key = name.decode("latin-1").lower()
-        if key not in found:
-            found[key] = value.decode("latin-1")
-    return found
 
 
 def _server_attributes(scope: Scope, headers: dict[str, str], attributes: dict[str, Any]) -> None:
@@ -241,16 +203,17 @@ class ServerTelemetryMiddleware:
 
         return dict(collect_custom_headers_attributes(dict(message), self._sanitize, regexes, normalise))
 
-    def _excluded_url(self, scope: Scope, headers: dict[str, str]) -> bool:
-        return self._excluded is not None and self._excluded.url_disabled(request_url(scope, headers))
+    def _excluded_url(self, scope: Scope, view: RequestView) -> bool:
+        return self._excluded is not None and self._excluded.url_disabled(request_url(scope, view.first))
 
-    def _request_attributes(self, scope: Scope, headers: dict[str, str], method: str) -> dict[str, Any]:
+    def _request_attributes(self, scope: Scope, view: RequestView, method: str) -> dict[str, Any]:
         attributes: dict[str, Any] = {"http.request.method": method} if method else {}
         if method == "_OTHER":
             attributes["http.request.method_original"] = scope.get("method", "")
         scheme = scope.get("scheme")
         if scheme:
             attributes["url.scheme"] = scheme
+        headers = view.first  # the singletons (host, user agent) by their first line
         _server_attributes(scope, headers, attributes)
         version = scope.get("http_version")
         if version:
@@ -258,9 +221,8 @@ class ServerTelemetryMiddleware:
         path = scope.get("path")
         if path:
             attributes["url.path"] = path
-        query = scope.get("query_string")
-        if query:
-            attributes["url.query"] = redact_query(query.decode("latin-1"), self._words)
+        if view.raw_query:
+            attributes["url.query"] = view.query(self._words)
         user_agent = headers.get("user-agent")
         if user_agent:
             original, synthetic = self._user_agents.attributes(user_agent)
@@ -278,18 +240,20 @@ class ServerTelemetryMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Trace, measure and log one HTTP or WebSocket connection; other scopes pass straight through."""
-        traced = scope["type"] in ("http", "websocket")
-        headers = request_headers(scope) if traced else {}
-        if not traced or self._excluded_url(scope, headers):
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        request, context, token = self._start(scope, headers)
+        view = view_of(scope)
+        if self._excluded_url(scope, view):
+            await self.app(scope, receive, send)
+            return
+        request, context, token = self._start(scope, view)
         span = request.span
         span_token = otel_context.attach(context)
         request.user, user_token = open_slot()
         if http := scope["type"] == "http":
             self._active.change(request.active, 1)
-        request.request_size = _size(headers.get("content-length"))
+        request.request_size = _size(view.first.get("content-length"))
 
         async def send_and_observe(message: Message) -> None:
             message_type = message["type"]
@@ -326,7 +290,7 @@ class ServerTelemetryMiddleware:
                 otel_context.detach(token)
 
     def _start(
-        self, scope: Scope, headers: dict[str, str]
+        self, scope: Scope, view: RequestView
     ) -> tuple[_Request, otel_context.Context, Token[otel_context.Context] | None]:
         """The request's span, started (SERVER, or INTERNAL under a span already current) with its parent.
 
@@ -334,10 +298,10 @@ class ServerTelemetryMiddleware:
         attached (None when nested).
         """
         method = sanitize_method(scope.get("method", "").strip()) or ""
-        attributes = self._request_attributes(scope, headers, method)
+        attributes = self._request_attributes(scope, view, method)
         token = None
         if trace.get_current_span() is trace.INVALID_SPAN:
-            parent = propagate.extract(headers)
+            parent = view.parent()
             token = otel_context.attach(parent)
             kind = SpanKind.SERVER
         else:

@@ -83,10 +83,38 @@ def _key_value(key: str, value: Any) -> bytes:
     return _field(b"\x0a", _text(key)) + _field(b"\x12", _any_value(value))
 
 
+#: encoded attribute fields by (field tag, key, value type, value): most of an item's attributes repeat
+#: from item to item (method, route, scheme, status, component...); strings up to this length are kept
+_CACHED_TEXT = 256
+_CACHE_LIMIT = 8192
+_encoded_attributes: dict[tuple[bytes, str, type, Any], bytes] = {}
+
+
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
+    """The attributes as repeated ``KeyValue`` fields; text, integer and boolean ones from the cache.
+
+    Floats are not cached (``-0.0 == 0.0`` would share an encoding; durations rarely repeat).
+    """
     if not attributes:
         return b""
-    return b"".join(_field(tag, _key_value(key, value)) for key, value in attributes.items())
+    cache = _encoded_attributes
+    out = []
+    # the SDK's BoundedAttributes iterates through a lock and a lookup per key; its dict does not
+    inner = getattr(attributes, "_dict", None)
+    for key, value in (inner if isinstance(inner, dict) else attributes).items():
+        kind = type(value)
+        if kind is int or kind is bool or (kind is str and len(value) <= _CACHED_TEXT):
+            cache_key = (tag, key, kind, value)
+            encoded = cache.get(cache_key)
+            if encoded is None:
+                encoded = _field(tag, _key_value(key, value))
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                cache[cache_key] = encoded
+        else:
+            encoded = _field(tag, _key_value(key, value))
+        out.append(encoded)
+    return b"".join(out)
 
 
 def _uint(tag: bytes, value: int | None) -> bytes:
@@ -160,12 +188,12 @@ def _span(span: Any) -> bytes:
         _attributes(b"\x4a", span.attributes),
         _uint(b"\x50", span.dropped_attributes),
     ]
-    for event in span.events:
+    for event in span.events if span.events else ():
         parts.append(_field(b"\x5a", (b"\x09" + _FIXED64(event.timestamp) if event.timestamp else b"")
                             + _string(b"\x12", event.name) + _attributes(b"\x1a", event.attributes)
                             + _uint(b"\x20", event.dropped_attributes)))
     parts.append(_uint(b"\x60", span.dropped_events))
-    for link in span.links:
+    for link in span.links if span.links else ():
         link_flags = _SPAN_FLAGS_HAS_IS_REMOTE | (_SPAN_FLAGS_IS_REMOTE if link.context.is_remote else 0)
         parts.append(_field(b"\x6a", b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big")
                             + b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
