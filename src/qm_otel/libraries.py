@@ -29,15 +29,16 @@ import importlib.machinery
 import importlib.util
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, version
 from types import ModuleType
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.util._importlib_metadata import entry_points
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from qm_otel import _state
@@ -217,12 +218,82 @@ def _disabled(environ: Mapping[str, str]) -> set[str]:
 
 
 def _supported(entry_point: EntryPoint) -> bool:
-    """Whether the installed library is one its instrumentation supports (the wrapper's dependency check)."""
-    conflict = get_dist_dependency_conflicts(entry_point.dist) if entry_point.dist else None
+    """Whether the installed library is one its instrumentation supports (the wrapper's dependency check).
+
+    A library plainly not installed is found without the full check (:func:`_plainly_missing`),
+    whose ``packaging`` import and metadata parsing cost ``setup()`` about 25 ms here for the
+    instrumentations installed without their library.
+    """
+    if not entry_point.dist:
+        return True
+    conflict: object = _plainly_missing(entry_point.dist)
+    if conflict is None:
+        from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
+
+        conflict = get_dist_dependency_conflicts(entry_point.dist)
     if conflict is not None:
         _logger.debug("qm-otel: not instrumenting %s: %s", entry_point.name, conflict)
         return False
     return True
+
+
+#: a requirement of an instrumentation's ``instruments`` or ``instruments-any`` extra in its plainest form,
+#: ``name[extras] specifier; extra == "instruments"`` (compiled on first use, by ``re``)
+_PLAIN = (r"""([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?[^;\[\]]*"""
+          r""";\s*extra\s*==\s*(["'])(instruments(?:-any)?)\2\s*""")
+
+
+def _plainly_missing(dist: Any) -> str | None:
+    """The dependency conflict of an instrumentation whose library is not installed at all, told without versions.
+
+    The full check (``get_dist_dependency_conflicts``) reports one too, whatever the versions asked:
+    a requirement of the ``instruments`` extra that is not installed, or none of the
+    ``instruments-any`` ones installed. None when that is not so, or when a requirement is written
+    in another form than the plainest (other markers): the full check decides.
+    """
+    installed: dict[str, list[tuple[str, bool]]] = {"instruments": [], "instruments-any": []}
+    for requirement in _requirements(dist):
+        if "extra" not in requirement or "instruments" not in requirement:
+            continue  # not in those extras (the full check skips these the same way)
+        plain = re.fullmatch(_PLAIN, requirement)
+        if plain is None:
+            return None
+        try:
+            version(plain.group(1))
+        except PackageNotFoundError:
+            installed[plain.group(3)].append((requirement, False))
+        else:
+            installed[plain.group(3)].append((requirement, True))
+    missing = next((requirement for requirement, found in installed["instruments"] if not found), None)
+    if missing is not None:
+        return (f'This instrumentation only instruments "{missing}", but no installed version was found, so nothing '
+                "can be instrumented.")
+    choices = installed["instruments-any"]
+    if choices and not any(found for _, found in choices):
+        return (f'This instrumentation requires any of "{", ".join(r for r, _ in choices)}", but none are installed, '
+                "so nothing can be instrumented.")
+    return None
+
+
+def _requirements(dist: Any) -> list[str]:
+    """The ``Requires-Dist`` values of a distribution's METADATA (its headers only), as ``dist.requires`` has them.
+
+    Read as text: the standard library parses the whole file as an e-mail message, about 2 ms each.
+    """
+    read = getattr(dist, "read_text", None)
+    text = read("METADATA") if callable(read) else None
+    if not isinstance(text, str):
+        return list(getattr(dist, "requires", None) or ())
+    values: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the headers end at the first blank line; the description follows
+        if line[0] in " \t":  # a folded header: read as the standard library reads it
+            return list(getattr(dist, "requires", None) or ())
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "requires-dist":
+            values.append(value.strip())
+    return values
 
 
 def _instrument_with_state(entry_point: EntryPoint, *, check_dependencies: bool = False, **kwargs: Any) -> bool:
@@ -262,10 +333,11 @@ def _findable(name: str) -> bool:
 def instrument_installed(environ: Mapping[str, str] | None = None) -> list[str]:
     """Instrument every installed library as ``opentelemetry-instrument`` would; the entry-point names.
 
-    Nothing when the wrapper is about to do it itself (:func:`loaded_by_wrapper`). A library whose
-    version its instrumentation does not support is skipped (one DEBUG line, as the wrapper does;
-    for a library not imported yet, found out at its import); an instrumentation that fails is
-    logged and skipped: the service runs without it.
+    The entry points are the ones the wrapper walks: the SDK's list, read once per process (the
+    resource detectors read it already). Nothing when the wrapper is about to do it itself
+    (:func:`loaded_by_wrapper`). A library whose version its instrumentation does not support is
+    skipped (one DEBUG line, as the wrapper does; for a library not imported yet, found out at its
+    import); an instrumentation that fails is logged and skipped: the service runs without it.
     """
     if _WRAPPER_LOADS:
         return []

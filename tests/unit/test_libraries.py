@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.resources
 import importlib.util
 import sqlite3
@@ -208,3 +209,54 @@ def test_a_module_imported_through_the_hook_keeps_its_loaders_other_abilities(
     assert module.__spec__.loader.is_package("late_package")  # type: ignore[attr-defined]
     assert "VALUE = 1" in (module.__spec__.loader.get_source("late_package") or "")  # type: ignore[attr-defined]
     assert (importlib.resources.files("late_package") / "data.txt").read_text() == "resource\n"
+
+
+def test_the_quick_check_for_a_missing_library_agrees_with_the_full_dependency_check() -> None:
+    """Over every installed instrumentation: a conflict found without versions is one the full check finds too."""
+    from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
+
+    checked = 0
+    for dist in importlib.metadata.distributions():
+        assert libraries._requirements(dist) == list(dist.requires or ()), dist.metadata["Name"]
+        if not dist.metadata["Name"].startswith("opentelemetry-instrumentation-"):
+            continue
+        checked += 1
+        quick, full = libraries._plainly_missing(dist), get_dist_dependency_conflicts(dist)
+        assert quick is None or full is not None, (dist.metadata["Name"], quick)
+        if full is not None and not getattr(full, "found", None) and not getattr(full, "found_any", None):
+            assert quick is not None, dist.metadata["Name"]  # not installed at all: told without the full check
+    assert checked >= 5
+
+
+class _Requires:
+    def __init__(self, *requires: str) -> None:
+        self.requires = requires
+
+
+@pytest.mark.parametrize(("requires", "missing"), [
+    (('no-such-library-qm-otel-test>=1; extra == "instruments"',), True),
+    (("no-such-library-qm-otel-test[extra] (>=1,<3) ; extra == 'instruments'",), True),
+    (('pytest>=1; extra == "instruments"', 'no-such-library-qm-otel-test; extra == "instruments"'), True),
+    (('no-such-library-qm-otel-test>=1; extra == "instruments-any"', 'pytest; extra == "instruments-any"'), False),
+    (('no-such-library-qm-otel-test>=1; extra == "instruments-any"',), True),
+    (('no-such-library-qm-otel-test>=1; extra == "instruments" and python_version >= "3"',), False),  # full check
+    (('no-such-library-qm-otel-test>=1; extra == "test"',), False),
+    (('pytest>=99; extra == "instruments"',), False),  # installed: the versions are the full check's
+])
+def test_a_missing_library_is_told_from_the_plainest_requirements_only(requires: tuple[str, ...],
+                                                                       missing: bool) -> None:
+    assert (libraries._plainly_missing(_Requires(*requires)) is not None) == missing
+
+
+def test_requirements_are_read_from_the_metadata_headers_only(tmp_path: Path) -> None:
+    info = tmp_path / "demo-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nRequires-Dist: one>=1;\n  extra == 'instruments'\n"
+        "Requires-Dist: two\n\nRequires-Dist: not-a-header (in the description)\n")
+    dist = importlib.metadata.PathDistribution(info)
+    assert libraries._requirements(dist) == list(dist.requires or ())  # a folded header: read the standard way
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nRequires-Dist: one>=1; extra == 'instruments'\n"
+        "Requires-Dist: two\n\nRequires-Dist: not-a-header (in the description)\n")
+    assert libraries._requirements(dist) == list(dist.requires or ()) == ["one>=1; extra == 'instruments'", "two"]
