@@ -1,4 +1,9 @@
-"""The meter provider: the periodic OTLP reader or the Prometheus endpoint, and qm-otel's instruments."""
+"""The meter provider: the periodic OTLP reader or the Prometheus endpoint, and qm-otel's instruments.
+
+Every reader of the provider collects qm-otel's fast request histograms too
+(:func:`qm_otel.signals.histograms.install` wraps their collect callbacks), so
+:func:`~qm_otel.signals.histograms.fast_histogram` can take over the HTTP server histograms.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from qm_otel import instruments
 from qm_otel.breaker import state_observations
 from qm_otel.caches import degraded_observations, ratio_observations
 from qm_otel.config import Settings
+from qm_otel.signals import histograms
 from qm_otel.signals.exporters import exporters, prometheus_reader
 
 __all__ = ["build_meter_provider"]
@@ -30,6 +36,7 @@ def build_meter_provider(
         readers.append(prometheus_reader(settings))
     readers.extend(extra)
     provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+    histograms.install(provider)  # before any histogram is made: each reader merges the fast ones into its data
     metrics.set_meter_provider(provider)
     instruments.observe(
         provider,
