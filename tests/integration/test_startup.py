@@ -9,6 +9,8 @@ nothing was exported yet.
 
 from __future__ import annotations
 
+import importlib
+import os
 import subprocess
 import sys
 import textwrap
@@ -201,3 +203,53 @@ def test_a_forked_child_makes_its_own_exporters(receiver: OtlpReceiver, when: st
     names = sorted(s.name for s in spans)
     assert names == sorted(["child-work", "parent-after", *(["parent-before"] if when == "after-export" else [])])
     assert "child record" in [g.body for g in logs]
+
+
+ENVIRONMENTS = [
+    {},
+    {"OTEL_EXPORTER_OTLP_HEADERS": "x-all=1,x-encoded=a%20b", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-traces=2",
+     "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip", "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION": "Deflate ",
+     "OTEL_EXPORTER_OTLP_TIMEOUT": "7", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "2.5",
+     "OTEL_EXPORTER_OTLP_CERTIFICATE": "ca.pem", "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": "traces-ca.pem",
+     "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": "client.pem", "OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY": "logs.key",
+     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://metrics.example:4318/custom/"},
+]
+
+
+@pytest.mark.parametrize("environ", ENVIRONMENTS)
+@pytest.mark.parametrize("signal_name", ["traces", "metrics", "logs"])
+def test_the_exporter_made_later_is_the_one_the_sdk_makes_from_the_same_environment(
+        monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], signal_name: str) -> None:
+    """The settings read at setup() (without the SDK's helpers) are the ones the SDK's exporter reads itself."""
+    from qm_otel.signals import exporters
+
+    for name in [name for name in os.environ if name.startswith(("OTEL_", "QM_OTEL_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.example:4318/")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    # what signal_endpoint() gives: the per-signal variable's URL is left to the exporter
+    per_signal = f"OTEL_EXPORTER_OTLP_{signal_name.upper()}_ENDPOINT" in environ
+    endpoint = None if per_signal else f"http://collector.example:4318/v1/{signal_name}"
+    _console, http_path, _grpc = exporters._EXPORTERS[signal_name]
+    lazy = exporters._lazy_target(signal_name, http_path, endpoint)
+    assert lazy is not None
+    target, preferences = lazy
+    module_name, _, class_name = http_path.partition(":")
+    sdk = getattr(importlib.import_module(module_name), class_name)(endpoint=endpoint)
+    made = target.build()
+    try:
+        ours, theirs = made._client, sdk._client
+        assert target.endpoint == ours._endpoint == theirs._endpoint
+        assert (ours._headers, ours._timeout, ours._compression) == (theirs._headers, theirs._timeout,
+                                                                      theirs._compression)
+        assert (ours._transport._session.verify, ours._transport._session.cert) == (
+            theirs._transport._session.verify, theirs._transport._session.cert)
+        assert target.max_request_size == made._max_request_size == sdk._max_request_size
+        if signal_name == "metrics":
+            assert preferences["preferred_temporality"] == sdk._preferred_temporality
+            assert {k: type(v) for k, v in preferences["preferred_aggregation"].items()} == {
+                k: type(v) for k, v in sdk._preferred_aggregation.items()}
+    finally:
+        made.shutdown()
+        sdk.shutdown()

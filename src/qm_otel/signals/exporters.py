@@ -15,7 +15,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
@@ -24,7 +24,6 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
 from qm_otel._otel_environment import signal_protocol
 from qm_otel.config import EXPORTER_GROUPS, ConfigError, Settings
-from qm_otel.signals import encoding
 from qm_otel.signals.delivery import ExporterTarget, LogDelivery, MetricDelivery, SpanDelivery, deliverable
 
 __all__ = ["exporters", "prometheus_reader", "signal_endpoint"]
@@ -51,11 +50,9 @@ _EXPORTERS: dict[str, tuple[type[Any], str, str]] = {
 }
 
 
-#: per signal: the name of the SDK encoder its OTLP/HTTP exporter calls, and qm-otel's replacement
-_FAST_ENCODERS = {
-    "traces": ("encode_spans", encoding.encode_spans),
-    "logs": ("encode_logs", encoding.encode_logs),
-}
+#: per signal: the name of the SDK encoder its OTLP/HTTP exporter calls, and qm-otel's replacement (in
+#: :mod:`qm_otel.signals.encoding`, imported when the first batch is encoded)
+_FAST_ENCODERS = {"traces": "encode_spans", "logs": "encode_logs"}
 
 
 def signal_endpoint(settings: Settings, signal_name: str, protocol: str | None = None) -> str | None:
@@ -165,7 +162,9 @@ def _otlp(settings: Settings, signal_name: str, protocol: str) -> Any:
         return _delivery(settings, signal_name, target, preferences)
     fast = _FAST_ENCODERS.get(signal_name)
     if fast is not None:  # an SDK whose client this version does not know: its exporter, the fast encoder
-        return encoding.with_fast_encoding(exporter_class, *fast)(endpoint=endpoint)
+        from qm_otel.signals import encoding
+
+        return encoding.with_fast_encoding(exporter_class, fast, getattr(encoding, fast))(endpoint=endpoint)
     return inner
 
 
@@ -178,8 +177,9 @@ def _delivery(settings: Settings, signal_name: str, target: ExporterTarget, pref
 _CREDENTIAL_PROVIDER = "OTEL_PYTHON_EXPORTER_OTLP_HTTP_{}CREDENTIAL_PROVIDER"
 #: how a delivery makes its exporter, and the keywords it takes beside (the metric exporter's preferences)
 _Lazy = tuple[ExporterTarget, dict[str, Any]]
-_SIGNAL_PATHS: dict[str, Literal["v1/traces", "v1/metrics", "v1/logs"]] = {
-    "traces": "v1/traces", "metrics": "v1/metrics", "logs": "v1/logs"}
+#: the SDK's defaults: each POST's timeout, and the limit on one request (the exporter made says its own)
+_DEFAULT_TIMEOUT_S = 10.0
+_DEFAULT_MAX_REQUEST_SIZE = 64 * 1024 * 1024
 
 
 def _credential_provider(signal_name: str) -> tuple[str, str] | None:
@@ -197,45 +197,61 @@ def _credential_provider(signal_name: str) -> tuple[str, str] | None:
 def _lazy_target(signal_name: str, exporter_path: str, endpoint: str | None) -> _Lazy | None:
     """How to make the signal's SDK OTLP/HTTP exporter later, with every setting read now as the SDK reads it.
 
+    The exporter's arguments are its settings resolved by the SDK's own rules (its ``_common``
+    module, not imported here: the signal's variable, then the general one, then the default), so
+    the exporter made later is the one ``setup()`` checked, whatever the environment holds by then.
     Also the metric exporter's temporality and aggregation, which the reader needs now. None when
-    the SDK's helpers this reads are not there (another SDK version): the exporter is then made now.
+    the SDK's names this needs are not there (another SDK version): the exporter is then made now.
     """
     try:
-        from opentelemetry.exporter.otlp.common.http import _OTLPHTTPClient
-        from opentelemetry.exporter.otlp.proto.http import _common
+        from opentelemetry.exporter.otlp.proto.http import _OTLP_HTTP_HEADERS, Compression
 
-        limit = int(_common._DEFAULT_MAX_REQUEST_SIZE)
         preferences: dict[str, Any] = {}
         if signal_name == "metrics":
             from opentelemetry.exporter.otlp.common._aggregation import _get_aggregation, _get_temporality
 
             preferences = {"preferred_temporality": _get_temporality(None),
                            "preferred_aggregation": _get_aggregation(None)}
-        per_signal = f"OTEL_EXPORTER_OTLP_{signal_name.upper()}_"
-        url = endpoint or _common._resolve_endpoint(f"{per_signal}ENDPOINT", _SIGNAL_PATHS[signal_name])
-        arguments: dict[str, Any] = {
-            "endpoint": url,
-            "headers": _common._resolve_headers(None, f"{per_signal}HEADERS"),
-            "timeout": _common._resolve_timeout(f"{per_signal}TIMEOUT"),
-            "compression": _common._resolve_compression(f"{per_signal}COMPRESSION"),
-        }
-    except (ImportError, AttributeError):
+    except ImportError:
         return None
-    if not all(callable(getattr(_OTLPHTTPClient, name, None)) for name in ("_submit", "_compress")):
-        return None
-    for argument, suffix in (("certificate_file", "CERTIFICATE"), ("client_key_file", "CLIENT_KEY"),
-                             ("client_certificate_file", "CLIENT_CERTIFICATE")):
-        arguments[argument] = os.environ.get(f"{per_signal}{suffix}") or os.environ.get(
-            f"OTEL_EXPORTER_OTLP_{suffix}") or None
+    from opentelemetry.util.re import parse_env_headers
+
+    per_signal = f"OTEL_EXPORTER_OTLP_{signal_name.upper()}_"
+
+    def setting(name: str) -> str | None:
+        return os.environ.get(f"{per_signal}{name}") or os.environ.get(f"OTEL_EXPORTER_OTLP_{name}") or None
+
+    base = (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318").removesuffix("/")
+    url = endpoint or os.environ.get(f"{per_signal}ENDPOINT") or f"{base}/v1/{signal_name}"
+    try:
+        timeout = float(setting("TIMEOUT") or _DEFAULT_TIMEOUT_S)
+    except ValueError:  # refused at setup() (qm_otel._otel_environment); as the SDK, the default
+        timeout = _DEFAULT_TIMEOUT_S
+    try:
+        compression = Compression((setting("COMPRESSION") or "none").strip().lower())
+    except ValueError:  # refused at setup() too
+        compression = Compression.NoCompression
+    arguments: dict[str, Any] = {
+        "endpoint": url,
+        "certificate_file": setting("CERTIFICATE"),
+        "client_key_file": setting("CLIENT_KEY"),
+        "client_certificate_file": setting("CLIENT_CERTIFICATE"),
+        "headers": {key.lower(): value for key, value in _OTLP_HTTP_HEADERS.items()}
+        | dict(parse_env_headers(setting("HEADERS") or "", liberal=True)),
+        "timeout": timeout,
+        "compression": compression,
+    }
 
     def build() -> Any:
         module_name, _, class_name = exporter_path.partition(":")
         return getattr(importlib.import_module(module_name), class_name)(**arguments)
 
-    return ExporterTarget(build, url, limit), preferences
+    return ExporterTarget(build, url, _DEFAULT_MAX_REQUEST_SIZE), preferences
 
 
 def _encode_spans(spans: Sequence[Any]) -> tuple[bytes, int]:
+    from qm_otel.signals import encoding
+
     try:
         return encoding.encode_spans(spans), len(spans)
     except encoding.Unsupported:
@@ -245,6 +261,8 @@ def _encode_spans(spans: Sequence[Any]) -> tuple[bytes, int]:
 
 
 def _encode_logs(batch: Sequence[Any]) -> tuple[bytes, int]:
+    from qm_otel.signals import encoding
+
     try:
         return encoding.encode_logs(batch), len(batch)
     except encoding.Unsupported:
