@@ -22,11 +22,13 @@ The run is ``--rounds`` interleaved rounds (3; ``--short``: 1): each round runs 
 report gives each figure's median over the rounds with their range, and each ratio as the median of
 the per-round ratios (the two variants of a ratio ran minutes apart, not a whole run apart).
 
-Duration on the 2-core VM: about 35 s per variant and round (15 s under ``wrk`` with its warm-up
-and the wait for the sink, 8,000 requests in-process, 3 start-ups) and 30 s of log variants a round:
-with the 8 variants and 3 rounds about 17 minutes (logfire, the slowest in-process, adds most), and
-2 to 3 minutes of scale notes: 20 to 25 minutes in all. ``--short`` (one round, 2 s each, 300 requests)
-takes 1 to 2 minutes for three variants.
+Duration on the 2-core VM (measured with the defaults, one round of bare, qm-setup and qm-filelog):
+about 45 s per variant and round (wrk for 10 s after a 2 s warm-up and 6.5 s for the warm-up's
+batches, then the wait for the sink's counts; 8,000 requests in-process; 3 start-ups), 25 s for the
+bare app, 15 s for the log variants: about 6 minutes a round with all 8 variants (logfire, the
+slowest in-process, a little more), 19 minutes for the 3 rounds, plus 1.5 to 2 minutes of scale
+notes: 20 to 23 minutes in all. ``--short`` (one round, 2 s under wrk, 300 requests in-process, 1 s
+export intervals) takes under 2 minutes for three variants.
 
 Run it with ``./scripts/bench`` (installs wrk, the stock distro and logfire in side environments
 under ``.bench/``); ``--short`` is the setting CI runs.
@@ -65,7 +67,7 @@ STOCK_ENV = {
     "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
 }
 VARIANTS = (
-    Variant("bare", "bare app", MAIN, "benchmarks.apps.bare", logs_per_request=0),
+    Variant("bare", "bare app", MAIN, "benchmarks.apps.bare", logs_per_request=0, exports=False),
     Variant("qm-setup", "qm-otel `setup()`", MAIN, "benchmarks.apps.qm_setup", logs_per_request=2),
     Variant("qm-instrument", "qm-otel `opentelemetry-instrument`", MAIN, "benchmarks.apps.plain", zero_code=True,
             logs_per_request=2),
@@ -185,7 +187,8 @@ def http_load(variant: Variant, sink: Sink, seconds: float, workdir: Path) -> di
         time.sleep(sink.interval_ms * 1.3 / 1000)  # the warm-up's batches and metric points arrive before the count
         sink.reset()
         result = run_wrk(url, seconds)
-        counts = settle(sink, int(result["requests"]), timeout_s=30, points=variant.duration_points)
+        counts = settle(sink, int(result["requests"]) if variant.exports else 0, timeout_s=30,
+                        points=variant.duration_points)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -210,7 +213,8 @@ def inprocess(variant: Variant, sink: Sink, requests: int, workdir: Path) -> dic
         raise RuntimeError(f"{variant.key} in-process exited with {done.returncode}:\n{text[-3000:]}")
     line = next(line for line in text.splitlines() if line.startswith("INPROCESS-RESULT "))
     result = dict(json.loads(line.split(" ", 1)[1]))
-    result["sink"] = settle(sink, requests + 200, timeout_s=10, points=variant.duration_points)
+    result["sink"] = settle(sink, requests + 200 if variant.exports else 0, timeout_s=10,
+                            points=variant.duration_points)
     return result
 
 
@@ -296,10 +300,13 @@ def run_rounds(variants: list[Variant], sink: Sink, args: argparse.Namespace,
     for index in range(args.rounds):
         for variant in round_order(variants, index, args.rounds):
             print(f"== round {index + 1}/{args.rounds}: {variant.label}", flush=True)
+            started = time.monotonic()
             results[variant.key].append(measure(variant, sink, args, workdir))
-            print("   " + summary(results[variant.key][-1]), flush=True)
+            print(f"   {summary(results[variant.key][-1])} [{time.monotonic() - started:.0f} s]", flush=True)
+        started = time.monotonic()
         log_rounds.append(logs.run_round(args.log_records, sink.endpoint,
                                          round_order(logs.VARIANTS, index, args.rounds)))
+        print(f"   logs [{time.monotonic() - started:.0f} s]", flush=True)
     return results, log_rounds
 
 

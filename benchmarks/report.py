@@ -80,11 +80,17 @@ def rss(figures: dict[str, Any]) -> float:
     return float(figures["startup"]["rss_mb"])
 
 
+def _format(value: float, fmt: str) -> str:
+    """``value`` in ``fmt``, a rounded-off negative zero as zero."""
+    text = format(value, fmt)
+    return text if text.strip("+-0.,") or not text.startswith("-") else text.replace("-", "+" if "+" in fmt else "")
+
+
 def _figure(values: Sequence[float], fmt: str) -> str:
     """The median, with the rounds' range when they differ: ``587 (561-602)``, en dash."""
     if not values:
         return "-"
-    median, low, high = (format(x, fmt) for x in (statistics.median(values), min(values), max(values)))
+    median, low, high = (_format(x, fmt) for x in (statistics.median(values), min(values), max(values)))
     return median if low == high else f"{median} ({low}–{high})"
 
 
@@ -126,9 +132,12 @@ def _received(variant: Variant, rounds: Sequence[tuple[dict[str, Any], float]]) 
             want[name] += wanted
         got["spans"] += counts["spans"]
         short = max(w - h for h, w in zip(have, expected, strict=True))
-        if short > 0 and variant.key != "bare":
+        if short > 0 and variant.exports:
             short_by += short
             short_rounds.append(str(index))
+    if not variant.exports:
+        return (f"nothing expected for {want['server']:,.0f} requests: {got['spans']:,} spans, {got['logs']:,} logs, "
+                f"{got['points']:,} points")
     parts = [f"{got['server']:,}/{want['server']:,.0f} server spans ({got['spans']:,} in all)",
              f"{got['logs']:,}/{want['logs']:,.0f} logs" if want["logs"] else f"{got['logs']:,} logs",
              f"{got['points']:,}/{want['points']:,.0f} points"]

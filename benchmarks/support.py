@@ -31,6 +31,8 @@ class Variant:
     logs_per_request: int = 1
     #: whether the variant exports ``http.server.request.duration`` (logfire does not)
     duration_points: bool = True
+    #: whether it exports anything at all (the bare app does not: nothing to wait for at the sink)
+    exports: bool = True
     #: a note for the report
     note: str = ""
 
