@@ -152,10 +152,11 @@ def lazy(recipe: Recipe, max_request_size: int = 0) -> SpanDelivery:
     return SpanDelivery(target, "traces", encode, max_items=100, max_bytes=10_000)
 
 
-def test_the_exporter_is_made_on_the_first_send_and_once() -> None:
+def test_the_sender_starts_and_the_exporter_is_made_with_the_first_payload_and_once() -> None:
     recipe = Recipe(Client([Result(200)]))
     sender = lazy(recipe)
-    assert sender.flush(1)  # nothing buffered: nothing to make
+    assert sender.flush(1)  # nothing buffered: nothing to start or make
+    assert sender._thread is None
     assert recipe.made == []
     for n in range(3):
         sender.export([f"{n}".encode()])
@@ -171,6 +172,7 @@ def test_shutdown_with_nothing_sent_makes_no_exporter() -> None:
     sender = lazy(recipe)
     sender.shutdown()
     assert recipe.made == []
+    assert sender._thread is None
     assert sender.export([b"late"]) == SpanExportResult.FAILURE  # closed
     assert recipe.made == []
 

@@ -20,11 +20,12 @@ exporter's HTTP client:
 - ``flush`` waits until the buffer is empty, at most until its deadline, and not at all while
   the collector is failing; ``shutdown`` flushes within what is left of the shutdown budget and
   counts what could not be sent (``reason="shutdown"``).
-- the SDK exporter itself is made by the sender thread when it first has something to send (an
-  :class:`ExporterTarget` says how, with the settings read at ``setup()``), not at ``setup()``: its
-  imports (``requests``, urllib3, the protobuf modules) would cost the service's start-up, and a
-  process that never exports (a short script, telemetry that goes nowhere) never pays them. If it
-  cannot be made, that is a failing send: kept, retried with backoff, reported once.
+- the sender thread starts with the first payload and makes the SDK exporter itself before its
+  first send (an :class:`ExporterTarget` says how, with the settings read at ``setup()``), not
+  at ``setup()``: its imports (``requests``, urllib3, the protobuf modules) would cost the
+  service's start-up, and a process that never exports (a short script, telemetry that goes
+  nowhere) never pays them. If it cannot be made, that is a failing send: kept, retried with
+  backoff, reported once.
 
 A forked child starts with an empty buffer, its own sender and, when it first sends, its own
 SDK exporter (the parent's payloads and pooled connections are the parent's).
@@ -125,8 +126,7 @@ class Delivery:
         self._backoff_s = _RETRY_FIRST_S
         self._attempts = 0  # sends finished, whatever their outcome
         self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._run, name=f"qm-otel-send-{self.signal}", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None  # started with the first payload
 
     # --- the producer side (the batch processor's or metric reader's thread) --------------------
 
@@ -152,6 +152,9 @@ class Delivery:
                 self._buffer.append(_Payload(payload, items, delayed=self._failing_since is not None))
                 self._items += items
                 self._bytes += len(payload)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name=f"qm-otel-send-{self.signal}", daemon=True)
+                    self._thread.start()
                 self._cond.notify_all()
         if full:
             self._drop(items, "buffer_full")
