@@ -17,7 +17,6 @@ Nothing is asserted: it prints a table. ``--repeat 3`` is enough for a quick loo
 from __future__ import annotations
 
 import argparse
-import base64
 import io
 import logging
 import time
