@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Unpack
+from typing import Any, NamedTuple, Unpack
 
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -265,8 +265,7 @@ def _otel_env_defaults(settings: Settings) -> None:
                           header_sanitize_patterns(settings.sensitive_fields))
 
 
-@dataclass(frozen=True)
-class _Extras:
+class _Extras(NamedTuple):
     """Pipeline parts the caller adds after qm-otel's own (in-memory capture, a second exporter)."""
 
     span_processors: Sequence[SpanProcessor] = ()

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import tomllib
 from dataclasses import dataclass
@@ -227,6 +226,8 @@ class _Reader:
             elif "*" in schema:
                 self.known_keys(value, schema["*"], f"{where}{key}.")
             else:
+                import difflib  # only for this message
+
                 close = difflib.get_close_matches(str(key), list(schema), n=1, cutoff=0.6)
                 hint = f"; did you mean {where}{close[0]}?" if close else ""
                 raise self.fail(f"unknown key {where}{key}{hint} (known here: {', '.join(sorted(schema))})")

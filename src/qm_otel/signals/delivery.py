@@ -42,8 +42,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
@@ -73,8 +72,7 @@ def deliverable(exporter: Any) -> bool:
     return all(hasattr(client, name) for name in ("_submit", "_compress", "_timeout", "_endpoint"))
 
 
-@dataclass(frozen=True, slots=True)
-class ExporterTarget:
+class ExporterTarget(NamedTuple):
     """What a :class:`Delivery` needs to make its SDK exporter when it first sends, and knows before."""
 
     #: makes the SDK OTLP/HTTP exporter, its settings already resolved (imports ``requests`` and the rest)
@@ -350,13 +348,13 @@ class Delivery:
         return flushed
 
 
-@dataclass(slots=True)
 class _Payload:
     """One encoded batch in the buffer; ``delayed`` once a failure held it back."""
 
-    data: bytes
-    items: int
-    delayed: bool = False
+    __slots__ = ("data", "delayed", "items")
+
+    def __init__(self, data: bytes, items: int, *, delayed: bool = False) -> None:
+        self.data, self.items, self.delayed = data, items, delayed
 
 
 def _retry_after(result: Any) -> float | None:
