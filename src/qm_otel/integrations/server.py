@@ -62,6 +62,7 @@ from qm_otel.integrations.scope import (
     route_template,
     view_of,
 )
+from qm_otel.signals.histograms import fast_histogram
 from qm_otel.users import UserSlot, close_slot, open_slot, user_of
 
 __all__ = [
@@ -97,6 +98,7 @@ SCHEMA_URL = "https://opentelemetry.io/schemas/1.21.0"
 #: conventions, so the dashboards' band panels and the slow-request alert count exactly
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 2.0, 2.5, 5.0, 7.5, 10.0)
 _MAX_USER_AGENTS = 1024
+_MAX_METHODS = 64
 _WS_INTERNAL_ERROR = 1011  # the close code of a WebSocket whose handler raised
 
 
@@ -183,16 +185,18 @@ class ServerTelemetryMiddleware:
         self.app = app
         self._tracer = tracer_provider.get_tracer("qm_otel", __version__, schema_url=SCHEMA_URL)
         meter = meter_provider.get_meter("qm_otel", __version__, schema_url=SCHEMA_URL)
-        self._duration = meter.create_histogram(
+        # aggregated by qm-otel's fast path where it gives the SDK's output exactly (signals.histograms)
+        self._duration = fast_histogram(meter_provider, meter.create_histogram(
             "http.server.request.duration", unit="s", description="Duration of HTTP server requests.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS))
         self._active = _ActiveRequests.of(meter_provider, meter)
-        self._request_size = create_http_server_request_body_size(meter)
-        self._response_size = create_http_server_response_body_size(meter)
+        self._request_size = fast_histogram(meter_provider, create_http_server_request_body_size(meter))
+        self._response_size = fast_histogram(meter_provider, create_http_server_response_body_size(meter))
         self._excluded = ExcludeList(list(excluded)) if excluded else None
         self._words = tuple(sensitive_fields)
         self._request_log = request_log
         self._user_agents = _UserAgents()
+        self._methods: dict[str, str] = {}
         # header values captured on the span, opt-in, as the contrib instrumentation reads them
         self._capture_request = get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST)
         self._capture_response = get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE)
@@ -297,7 +301,12 @@ class ServerTelemetryMiddleware:
         Returns the request, the context holding its span, and the token of the incoming context it
         attached (None when nested).
         """
-        method = sanitize_method(scope.get("method", "").strip()) or ""
+        raw_method = scope.get("method", "")
+        method = self._methods.get(raw_method)
+        if method is None:  # sanitize_method reads its environment variable at every call: once per method here
+            method = sanitize_method(raw_method.strip()) or ""
+            if len(self._methods) < _MAX_METHODS:
+                self._methods[raw_method] = method
         attributes = self._request_attributes(scope, view, method)
         token = None
         if trace.get_current_span() is trace.INVALID_SPAN:
@@ -322,17 +331,18 @@ class ServerTelemetryMiddleware:
         request.route = route = route_template(scope)
         user = user_of(request.user, scope, self._words)
         if span.is_recording():
-            if user:
-                span.set_attributes(user)  # set_user did already; scope["user"] is read only now
+            # set together: one lock and one pass over the limits for what the response added
+            ending: dict[str, Any] = dict(user) if user else {}  # set_user did already; scope["user"] is read now
             if route:
                 span.update_name(f"{method} {route}" if method else route)
-                span.set_attribute("http.route", route)
+                ending["http.route"] = route
             status = request.status
             if status is not None:
-                span.set_attribute("http.response.status_code", status)
+                ending["http.response.status_code"] = status
                 if status >= 500:
-                    span.set_attribute("error.type", str(status))
+                    ending["error.type"] = str(status)
                     span.set_status(Status(StatusCode.ERROR))
+            span.set_attributes(ending)
             if exc is not None:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
