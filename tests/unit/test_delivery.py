@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -242,3 +245,41 @@ def test_a_forked_child_makes_its_own_exporter() -> None:
     assert recipe.client.sent == [b"parent", b"child"]
     sender.shutdown()
     assert recipe.made[1].closed
+
+
+def test_a_child_forked_while_the_parent_makes_its_exporter_starts_over_without_waiting() -> None:
+    """The child neither waits for the parent's payloads nor for a lock the parent's sender held at the fork."""
+    started, release = threading.Event(), threading.Event()
+    client = Client([Result(200)])
+
+    def slow() -> Inner:  # the parent's sender is making its exporter when the fork happens
+        started.set()
+        release.wait(10)
+        return Inner(client)
+
+    sender = SpanDelivery(ExporterTarget(slow, "http://collector/v1/traces", 0), "traces",
+                          lambda batch: (b"".join(batch), len(batch)), max_items=100, max_bytes=10_000)
+    sender.export([b"parent"])
+    assert started.wait(5)
+    pid = os.fork()
+    if pid == 0:  # the child: every exit path is os._exit, never back into pytest
+        code = 1
+        try:
+            began = time.monotonic()
+            empty = sender.pending() == 0 and sender.flush(5)
+            sender.shutdown(timeout_millis=5000)
+            code = 0 if empty and time.monotonic() - began < 2 else 2
+        finally:
+            os._exit(code)
+    release.set()
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert sender.flush(5)
+    assert client.sent == [b"parent"]  # sent once, by the parent
+    sender.shutdown()

@@ -59,6 +59,7 @@ _logger = logging.getLogger("qm_otel.export")
 _RETRY_FIRST_S, _RETRY_MAX_S, _JITTER = 1.0, 10.0, 0.2
 _RETRYABLE = frozenset({408, 429, 502, 503, 504})
 _LIVE: weakref.WeakSet[Delivery] = weakref.WeakSet()
+_AT_FORK: list[bool] = []  # whether the fork hook is registered (once per process, with the first delivery)
 
 
 def live_deliveries() -> list[Delivery]:
@@ -105,18 +106,21 @@ class Delivery:
         self._clock = clock
         #: when the process's shutdown must be over (monotonic clock); set by the handle at shutdown
         self.deadline: float | None = None
-        self._init_state()
+        self._init_state(closed=False)
         _LIVE.add(self)
+        if not _AT_FORK and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork)
+            _AT_FORK.append(True)
 
-    def _init_state(self) -> None:
-        # a new lock too: after fork, the parent's could be held by a thread the child does not have
+    def _init_state(self, *, closed: bool) -> None:
+        # new locks too: after fork, the parent's could be held by a thread the child does not have
         self._cond = threading.Condition()
         self._built_lock = threading.Lock()
         self._exporter: Any = None  # made on the first send (a forked child makes its own)
         self._buffer: deque[_Payload] = deque()
         self._items = self._bytes = 0
         self._sending = False
-        self._closed = False
+        self._closed = closed
         self._failing_since: float | None = None
         self._failure = ""
         self._dropped_while_failing = 0
@@ -128,10 +132,18 @@ class Delivery:
 
     # --- the producer side (the batch processor's or metric reader's thread) --------------------
 
+    def _forked(self) -> None:
+        """In a forked child, start over: the parent's buffer, locks, sender and exporter are the parent's.
+
+        Done for every delivery right after ``os.fork()`` (:func:`_after_fork`); checked again here
+        for a child made another way.
+        """
+        if self._pid != os.getpid():
+            self._init_state(closed=self._closed)
+
     def _accept(self, batch: Any) -> bool:
         """Encode and buffer ``batch``; False when it was dropped."""
-        if self._pid != os.getpid():
-            self._init_state()  # a forked child: the parent's buffer is not ours to send
+        self._forked()
         if self._closed:
             return False
         payload, items = self._encode(batch)
@@ -189,6 +201,7 @@ class Delivery:
             TypeError: the exporter has no HTTP client this module knows how to drive.
 
         """
+        self._forked()
         with self._built_lock:
             if self._exporter is None and not self._closed:
                 made = self._target.build()
@@ -301,6 +314,7 @@ class Delivery:
 
     def pending(self) -> int:
         """Items buffered or being sent."""
+        self._forked()
         return self._items
 
     def flush(self, timeout_s: float) -> bool:
@@ -309,6 +323,7 @@ class Delivery:
         While the collector is failing, one attempt is made at once (not at the backoff's time) and,
         if it fails too, the flush gives up without waiting further.
         """
+        self._forked()
         deadline = self._clock() + max(0.0, timeout_s)
         with self._cond:
             asked: int | None = None  # the attempt count when this flush asked for an attempt now
@@ -346,6 +361,12 @@ class Delivery:
         if exporter is not None:
             exporter.shutdown()
         return flushed
+
+
+def _after_fork() -> None:
+    """In the child, right after ``os.fork()``: every delivery starts over (see :meth:`Delivery._forked`)."""
+    for delivery in list(_LIVE):
+        delivery._forked()
 
 
 class _Payload:
