@@ -253,3 +253,28 @@ def test_the_exporter_made_later_is_the_one_the_sdk_makes_from_the_same_environm
     finally:
         made.shutdown()
         sdk.shutdown()
+
+
+def test_another_sdk_release_gets_its_exporters_made_at_setup_and_still_delivers(
+        monkeypatch: pytest.MonkeyPatch, receiver: OtlpReceiver) -> None:
+    """Only the release the lazy path was checked against gets it; another is made and checked at once."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from qm_otel.config import resolve_settings
+    from qm_otel.signals import exporters
+    from qm_otel.signals.delivery import SpanDelivery
+
+    monkeypatch.setattr(exporters, "_LAZY_RELEASE", "0.0.")
+    settings = resolve_settings({"exporter_endpoint": receiver.endpoint}, {})
+    delivery, = exporters.exporters(settings, "traces")
+    assert isinstance(delivery, SpanDelivery)
+    assert delivery._exporter is not None  # made at setup()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(delivery))
+    with provider.get_tracer("startup").start_as_current_span("eager-work"):
+        pass
+    provider.force_flush()
+    assert delivery.flush(10)
+    provider.shutdown()
+    assert [s.name for s in receiver.snapshot()[0]] == ["eager-work"]

@@ -158,8 +158,10 @@ def _otlp(settings: Settings, signal_name: str, protocol: str) -> Any:
         preferences = {"preferred_temporality": inner._preferred_temporality,
                        "preferred_aggregation": inner._preferred_aggregation} if signal_name == "metrics" else {}
         limit = int(getattr(inner, "_max_request_size", 0) or 0)
-        target = ExporterTarget(lambda: inner, inner._client._endpoint, limit)
-        return _delivery(settings, signal_name, target, preferences)
+        delivery = _delivery(settings, signal_name, ExporterTarget(lambda: inner, inner._client._endpoint, limit),
+                             preferences)
+        delivery.exporter()  # the one made here, from the start
+        return delivery
     fast = _FAST_ENCODERS.get(signal_name)
     if fast is not None:  # an SDK whose client this version does not know: its exporter, the fast encoder
         from qm_otel.signals import encoding
@@ -177,6 +179,9 @@ def _delivery(settings: Settings, signal_name: str, target: ExporterTarget, pref
 _CREDENTIAL_PROVIDER = "OTEL_PYTHON_EXPORTER_OTLP_HTTP_{}CREDENTIAL_PROVIDER"
 #: how a delivery makes its exporter, and the keywords it takes beside (the metric exporter's preferences)
 _Lazy = tuple[ExporterTarget, dict[str, Any]]
+#: the release of opentelemetry-exporter-otlp-proto-http whose exporters (their arguments, settings and
+#: ``_client``) the lazy path was checked against; another one gets its exporter made at setup()
+_LAZY_RELEASE = "1.45."
 #: the SDK's defaults: each POST's timeout, and the limit on one request (the exporter made says its own)
 _DEFAULT_TIMEOUT_S = 10.0
 _DEFAULT_MAX_REQUEST_SIZE = 64 * 1024 * 1024
@@ -200,12 +205,16 @@ def _lazy_target(signal_name: str, exporter_path: str, endpoint: str | None) -> 
     The exporter's arguments are its settings resolved by the SDK's own rules (its ``_common``
     module, not imported here: the signal's variable, then the general one, then the default), so
     the exporter made later is the one ``setup()`` checked, whatever the environment holds by then.
-    Also the metric exporter's temporality and aggregation, which the reader needs now. None when
-    the SDK's names this needs are not there (another SDK version): the exporter is then made now.
+    Also the metric exporter's temporality and aggregation, which the reader needs now. None for
+    an SDK release other than the one whose exporters this was checked against
+    (:data:`_LAZY_RELEASE`): the exporter is then made now, and checked at once (``deliverable``).
     """
     try:
         from opentelemetry.exporter.otlp.proto.http import _OTLP_HTTP_HEADERS, Compression
+        from opentelemetry.exporter.otlp.proto.http.version import __version__
 
+        if not __version__.startswith(_LAZY_RELEASE):
+            return None
         preferences: dict[str, Any] = {}
         if signal_name == "metrics":
             from opentelemetry.exporter.otlp.common._aggregation import _get_aggregation, _get_temporality
