@@ -33,9 +33,7 @@ class Unsupported(ValueError):
     """Something this encoder does not write the way the SDK does: the batch goes to the SDK's encoder."""
 
 
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return bytes((value,))
+def _encode_varint(value: int) -> bytes:
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -44,9 +42,19 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+#: the varints of 0 … 16383 (every length and most small numbers): a list index instead of a loop
+_SMALL_VARINTS = tuple(_encode_varint(n) for n in range(1 << 14))
+_SMALL = len(_SMALL_VARINTS)
+
+
+def _varint(value: int) -> bytes:
+    return _SMALL_VARINTS[value] if value < _SMALL else _encode_varint(value)
+
+
 def _field(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field: its tag, the payload's length, the payload."""
-    return tag + _varint(len(payload)) + payload
+    size = len(payload)
+    return tag + (_SMALL_VARINTS[size] if size < _SMALL else _encode_varint(size)) + payload
 
 
 def _text(value: str) -> bytes:
@@ -203,15 +211,27 @@ def _span(span: Any) -> bytes:
     return b"".join(parts)
 
 
+#: the severity number and text fields by their values (a handful of pairs in any process)
+_severity_fields: dict[tuple[int | None, str | None], bytes] = {}
+
+
+def _severity(severity: int | None, text: str | None) -> bytes:
+    encoded = _severity_fields.get((severity, text))
+    if encoded is None:
+        encoded = _uint(b"\x10", severity) + _string(b"\x1a", text)
+        if len(_severity_fields) < 256:
+            _severity_fields[(severity, text)] = encoded
+    return encoded
+
+
 def _log(readable: Any) -> bytes:
     record = readable.log_record
-    severity = getattr(record.severity_number, "value", None)
     trace_flags = int(record.trace_flags) if record.trace_flags is not None else 0
+    body = record.body
     return b"".join((
         b"\x09" + _FIXED64(record.timestamp) if record.timestamp else b"",
-        _uint(b"\x10", severity),
-        _string(b"\x1a", record.severity_text),
-        _field(b"\x2a", _any_value(record.body)),
+        _severity(getattr(record.severity_number, "value", None), record.severity_text),
+        _field(b"\x2a", _field(b"\x0a", _text(body)) if type(body) is str else _any_value(body)),
         _attributes(b"\x32", record.attributes),
         _uint(b"\x38", readable.dropped_attributes),
         b"\x45" + _FIXED32(trace_flags) if trace_flags else b"",
