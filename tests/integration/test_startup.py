@@ -270,6 +270,9 @@ def test_another_sdk_release_gets_its_exporters_made_at_setup_and_still_delivers
     delivery, = exporters.exporters(settings, "traces")
     assert isinstance(delivery, SpanDelivery)
     assert delivery._exporter is not None  # made at setup()
+    again = delivery._target.build()  # what a forked child gets: one of its own
+    assert again is not delivery._exporter
+    again.shutdown()
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(delivery))
     with provider.get_tracer("startup").start_as_current_span("eager-work"):

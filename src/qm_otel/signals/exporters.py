@@ -158,9 +158,13 @@ def _otlp(settings: Settings, signal_name: str, protocol: str) -> Any:
         preferences = {"preferred_temporality": inner._preferred_temporality,
                        "preferred_aggregation": inner._preferred_aggregation} if signal_name == "metrics" else {}
         limit = int(getattr(inner, "_max_request_size", 0) or 0)
-        delivery = _delivery(settings, signal_name, ExporterTarget(lambda: inner, inner._client._endpoint, limit),
-                             preferences)
-        delivery.exporter()  # the one made here, from the start
+        first = [inner]
+
+        def build() -> Any:  # the one made here, then (in a forked child) a new one
+            return first.pop() if first else exporter_class(endpoint=endpoint)
+
+        delivery = _delivery(settings, signal_name, ExporterTarget(build, inner._client._endpoint, limit), preferences)
+        delivery.exporter()
         return delivery
     fast = _FAST_ENCODERS.get(signal_name)
     if fast is not None:  # an SDK whose client this version does not know: its exporter, the fast encoder
