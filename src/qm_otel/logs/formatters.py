@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 from opentelemetry import trace
+from opentelemetry.trace import SpanContext
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 from qm_otel import _state
@@ -71,36 +72,49 @@ def extras_of(record: logging.LogRecord) -> dict[str, Any]:
     The constructor's attributes come first, so when they are all there in that order only what follows
     them is looked at (each log call pays for this; records made otherwise are scanned whole).
     """
-    items = list(record.__dict__.items())
-    standard = len(_STANDARD)
-    if len(items) >= standard and items[standard - 1][0] == _STANDARD[-1] and items[0][0] == _STANDARD[0]:
-        items = items[standard:]
-    return {key: value for key, value in items if key not in RESERVED_ATTRS and key not in INTERNAL_ATTRS}
+    attributes = record.__dict__
+    keys = list(attributes)
+    if len(keys) >= _STANDARD_COUNT and keys[_STANDARD_COUNT - 1] == _LAST_STANDARD and keys[0] == _FIRST_STANDARD:
+        keys = keys[_STANDARD_COUNT:]
+    return {key: attributes[key] for key in keys if key not in _NOT_EXTRAS}
 
 
-#: the last second formatted and its text: ``strftime`` once per second, not once per record
-#: (one tuple, replaced whole, so threads never see a second paired with another's text)
+_STANDARD_COUNT, _FIRST_STANDARD, _LAST_STANDARD = len(_STANDARD), _STANDARD[0], _STANDARD[-1]
+_NOT_EXTRAS = RESERVED_ATTRS | INTERNAL_ATTRS
+
+#: the last millisecond formatted and its text, and the last second's: ``strftime`` once per second,
+#: the milliseconds once per millisecond (tuples replaced whole, so threads never see a mixed pair)
 _last_second: tuple[int, str] = (-1, "")
+_last_milli: tuple[int, str] = (-1, "")
 
 
 def format_timestamp(created: float) -> str:
     """ISO 8601 UTC with milliseconds, e.g. ``2025-09-09T10:00:00.048Z``."""
-    global _last_second  # noqa: PLW0603 - a one-entry cache
-    seconds = int(created)
+    global _last_second, _last_milli  # noqa: PLW0603 - one-entry caches
+    milli = int(created * 1000)
+    cached_milli, stamp = _last_milli
+    if milli == cached_milli:
+        return stamp
+    seconds, millis = divmod(milli, 1000)  # the text is a function of the millisecond alone
     cached_second, text = _last_second
     if seconds != cached_second:
         text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
         _last_second = (seconds, text)
-    return f"{text}.{int((created - seconds) * 1000):03d}Z"
+    stamp = f"{text}.{millis:03d}Z"
+    _last_milli = (milli, stamp)
+    return stamp
 
 
-def trace_ids(record: logging.LogRecord | None = None) -> tuple[str, str] | None:
+def trace_ids(
+    record: logging.LogRecord | None = None, span_context: SpanContext | None = None
+) -> tuple[str, str] | None:
     """The current span's trace and span IDs as lower-case hex, or None outside a span.
 
-    Outside a span, a ``record`` whose exception left a request carries that request's IDs
+    ``span_context``: the current span's, when the caller has it already. Outside a span, a
+    ``record`` whose exception left a request carries that request's IDs
     (:func:`qm_otel.correlation.mark_exception`): the server's crash report is written after it.
     """
-    context = trace.get_current_span().get_span_context()
+    context = span_context if span_context is not None else trace.get_current_span().get_span_context()
     if not context.is_valid and record is not None and record.exc_info:
         stamped = exception_context(record.exc_info[1])
         if stamped is not None:
@@ -166,12 +180,37 @@ class JsonFormatter(OrjsonFormatter):
 
     def format_with(self, record: logging.LogRecord, extras: dict[str, Any]) -> str:
         """Serialise ``record`` whose extras (:func:`extras_of`) are already collected."""
-        record.message = _message(record)
-        data = self._head(created=record.created, levelno=record.levelno, levelname=record.levelname,
-                          name=record.name, message=record.message, ids=trace_ids(record), extras=extras)
+        return self.format_line(record, extras)[:-1]
+
+    def format_line(
+        self, record: logging.LogRecord, extras: dict[str, Any], span_context: SpanContext | None = None
+    ) -> str:
+        """:meth:`format_with` with the line end, for the current span's ``span_context`` when the caller has it."""
+        record.message = message = _message(record)
+        get = extras.get
+        status = get("status")
+        levelno = record.levelno
+        ids = trace_ids(record, span_context)
+        data: dict[str, Any] = {
+            "timestamp": format_timestamp(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+            "service": self._service or _service(),
+            "trace_id": ids[0] if ids else None,
+            "span_id": ids[1] if ids else None,
+            "correlation_id": get("correlation_id"),
+            "event": get("event"),
+            "component": get("component", "SYSTEM"),
+            "action": get("action", "LOG"),
+            "status": str(status) if status is not None else ("FAILURE" if levelno >= logging.ERROR else "INFO"),
+            "duration_ms": get("duration_ms"),
+        }
         if self._code_location and record.lineno > 0:  # 0: a record qm-otel made itself (the request log)
             data["module"], data["function"], data["line"] = record.module, record.funcName, record.lineno
-        _add_extras(data, extras)
+        for key, value in extras.items():
+            if key not in _NOT_IN_JSON and key not in data:
+                data[key] = value
         if record.exc_info and record.exc_info[0] is not None:
             data["exception"] = {
                 "type": record.exc_info[0].__name__,
@@ -181,25 +220,18 @@ class JsonFormatter(OrjsonFormatter):
         return _dumps(data)
 
     def format_fields(
-        self, *, created: float, levelno: int, levelname: str, name: str, message: str, fields: dict[str, Any]
+        self, *, created: float, levelno: int, levelname: str, name: str, message: str, fields: dict[str, Any],
+        span_context: SpanContext | None = None,
     ) -> str:
-        """The line of a record qm-otel writes itself without a ``LogRecord`` (no code location, no exception).
+        """The line (with its end) of a record qm-otel writes itself without a ``LogRecord``.
 
-        Equal to :meth:`format_with` for a record made with ``extra=fields`` and line number 0.
+        Equal to :meth:`format_line` for a record made with ``extra=fields`` and line number 0 (no code
+        location, no exception).
         """
-        data = self._head(created=created, levelno=levelno, levelname=levelname, name=name, message=message,
-                          ids=trace_ids(), extras=fields)
-        _add_extras(data, fields)
-        return _dumps(data)
-
-    def _head(
-        self, *, created: float, levelno: int, levelname: str, name: str, message: str,
-        ids: tuple[str, str] | None, extras: dict[str, Any],
-    ) -> dict[str, Any]:
-        """The fields every line has, in their order."""
-        get = extras.get
+        get = fields.get
         status = get("status")
-        return {
+        ids = trace_ids(None, span_context)
+        data: dict[str, Any] = {
             "timestamp": format_timestamp(created),
             "level": levelname,
             "logger": name,
@@ -214,19 +246,21 @@ class JsonFormatter(OrjsonFormatter):
             "status": str(status) if status is not None else ("FAILURE" if levelno >= logging.ERROR else "INFO"),
             "duration_ms": get("duration_ms"),
         }
+        for key, value in fields.items():
+            if key not in _NOT_IN_JSON and key not in data:
+                data[key] = value
+        return _dumps(data)
 
 
-def _add_extras(data: dict[str, Any], extras: dict[str, Any]) -> None:
-    for key, value in extras.items():
-        if key not in _NOT_IN_JSON and key not in data:
-            data[key] = value
+_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
 
 
 def _dumps(data: dict[str, Any]) -> str:
+    """One JSON line, with its line end."""
     try:
-        return orjson.dumps(data, default=_stringify, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+        return orjson.dumps(data, default=_stringify, option=_OPTIONS).decode("utf-8")
     except TypeError:  # orjson refuses some values without asking json_default: never fail the log call
-        return orjson.dumps(_within_orjson(data), default=_stringify, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+        return orjson.dumps(_within_orjson(data), default=_stringify, option=_OPTIONS).decode("utf-8")
 
 
 def _escape(field: str) -> str:

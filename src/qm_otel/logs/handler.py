@@ -36,10 +36,10 @@ __all__ = ["LogLane", "TelemetryHandler", "otel_attributes"]
 class LogLane(Protocol):
     """Where a record goes to OTLP without the SDK's per-record objects (:mod:`qm_otel.signals.log_lane`)."""
 
-    def emit(
-        self, name: str, *, timestamp: int, observed_timestamp: int, span_context: SpanContext,
+    def emit(  # noqa: PLR0917 - positional: once per record, one argument per OTLP field
+        self, name: str, timestamp: int, observed_timestamp: int, span_context: SpanContext,
         severity_number: SeverityNumber, severity_text: str, body: Any, attributes: dict[str, Any],
-        event_name: str | None,
+        event_name: str | None, /,
     ) -> bool:
         """Queue the record; False when it must take the SDK's ``Logger.emit`` path instead."""
 
@@ -126,29 +126,29 @@ class TelemetryHandler(logging.Handler):
             self._loggers[name] = logger
         return logger
 
-    def _export(self, record: logging.LogRecord, extras: dict[str, Any]) -> None:
-        if self.logger_provider is None:
-            return
+    def _export(self, record: logging.LogRecord, extras: dict[str, Any], span_context: SpanContext) -> None:
         attributes, event_name = otel_attributes(record, extras, code_location=self.code_location)
-        context = get_current()
-        if record.exc_info and not get_current_span(context).get_span_context().is_valid:
-            context = exception_context(record.exc_info[1]) or context  # a crash report after its request
-        self._emit_otlp(record.name, timestamp=int(record.created * 1e9), levelno=record.levelno,
-                        levelname=record.levelname, body=record.getMessage(), attributes=attributes,
-                        event_name=event_name, context=context)
+        context = None
+        if record.exc_info and not span_context.is_valid:
+            context = exception_context(record.exc_info[1])  # a crash report written after its request
+            if context is not None:
+                span_context = get_current_span(context).get_span_context()
+        self._emit_otlp(record.name, int(record.created * 1e9), record.levelno, record.levelname,
+                        record.getMessage(), attributes, event_name, span_context, context)
 
-    def _emit_otlp(
-        self, name: str, *, timestamp: int, levelno: int, levelname: str, body: Any, attributes: dict[str, Any],
-        event_name: str | None, context: Context,
+    def _emit_otlp(  # noqa: PLR0917 - positional: once per record, one argument per field
+        self, name: str, timestamp: int, levelno: int, levelname: str, body: Any, attributes: dict[str, Any],
+        event_name: str | None, span_context: SpanContext, context: Context | None,
     ) -> None:
-        """The OTLP record: through the lane when it takes it, else the SDK's ``Logger.emit``."""
+        """The OTLP record: through the lane when it takes it, else the SDK's ``Logger.emit``.
+
+        ``span_context`` is the current span's (or the crash's, whose ``context`` is then given).
+        """
         severity_text = _SEVERITY_TEXT.get(levelname, levelname)
         severity = _severity(levelno)
         lane = self._lane
-        if lane is not None and lane.emit(
-                name, timestamp=timestamp, observed_timestamp=time_ns(),
-                span_context=get_current_span(context).get_span_context(), severity_number=severity,
-                severity_text=severity_text, body=body, attributes=attributes, event_name=event_name):
+        if lane is not None and lane.emit(name, timestamp, time_ns(), span_context, severity,
+                                          severity_text, body, attributes, event_name):
             return
         logger = self._otel_logger(name)
         if logger is None or isinstance(logger, NoOpLogger):
@@ -156,7 +156,7 @@ class TelemetryHandler(logging.Handler):
         logger.emit(LogRecord(
             timestamp=timestamp,
             observed_timestamp=time_ns(),
-            context=context or None,
+            context=context or get_current() or None,
             severity_text=severity_text,
             severity_number=severity,
             body=body,
@@ -164,16 +164,17 @@ class TelemetryHandler(logging.Handler):
             event_name=event_name,
         ))
 
-    def _write(self, record: logging.LogRecord, extras: dict[str, Any]) -> None:
+    def _write(self, record: logging.LogRecord, extras: dict[str, Any], span_context: SpanContext) -> None:
         """The stdout line; a failing stream is reported like ``StreamHandler`` does, and the export goes on."""
         formatter = self.formatter
         try:
-            if isinstance(formatter, JsonFormatter):
-                line = formatter.format_with(record, extras)
+            if type(formatter) is JsonFormatter:
+                line = formatter.format_line(record, extras, span_context)
             else:
-                line = self.format(record)
-            self.stream.write(line + "\n")
-            self.stream.flush()
+                line = self.format(record) + "\n"
+            stream = self.stream
+            stream.write(line)
+            stream.flush()
         except RecursionError:
             raise
         except Exception:
@@ -199,48 +200,52 @@ class TelemetryHandler(logging.Handler):
             if active is not None:
                 fields["correlation_id"] = active
         levelname = logging.getLevelName(levelno)
-        nested = _EMITTING.get()
-        token = _EMITTING.set(True)
+        span_context = get_current_span().get_span_context()
+        exporting = self.logger_provider is not None and not _EMITTING.get()
+        token = _EMITTING.set(True) if exporting else None
         try:
             formatter = self.formatter
             if isinstance(formatter, JsonFormatter):
                 line = formatter.format_fields(created=created, levelno=levelno, levelname=levelname, name=name,
-                                               message=message, fields=fields)
+                                               message=message, fields=fields, span_context=span_context)
                 with self.lock:  # type: ignore[union-attr]  # createLock() made it in __init__
-                    self.stream.write(line + "\n")
+                    self.stream.write(line)
                     self.stream.flush()
-            if not nested and self.logger_provider is not None:
+            if exporting:
                 attributes = ({_OTLP_NAMES.get(key, key): value for key, value in fields.items()}
                               if name == _REQUEST_LOGGER else dict(fields))
                 event_name = attributes.pop(_EVENT_NAME, None)
                 deprecated = attributes.pop(_DEPRECATED_EVENT_NAME, None)
-                self._emit_otlp(name, timestamp=int(created * 1e9), levelno=levelno, levelname=levelname,
-                                body=message, attributes=attributes,
-                                event_name=deprecated if event_name is None else event_name, context=get_current())
+                self._emit_otlp(name, int(created * 1e9), levelno, levelname, message,
+                                attributes, deprecated if event_name is None else event_name, span_context, None)
         except RecursionError:
             raise
         except Exception:  # a broken stream never breaks the request
             self.handleError(logging.makeLogRecord({"name": name, "levelno": levelno, "levelname": levelname,
                                                     "msg": message, **fields}))
         finally:
-            _EMITTING.reset(token)
+            if token is not None:
+                _EMITTING.reset(token)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write the line, then export the record (not when the pipeline itself is logging)."""
-        nested = _EMITTING.get()
-        token = _EMITTING.set(True)
+        # the pipeline's own records (the SDK logging from inside an export) are written, not exported again
+        exporting = self.logger_provider is not None and not _EMITTING.get()
+        token = _EMITTING.set(True) if exporting else None
         try:
             extras = extras_of(record)
+            span_context = get_current_span().get_span_context()  # once, for the line and the OTLP record
             if self.formatter is not None:
-                self._write(record, extras)
-            if not nested:
-                self._export(record, extras)
+                self._write(record, extras, span_context)
+            if exporting:
+                self._export(record, extras, span_context)
         except RecursionError:
             raise
         except Exception:  # a broken record or stream never breaks the application's log call
             self.handleError(record)
         finally:
-            _EMITTING.reset(token)
+            if token is not None:
+                _EMITTING.reset(token)
 
     def flush(self) -> None:
         """Flush the stream (the provider is flushed by ``qm_otel.shutdown``)."""

@@ -67,8 +67,8 @@ class LaneRecord:
 
     dropped_attributes = 0
 
-    def __init__(
-        self, resource: Any, scope: InstrumentationScope, *, timestamp: int, observed_timestamp: int,
+    def __init__(  # noqa: PLR0917 - positional: once per record, one argument per OTLP field
+        self, resource: Any, scope: InstrumentationScope, timestamp: int, observed_timestamp: int,
         span_context: SpanContext, severity_number: SeverityNumber, severity_text: str, body: Any,
         attributes: dict[str, Any], event_name: str | None,
     ) -> None:
@@ -130,18 +130,17 @@ class LogLane:
             self._scopes[name] = scope
         return scope
 
-    def emit(
-        self, name: str, *, timestamp: int, observed_timestamp: int, span_context: SpanContext,
+    def emit(  # noqa: PLR0917 - positional: once per record, one argument per OTLP field
+        self, name: str, timestamp: int, observed_timestamp: int, span_context: SpanContext,
         severity_number: SeverityNumber, severity_text: str, body: Any, attributes: dict[str, Any],
-        event_name: str | None,
+        event_name: str | None, /,
     ) -> bool:
         """Queue the record for export; False (nothing queued) when it must take the SDK's path."""
         if self._provider.foreign_processors or not _scalar_attributes(attributes, self._max_count, self._max_length):
             return False
-        record = LaneRecord(self._resource, self._scope(name), timestamp=timestamp,
-                            observed_timestamp=observed_timestamp, span_context=span_context,
-                            severity_number=severity_number, severity_text=severity_text, body=body,
-                            attributes=attributes, event_name=event_name)
+        scope = self._scopes.get(name) or self._scope(name)
+        record = LaneRecord(self._resource, scope, timestamp, observed_timestamp, span_context,
+                            severity_number, severity_text, body, attributes, event_name)
         for emit in self._emitters:
             emit(record)
         return True
