@@ -153,3 +153,20 @@ def test_view_of_makes_the_view_once() -> None:
     http_scope: dict[str, Any] = {"type": "http", "headers": [(b"Host", b"svc")], "query_string": b"a=1"}
     assert view_of(http_scope) is view_of(http_scope)
     assert view_of(http_scope).headers == {"host": "svc"}
+
+
+@given(path=st.text(alphabet="/abcdhz0123456789.-", max_size=16), host=st.sampled_from(["svc", "svc:8000", ""]))
+def test_exclusions_answer_as_the_exclude_list_does(path: str, host: str) -> None:
+    from opentelemetry.util.http import ExcludeList
+
+    from qm_otel.integrations.scope import Exclusions, request_url
+
+    patterns = ["/healthz$", "/readyz$", "^https?://[^/]+/metrics"]
+    exclusions = Exclusions(patterns)
+    http_scope: dict[str, Any] = {"type": "http", "scheme": "http", "path": path, "server": ("10.0.0.1", 8000),
+                                  "headers": [(b"host", host.encode())] if host else []}
+    view = view_of(http_scope)
+    expected = bool(ExcludeList(patterns).url_disabled(request_url(http_scope, view.first)))
+    assert exclusions.excluded(http_scope, view) is expected
+    assert exclusions.excluded(http_scope, view) is expected  # the remembered answer
+    assert Exclusions([]).excluded(http_scope, view) is False

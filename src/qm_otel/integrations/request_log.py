@@ -14,11 +14,18 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opentelemetry.util.http import ExcludeList
-
 from qm_otel.config import Settings
 from qm_otel.conventions import Band, conventions
-from qm_otel.integrations.scope import ASGIApp, Message, Receive, Scope, Send, request_url, route_template, view_of
+from qm_otel.integrations.scope import (
+    ASGIApp,
+    Exclusions,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    route_template,
+    view_of,
+)
 from qm_otel.logs.pipeline import direct_handler
 from qm_otel.users import UserSlot, close_slot, open_slot, user_of
 
@@ -137,11 +144,11 @@ class RequestLogMiddleware:
         self._sensitive = tuple(Settings().sensitive_fields if sensitive is None else sensitive)
         # the exclude list and the URL it is matched against are the OTel middleware's own, so what
         # is not traced is exactly what is not logged
-        self._excluded = ExcludeList(list(excluded))
+        self._excluded = Exclusions(excluded)
         self._log = RequestLog(slow_ms=slow_ms, band=band, sensitive=sensitive)
 
     def _skipped(self, scope: Scope) -> bool:
-        return self._excluded.url_disabled(request_url(scope, view_of(scope).first))
+        return self._excluded.excluded(scope, view_of(scope))
 
     def _write(self, scope: Scope, status_code: int, started: float, slot: UserSlot) -> None:
         self._log(scope, status_code, (time.perf_counter() - started) * 1000.0, route_template(scope),

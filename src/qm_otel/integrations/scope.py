@@ -15,11 +15,13 @@ from typing import Any
 
 from opentelemetry import propagate
 from opentelemetry.context import Context
+from opentelemetry.util.http import ExcludeList
 
 from qm_otel.redaction import redact_query
 
 __all__ = [
     "ASGIApp",
+    "Exclusions",
     "Message",
     "Receive",
     "RequestView",
@@ -79,6 +81,33 @@ class RequestView:
         if self._parent is None:
             self._parent = propagate.extract(self.headers)
         return self._parent
+
+
+class Exclusions:
+    """The URLs neither traced nor logged (health endpoints): the OTel ``ExcludeList``, its answers remembered.
+
+    The list's patterns are regular-expression searches over ``scheme://host/path``; the answer for
+    a URL is kept (up to 4096 URLs, then forgotten together), so a service's usual URLs are matched once.
+    """
+
+    _REMEMBERED = 4096
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self._list = ExcludeList(list(patterns)) if patterns else None
+        self._answers: dict[str, bool] = {}
+
+    def excluded(self, scope: Scope, view: RequestView) -> bool:
+        """Whether the request's URL is excluded."""
+        if self._list is None:
+            return False
+        url = request_url(scope, view.first)
+        answer = self._answers.get(url)
+        if answer is None:
+            answer = bool(self._list.url_disabled(url))
+            if len(self._answers) >= self._REMEMBERED:
+                self._answers.clear()
+            self._answers[url] = answer
+        return answer
 
 
 def view_of(scope: Scope) -> RequestView:

@@ -38,7 +38,6 @@ from opentelemetry.util.http import (
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS,
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST,
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE,
-    ExcludeList,
     SanitizeValue,
     detect_synthetic_user_agent,
     get_custom_headers,
@@ -52,6 +51,7 @@ from qm_otel._version import __version__
 from qm_otel.correlation import mark_exception
 from qm_otel.integrations.scope import (
     ASGIApp,
+    Exclusions,
     Message,
     Receive,
     RequestView,
@@ -192,7 +192,7 @@ class ServerTelemetryMiddleware:
         self._active = _ActiveRequests.of(meter_provider, meter)
         self._request_size = fast_histogram(meter_provider, create_http_server_request_body_size(meter))
         self._response_size = fast_histogram(meter_provider, create_http_server_response_body_size(meter))
-        self._excluded = ExcludeList(list(excluded)) if excluded else None
+        self._excluded = Exclusions(excluded)
         self._words = tuple(sensitive_fields)
         self._request_log = request_log
         self._user_agents = _UserAgents()
@@ -208,7 +208,7 @@ class ServerTelemetryMiddleware:
         return dict(collect_custom_headers_attributes(dict(message), self._sanitize, regexes, normalise))
 
     def _excluded_url(self, scope: Scope, view: RequestView) -> bool:
-        return self._excluded is not None and self._excluded.url_disabled(request_url(scope, view.first))
+        return self._excluded.excluded(scope, view)
 
     def _request_attributes(self, scope: Scope, view: RequestView, method: str) -> dict[str, Any]:
         attributes: dict[str, Any] = {"http.request.method": method} if method else {}
