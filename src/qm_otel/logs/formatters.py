@@ -121,7 +121,15 @@ def trace_ids(
             context = trace.get_current_span(stamped).get_span_context()
     if not context.is_valid:
         return None
-    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+    global _last_ids  # noqa: PLW0603 - a one-entry cache: a request's lines share its span
+    last_context, ids = _last_ids
+    if context is not last_context:
+        ids = (format(context.trace_id, "032x"), format(context.span_id, "016x"))
+        _last_ids = (context, ids)
+    return ids
+
+
+_last_ids: tuple[SpanContext | None, tuple[str, str]] = (None, ("", ""))
 
 
 def _stringify(value: Any) -> str:
