@@ -400,7 +400,7 @@ INVALID: dict[str, tuple[str, dict[str, str]]] = {
     "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": ("exponential", {}),
     "OTEL_BSP_SCHEDULE_DELAY": ("0", {}),
     "OTEL_BSP_MAX_QUEUE_SIZE": ("abc", {}),
-    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": ("4096", {}),
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": ("9000", {}),  # over qm-otel's default queue of 8192
     "OTEL_BLRP_SCHEDULE_DELAY": ("1.5", {}),
     "OTEL_BLRP_MAX_QUEUE_SIZE": ("100", {}),
     "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": ("-1", {}),

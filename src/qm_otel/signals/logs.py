@@ -11,6 +11,7 @@ from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits, LogRecordPr
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
+from qm_otel._otel_environment import QUEUE_DEFAULT
 from qm_otel.config import Settings
 from qm_otel.logs.pipeline import install_log_handlers
 from qm_otel.signals.delivery import LogDelivery
@@ -22,7 +23,7 @@ __all__ = ["LOG_QUEUE", "build_logger_provider"]
 #: log records the batch processor queues before it drops (the SDK's default is 2048): the log lane
 #: hands records over in about a microsecond, so a burst from a busy thread can outrun the encoder
 #: for a while; ``OTEL_BLRP_MAX_QUEUE_SIZE`` sets it
-LOG_QUEUE = 8192
+LOG_QUEUE = QUEUE_DEFAULT
 
 
 def build_logger_provider(
