@@ -295,37 +295,53 @@ def render(run: Run) -> str:
         "\n\n\n", "\n\n") + "\n"
 
 
-#: what dominates the missed targets, from the profiles taken when the figures above were first measured
-#: (py-spy and cProfile on the in-process run and on uvicorn under wrk, 2026-11-30); kept by hand
+#: the design changes of issue 21 and what each measurably did, and what dominates the targets still missed;
+#: kept by hand (instruction counts: valgrind callgrind with instrumentation switched on after the warm-up,
+#: all threads, final flush included — deterministic where wall time on this VM drifts 20-35 % between runs)
 PROFILE_NOTES = [
-    "## Where the remaining cost is, and the next steps (profiles of 2026-11-30)",
+    "## Design changes and their measured effect (issue 21)",
     "",
-    "- **CPU per request (main thread ≈ 80 % of it).** FastAPI's own routing and validation are ≈ 45 % of the "
-    "main thread (the bare app's share). Of qm-otel's part (cProfile, 3,000 requests in-process): the two log "
-    "records ≈ 26 % (the SDK's `Logger.emit` — the API record converted to `ReadWriteLogRecord`, every attribute "
-    "cleaned into `BoundedAttributes` — ≈ 11 %, the stdout write ≈ 10 %, JSON ≈ 5 %), the stdlib `logging` call "
-    "itself (`LogRecord`, caller lookup) ≈ 20 µs a record, the duration histogram ≈ 9 % (attribute hashing, "
-    "exemplar sampling), starting and ending the span ≈ 10 % (`_clean_attribute_value` runs for each of ≈ 11 "
-    "attributes per item: 122,000 calls for 3,000 requests). Export now costs the request thread nothing: the "
-    "batch threads only encode and the delivery threads send. Next: hand the SDK pre-cleaned, per-route "
-    "attribute sets (span and histogram), a request-log record made without the stdlib's caller lookup, and a "
-    "C-accelerated path for the OTLP bytes.",
-    "- **Nothing bought by dropping.** With Python's 5 ms switch interval the export threads fell behind a busy "
-    "request thread (15,000 in-process requests: 8,704 of 15,300 spans delivered); with qm-otel's 0.5 ms while "
-    "exporting, every span, record and point arrives (the tables above), at full speed and under `wrk`.",
-    "- **p99 and requests/s under `wrk`.** The 0.5 ms switch interval cut p99 from ≈ 55 to ≈ 40 ms at the same "
-    "requests/s. With the exporters off, p99 falls to ≈ 12 ms and requests/s rise by half: on 2 cores the export "
-    "threads, the sink, wrk and the app compete for the CPU and the GIL. Next: export from a separate process "
-    "(or a collector-side path) so the app's GIL carries only the request.",
-    "- **Start-up.** Of `setup()`: the SDK's providers and OTLP exporters (`requests` ≈ 100 ms) and the log "
-    "handler; httpx and every other installed instrumentation's library are instrumented (and their "
-    "dependencies checked) only when the app imports them. With qm-otel[libraries] installed (as here) "
-    "`setup()` cost ≈ 80 ms and 1.3 MB more (≈ 700 vs ≈ 630 ms, three runs each, "
-    "`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=*` for the second): the entry-point walk, then ≈ 20 ms with every "
-    "dependency check and ≈ 14 ms since they wait for the import, and requests and urllib3, which the OTLP "
-    "exporter itself imports, instrumented at once. Next: create the exporters' HTTP sessions on first export.",
-    "- **JSON log call end to end.** At the handler the qm-otel JSON path is ≈ 1.9× python-json-logger's "
-    "(20 µs vs 39 µs a record here), but the stdlib `logging` call around both (≈ 20 µs) dilutes it; the "
-    "run-to-run spread of this figure on this VM is ± 30 % (qm-json 16,051–22,315 records/s in one hour). Code "
-    "location (`module`, `function`, `line`) costs no measurable time: the stdlib has already looked them up.",
+    "Instructions per request, in-process (1,000 requests after a 600-request warm-up, every thread, the final "
+    "flush included; `valgrind --tool=callgrind`, which counts the same for the same code whatever the VM "
+    "does): bare app 0.50 M; qm-otel `setup()` on main e4e7fde **2.57 M**, now **1.54 M** (qm-otel's own part "
+    "2.07 M → 1.04 M); with every exporter off 1.14 M.",
+    "",
+    "| change | measured effect |",
+    "|---|---|",
+    "| the request log written once, from its fields (no stdlib `LogRecord`, no handler pass, no second SDK "
+    "record) | its cost per request 640 k → 240 k instructions (request log on vs off, before and after) |",
+    "| the log lane: qm-otel's records into its batch processor without `Logger.emit` → `ReadWriteLogRecord` → "
+    "`BoundedAttributes` → `ReadableLogRecord` | a record's OTLP export ≈ 200 k → ≈ 90 k instructions (40 k on "
+    "the calling thread); `emit` with the lane 7.5 µs a record |",
+    "| the protobuf writer: cached attribute fields, varint table, severity fields | 13 µs a span, 6 µs a log "
+    "record (SDK encoder 65 and 39; upb messages filled in bulk 46 and 33; OTLP/JSON with orjson 12.5 and 6.6 µs "
+    "at 2.2× the bytes, so no `http/json` option) — `python -m benchmarks.encoding_micro` |",
+    "| the request histograms aggregated by qm-otel and merged into the readers | 2.6 µs a record against the "
+    "SDK's 15.5–19.4 (one reader) — `python -m benchmarks.histogram_micro`; the body-size histograms stay on "
+    "(contrib records them; ≈ 3 µs each now) |",
+    "| the request read once (headers decoded, query redacted, parent context extracted, excluded-URL answer "
+    "and method kept) | one `RequestView`, one redaction, one extraction per request (counted by a test) |",
+    "| the JSON line: one span-context read per record, extras through the keys, the timestamp per millisecond "
+    "| the handler's `emit` 9.3 → 7.6 µs a record (JSON only) |",
+    "| the OTLP/HTTP exporter made on the first send; no `packaging` at `setup()` | start-up +295 → +191 ms "
+    "and +16.9 → +6.6 MB (medians of 15 interleaved start-ups, before bytecode was compiled first) |",
+    "| batch queues of 8192 (spans, log records) | 925 of 10,400 spans dropped at full speed in-process with "
+    "2048 → none |",
+    "",
+    "A buffered stdout write was measured and not offered: 2.31 vs 2.34 µs a line to a file, 2.73 vs 1.15 µs "
+    "to a pipe — ≈ 3 µs a request on a pipe, for up to an interval of lines lost to a hard kill that today are "
+    "in the pipe already.",
+    "",
+    "## Where the remaining cost is",
+    "",
+    "- **The JSON log call.** The stdlib `logger.info(..., extra=...)` to a no-op handler costs 82 k "
+    "instructions; python-json-logger's whole call 203 k; qm-otel's 139 k. Twice python-json-logger's speed "
+    "needs qm-otel's handler to build and dump the line's 16 fields in ≤ 20 k instructions (it takes 58 k): out "
+    "of reach in Python; the floor is the stdlib call itself (at most 2.5× with a handler that costs nothing).",
+    "- **The SDK span.** Starting and ending the server span (`Span`, `BoundedAttributes`, the `ReadableSpan` "
+    "copy, two processors) is now the largest single qm-otel item on the request thread (≈ 15 % of it); a "
+    "server span of qm-otel's own, with the SDK's kept for anything a user plugs in, is the next step.",
+    "- **p99 and requests/s under `wrk`.** On 2 cores the app, the export threads, the sink (decoding every "
+    "item in Python) and wrk share the CPU; the export threads' encoding runs in 0.5 ms slices between "
+    "requests.",
 ]

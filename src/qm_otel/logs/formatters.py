@@ -195,25 +195,8 @@ class JsonFormatter(OrjsonFormatter):
     ) -> str:
         """:meth:`format_with` with the line end, for the current span's ``span_context`` when the caller has it."""
         record.message = message = _message(record)
-        get = extras.get
-        status = get("status")
-        levelno = record.levelno
-        ids = trace_ids(record, span_context)
-        data: dict[str, Any] = {
-            "timestamp": format_timestamp(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": message,
-            "service": self._service or _service(),
-            "trace_id": ids[0] if ids else None,
-            "span_id": ids[1] if ids else None,
-            "correlation_id": get("correlation_id"),
-            "event": get("event"),
-            "component": get("component", "SYSTEM"),
-            "action": get("action", "LOG"),
-            "status": str(status) if status is not None else ("FAILURE" if levelno >= logging.ERROR else "INFO"),
-            "duration_ms": get("duration_ms"),
-        }
+        data = self._head(record.created, record.levelno, record.levelname, record.name, message,
+                          trace_ids(record, span_context), extras)
         if self._code_location and record.lineno > 0:  # 0: a record qm-otel made itself (the request log)
             data["module"], data["function"], data["line"] = record.module, record.funcName, record.lineno
         for key, value in extras.items():
@@ -236,10 +219,21 @@ class JsonFormatter(OrjsonFormatter):
         Equal to :meth:`format_line` for a record made with ``extra=fields`` and line number 0 (no code
         location, no exception).
         """
-        get = fields.get
+        data = self._head(created, levelno, levelname, name, message, trace_ids(None, span_context),
+                          fields)
+        for key, value in fields.items():
+            if key not in _NOT_IN_JSON and key not in data:
+                data[key] = value
+        return _dumps(data)
+
+    def _head(  # noqa: PLR0917 - positional: once per line, the record's parts
+        self, created: float, levelno: int, levelname: str, name: str, message: str,
+        ids: tuple[str, str] | None, extras: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The fields every line has, in their order."""
+        get = extras.get
         status = get("status")
-        ids = trace_ids(None, span_context)
-        data: dict[str, Any] = {
+        return {
             "timestamp": format_timestamp(created),
             "level": levelname,
             "logger": name,
@@ -254,10 +248,6 @@ class JsonFormatter(OrjsonFormatter):
             "status": str(status) if status is not None else ("FAILURE" if levelno >= logging.ERROR else "INFO"),
             "duration_ms": get("duration_ms"),
         }
-        for key, value in fields.items():
-            if key not in _NOT_IN_JSON and key not in data:
-                data[key] = value
-        return _dumps(data)
 
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
