@@ -54,6 +54,8 @@ _EMITTING: ContextVar[bool] = ContextVar("qm_otel_emitting", default=False)
 #: the request log's fields under their semantic-convention names over OTLP (JSON keeps the short ones)
 _OTLP_NAMES = {"user_id": "user.id", "user_name": "user.name", "query": "url.query"}
 _REQUEST_LOGGER = "qm_otel.requests"
+#: the field names a record written from its fields cannot keep as its OTLP attributes as they are
+_RENAMED = frozenset(_OTLP_NAMES) | {_EVENT_NAME, _DEPRECATED_EVENT_NAME}
 
 
 def otel_attributes(
@@ -71,10 +73,7 @@ def otel_attributes(
         attributes["code.file.path"] = record.pathname
         attributes["code.function.name"] = record.funcName
         attributes["code.line.number"] = record.lineno
-    event_name = attributes.pop(_EVENT_NAME, None)
-    deprecated = attributes.pop(_DEPRECATED_EVENT_NAME, None)
-    if event_name is None:
-        event_name = deprecated
+    event_name = _event_name(attributes)
     if record.exc_info:
         exc_type, value, tb = record.exc_info
         if exc_type is not None:
@@ -84,6 +83,24 @@ def otel_attributes(
         if tb is not None:
             attributes["exception.stacktrace"] = "".join(traceback.format_exception(*record.exc_info))
     return attributes, event_name
+
+
+def _event_name(attributes: dict[str, Any]) -> str | None:
+    """Pop ``otel.event.name`` (else the older ``event.name``) from ``attributes``: the record's event name.
+
+    The OTLP field is a string: any other value is turned into its text (the SDK's encoder would
+    refuse it and, with it, the whole batch of records around it).
+    """
+    event_name = attributes.pop(_EVENT_NAME, None)
+    deprecated = attributes.pop(_DEPRECATED_EVENT_NAME, None)
+    if event_name is None:
+        event_name = deprecated
+    if event_name is None or isinstance(event_name, str):
+        return event_name
+    try:
+        return str(event_name)
+    except Exception:  # a broken __str__ never costs the record
+        return f"<unprintable {type(event_name).__name__}>"
 
 
 _SEVERITIES: dict[int, SeverityNumber] = {}
@@ -212,12 +229,14 @@ class TelemetryHandler(logging.Handler):
                     self.stream.write(line)
                     self.stream.flush()
             if exporting:
-                attributes = ({_OTLP_NAMES.get(key, key): value for key, value in fields.items()}
-                              if name == _REQUEST_LOGGER else dict(fields))
-                event_name = attributes.pop(_EVENT_NAME, None)
-                deprecated = attributes.pop(_DEPRECATED_EVENT_NAME, None)
+                # the fields are the attributes (nothing changes them after this call) unless a name differs
+                attributes, event_name = fields, None
+                if not _RENAMED.isdisjoint(fields):
+                    attributes = ({_OTLP_NAMES.get(key, key): value for key, value in fields.items()}
+                                  if name == _REQUEST_LOGGER else dict(fields))
+                    event_name = _event_name(attributes)
                 self._emit_otlp(name, int(created * 1e9), levelno, levelname, message,
-                                attributes, deprecated if event_name is None else event_name, span_context, None)
+                                attributes, event_name, span_context, None)
         except RecursionError:
             raise
         except Exception:  # a broken stream never breaks the request
