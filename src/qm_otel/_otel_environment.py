@@ -313,6 +313,14 @@ CHECKED = frozenset(_CHECKS)
 QUEUE_DEFAULT = 8192
 
 
+def queue_size(prefix: str, environ: Mapping[str, str] = os.environ) -> int | None:
+    """The queue size to hand a batch processor (``prefix``: ``OTEL_BSP`` or ``OTEL_BLRP``).
+
+    None when ``<prefix>_MAX_QUEUE_SIZE`` is set (the SDK reads it), else :data:`QUEUE_DEFAULT`.
+    """
+    return None if environ.get(f"{prefix}_MAX_QUEUE_SIZE", "").strip() else QUEUE_DEFAULT
+
+
 def _batch_sizes(environ: Mapping[str, str]) -> Problem | None:
     """The SDK raises at construction when a batch is larger than the queue: say so with the variable."""
     for prefix, queue_default, batch_default in (("OTEL_BSP", QUEUE_DEFAULT, 512), ("OTEL_BLRP", QUEUE_DEFAULT, 512)):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from opentelemetry import trace
 
 from qm_otel.correlation import Correlation, accept, activate, deactivate, mark_exception, resolve
-from qm_otel.integrations.scope import ASGIApp, Message, Receive, RequestView, Scope, Send, view_of
+from qm_otel.integrations.scope import SCOPE_KEY, ASGIApp, Message, Receive, RequestView, Scope, Send, view_of
 
 __all__ = ["CorrelationMiddleware"]
 
@@ -71,7 +71,7 @@ class CorrelationMiddleware:
         view = view_of(scope)
         if "," in view.headers.get("traceparent", ""):  # W3C Trace Context Level 2: no one parent, a new trace
             _without(scope, _PARENT_HEADERS)
-            del scope["qm_otel"]
+            del scope[SCOPE_KEY]
             view = view_of(scope)
         raw = self._incoming_id(view)
         parent = trace.get_current_span(view.parent()).get_span_context()
@@ -87,7 +87,7 @@ class CorrelationMiddleware:
             await self.app(scope, receive, send)
             return
         scope = dict(scope)
-        scope.pop("qm_otel", None)  # a view made for another app's scope is not this one's
+        scope.pop(SCOPE_KEY, None)  # a view made for another app's scope is not this one's
         active = self._correlate(scope)
         header = (self._response_header, active.id.encode("ascii"))
         response_header = self._response_header

@@ -20,6 +20,7 @@ from opentelemetry.util.http import ExcludeList
 from qm_otel.redaction import redact_query
 
 __all__ = [
+    "SCOPE_KEY",
     "ASGIApp",
     "Exclusions",
     "Message",
@@ -27,7 +28,6 @@ __all__ = [
     "RequestView",
     "Scope",
     "Send",
-    "request_headers",
     "request_url",
     "route_template",
     "view_of",
@@ -117,11 +117,6 @@ def view_of(scope: Scope) -> RequestView:
         view = RequestView(scope.get("headers") or (), scope.get("query_string") or b"")
         scope[SCOPE_KEY] = view
     return view
-
-
-def request_headers(scope: Scope) -> dict[str, str]:
-    """Request headers by lower-case name, decoded as ASGI says (latin-1), repeated lines joined with commas."""
-    return view_of(scope).headers
 
 
 def request_url(scope: Scope, headers: dict[str, str]) -> str:

@@ -57,8 +57,6 @@ from qm_otel.integrations.scope import (
     RequestView,
     Scope,
     Send,
-    request_headers,
-    request_url,
     route_template,
     view_of,
 )
@@ -69,8 +67,6 @@ __all__ = [
     "DURATION_BUCKETS",
     "RequestLogWriter",
     "ServerTelemetryMiddleware",
-    "request_headers",
-    "request_url",
     "route_template",
 ]
 
@@ -207,9 +203,6 @@ class ServerTelemetryMiddleware:
 
         return dict(collect_custom_headers_attributes(dict(message), self._sanitize, regexes, normalise))
 
-    def _excluded_url(self, scope: Scope, view: RequestView) -> bool:
-        return self._excluded.excluded(scope, view)
-
     def _request_attributes(self, scope: Scope, view: RequestView, method: str) -> dict[str, Any]:
         attributes: dict[str, Any] = {"http.request.method": method} if method else {}
         if method == "_OTHER":
@@ -248,7 +241,7 @@ class ServerTelemetryMiddleware:
             await self.app(scope, receive, send)
             return
         view = view_of(scope)
-        if self._excluded_url(scope, view):
+        if self._excluded.excluded(scope, view):
             await self.app(scope, receive, send)
             return
         request, context, token = self._start(scope, view)

@@ -11,19 +11,15 @@ from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits, LogRecordPr
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from qm_otel._otel_environment import QUEUE_DEFAULT
+from qm_otel._otel_environment import queue_size
 from qm_otel.config import Settings
 from qm_otel.logs.pipeline import install_log_handlers
 from qm_otel.signals.delivery import LogDelivery
 from qm_otel.signals.exporters import exporters
 from qm_otel.signals.log_lane import QmLoggerProvider, make_lane
 
-__all__ = ["LOG_QUEUE", "build_logger_provider"]
+__all__ = ["build_logger_provider"]
 
-#: log records the batch processor queues before it drops (the SDK's default is 2048): the log lane
-#: hands records over in about a microsecond, so a burst from a busy thread can outrun the encoder
-#: for a while; ``OTEL_BLRP_MAX_QUEUE_SIZE`` sets it
-LOG_QUEUE = QUEUE_DEFAULT
 
 
 def build_logger_provider(
@@ -40,7 +36,7 @@ def build_logger_provider(
     limits = LogRecordLimits()
     provider = QmLoggerProvider(resource=resource, shutdown_on_exit=False, log_record_limits=limits)
     log_exporters = exporters(settings, "logs")
-    queue = None if os.environ.get("OTEL_BLRP_MAX_QUEUE_SIZE", "").strip() else LOG_QUEUE
+    queue = queue_size("OTEL_BLRP")
     processors = [BatchLogRecordProcessor(log_exporter, max_queue_size=queue) for log_exporter in log_exporters]
     for processor in processors:
         provider.add_own_processor(processor)

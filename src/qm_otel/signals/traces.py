@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 
 from opentelemetry import trace
@@ -11,18 +10,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from qm_otel._otel_environment import QUEUE_DEFAULT
+from qm_otel._otel_environment import queue_size
 from qm_otel.config import Settings
 from qm_otel.correlation import CorrelationIdGenerator, CorrelationSpanProcessor
 from qm_otel.sampling import ratio_sampler
 from qm_otel.signals.exporters import exporters
 
-__all__ = ["SPAN_QUEUE", "build_tracer_provider"]
+__all__ = ["build_tracer_provider"]
 
-#: spans the batch processor queues before it drops (the SDK's default is 2048): at full speed a request
-#: thread ends spans faster than the export thread takes them for a while (2048 dropped 925 of 10,400
-#: spans in the in-process benchmark); ``OTEL_BSP_MAX_QUEUE_SIZE`` sets it
-SPAN_QUEUE = QUEUE_DEFAULT
 
 _logger = logging.getLogger("qm_otel")
 
@@ -38,7 +33,7 @@ def build_tracer_provider(settings: Settings, resource: Resource, extra: Sequenc
         resource=resource, shutdown_on_exit=False, id_generator=CorrelationIdGenerator(), sampler=sampler
     )
     provider.add_span_processor(CorrelationSpanProcessor())
-    queue = None if os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE", "").strip() else SPAN_QUEUE
+    queue = queue_size("OTEL_BSP")
     for span_exporter in exporters(settings, "traces"):
         provider.add_span_processor(BatchSpanProcessor(span_exporter, max_queue_size=queue))
     for processor in extra:
