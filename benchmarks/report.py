@@ -328,8 +328,8 @@ PROFILE_NOTES = [
     "| batch queues of 8192 (spans, log records) | 925 of 10,400 spans dropped at full speed in-process with "
     "2048 → none |",
     "| logs shipped by the collector from stdout (`qm-filelog`, OTLP log export off) | in the run above: CPU "
-    "572 against 695 µs a request (export threads 91 against 154), 1,175 against 1,026 requests/s, p99 24.7 "
-    "against 34.6 ms; the records' latency becomes one poll of the collector |",
+    "572 against 692 µs a request (export threads 82 against 165), 1,069 against 997 requests/s, p99 30.3 "
+    "against 38.9 ms; the records' latency becomes one poll of the collector |",
     "",
     "A buffered stdout write was measured and not offered: 2.31 vs 2.34 µs a line to a file, 2.73 vs 1.15 µs "
     "to a pipe — ≈ 3 µs a request on a pipe, for up to an interval of lines lost to a hard kill that today are "
@@ -346,14 +346,14 @@ PROFILE_NOTES = [
     "little (2.50 s). This is most of the gap between the instruction counts above (qm-otel 3.1× the bare app) "
     "and the CPU figures (≈ 5–7×). Next: take the encoding and sending out of the application's process "
     "(a child process fed through a pipe or shared memory, or the collector reading stdout — the `qm-filelog` "
-    "row: export threads 91 µs a request against 154), so the app's GIL carries only the request.",
+    "row: export threads 82 µs a request against 165), so the app's GIL carries only the request.",
     "- **The SDK span.** Starting and ending the server span (`Span`, `BoundedAttributes` cleaning each of ≈ 13 "
     "attributes, the `ReadableSpan` copy, two processors) is now the largest single qm-otel item on the "
     "request thread (≈ 15 % of it; attribute cleaning and setting ≈ 37 % of the span's cost); a server span of "
     "qm-otel's own, with the SDK's kept for anything a user plugs in, is the next step there.",
     "- **The JSON log call.** The stdlib `logger.info(..., extra=...)` to a no-op handler costs 82 k "
     "instructions; python-json-logger's whole call 203 k; qm-otel's 139 k. In instructions that is 1.46×; in "
-    "time this run measured 2.01× (median; rounds 1.51–2.35×), so the target holds only on the median.",
+    "time this run measured 2.02× (median; rounds 1.86–2.07×), so the target holds only on the median.",
     "- **Start-up.** `import qm_otel` (≈ 180 ms after FastAPI; the SDK's provider modules ≈ 50–60 ms) and the "
     "interpreter's first full collection (16–25 ms, which the bare app's import stops short of).",
 ]
