@@ -43,6 +43,7 @@ from qm_otel.instruments import Instruments
 from qm_otel.logs.pipeline import check_log_file, remove_log_handlers, route_uvicorn_loggers
 from qm_otel.redaction import header_sanitize_patterns
 from qm_otel.signals import globals as signal_globals
+from qm_otel.signals import sdk_internals
 from qm_otel.signals.delivery import live_deliveries
 from qm_otel.signals.drops import count_dropped
 from qm_otel.signals.logs import build_logger_provider
@@ -256,6 +257,18 @@ def _complete(started: float, conventions: Conventions, instruments: Instruments
     instruments.startup_duration.set(elapsed_ms / 1000.0, {"band": verdict.band})
 
 
+#: the warnings about ``OTEL_*`` variables already logged by this process (a later setup() does not repeat them)
+_warned: set[str] = set()
+
+
+def _warn_once(messages: Sequence[str]) -> None:
+    """One WARNING per ``OTEL_*`` variable that has no effect here (:mod:`qm_otel._otel_environment`)."""
+    for message in messages:
+        if message not in _warned:
+            _warned.add(message)
+            _logger.warning(message)
+
+
 def _otel_env_defaults(settings: Settings) -> None:
     """Defaults the instrumentations read when they instrument; a value the user set is left alone."""
     # stable HTTP semantic conventions: http.server.request.duration, in seconds
@@ -307,8 +320,10 @@ def _build_signals(settings: Settings, conventions: Conventions, extras: _Extras
     resource = build_resource(settings)
     # logs first, so the start-up checkpoints below are exported like every other record
     logger_provider, handlers = build_logger_provider(settings, resource, extras.log_processors)
+    sdk_internals.check()  # a private SDK name that moved: one WARNING per fast path, now that it is exported
     _checkpoint("START", started, f"qm-otel {__version__} starting {settings.service_name} "
                                   f"({settings.environment})")
+    _warn_once(settings.environment_warnings)
     tracer_provider = build_tracer_provider(settings, resource, extras.span_processors)
     meter_provider, instruments = build_meter_provider(settings, resource, extras.metric_readers)
     _checkpoint("CORE", started, f"providers ready: {_destinations(settings, extras)}")

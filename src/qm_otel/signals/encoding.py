@@ -20,6 +20,8 @@ import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from qm_otel.signals.sdk_internals import attribute_dict, fell_back
+
 __all__ = ["Unsupported", "encode_logs", "encode_spans", "with_fast_encoding"]
 
 _DOUBLE = struct.Struct("<d").pack
@@ -108,8 +110,7 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     cache = _encoded_attributes
     out = []
     # the SDK's BoundedAttributes iterates through a lock and a lookup per key; its dict does not
-    inner = getattr(attributes, "_dict", None)
-    for key, value in (inner if isinstance(inner, dict) else attributes).items():
+    for key, value in attribute_dict(attributes).items():
         kind = type(value)
         if kind is int or kind is bool or (kind is str and len(value) <= _CACHED_TEXT):
             cache_key = (tag, key, kind, value)
@@ -280,6 +281,7 @@ def with_fast_encoding(exporter_class: E, encoder_name: str, fast: Callable[[Seq
     original = exporter_class.export  # type: ignore[attr-defined]
     sdk_encode = original.__globals__.get(encoder_name)
     if sdk_encode is None or encoder_name not in original.__code__.co_names:
+        fell_back("fast encoding", f"{exporter_class.__qualname__}.export does not call {encoder_name}")
         return exporter_class
 
     def encode(batch: Sequence[Any]) -> Any:

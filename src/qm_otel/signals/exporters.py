@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
 from qm_otel._otel_environment import signal_protocol
 from qm_otel.config import EXPORTER_GROUPS, ConfigError, Settings
+from qm_otel.signals import sdk_internals as sdk
 from qm_otel.signals.delivery import ExporterTarget, LogDelivery, MetricDelivery, SpanDelivery, deliverable
 
 __all__ = ["exporters", "prometheus_reader", "signal_endpoint"]
@@ -155,17 +156,18 @@ def _otlp(settings: Settings, signal_name: str, protocol: str) -> Any:
                    "opentelemetry_otlp_credential_provider) that returns a requests.Session")
         raise ConfigError(message, setting=variable) from exc
     if deliverable(inner):  # made now (a credential provider's session, or an SDK laid out otherwise)
-        preferences = {"preferred_temporality": inner._preferred_temporality,
-                       "preferred_aggregation": inner._preferred_aggregation} if signal_name == "metrics" else {}
-        limit = int(getattr(inner, "_max_request_size", 0) or 0)
+        preferences = sdk.metric_exporter_preferences(inner) if signal_name == "metrics" else {}
+        limit = sdk.exporter_max_request_size(inner, 0)
         first = [inner]
 
         def build() -> Any:  # the one made here, then (in a forked child) a new one
             return first.pop() if first else exporter_class(endpoint=endpoint)
 
-        delivery = _delivery(settings, signal_name, ExporterTarget(build, inner._client._endpoint, limit), preferences)
+        target = ExporterTarget(build, sdk.exporter_endpoint(inner), limit)
+        delivery = _delivery(settings, signal_name, target, preferences)
         delivery.exporter()
         return delivery
+    sdk.fell_back("delivery", f"{type(inner).__qualname__} has no HTTP client with the names qm-otel drives")
     fast = _FAST_ENCODERS.get(signal_name)
     if fast is not None:  # an SDK whose client this version does not know: its exporter, the fast encoder
         from qm_otel.signals import encoding
@@ -214,19 +216,18 @@ def _lazy_target(signal_name: str, exporter_path: str, endpoint: str | None) -> 
     (:data:`_LAZY_RELEASE`): the exporter is then made now, and checked at once (``deliverable``).
     """
     try:
-        from opentelemetry.exporter.otlp.proto.http import _OTLP_HTTP_HEADERS, Compression
+        from opentelemetry.exporter.otlp.proto.http import Compression
         from opentelemetry.exporter.otlp.proto.http.version import __version__
-
-        if not __version__.startswith(_LAZY_RELEASE):
-            return None
-        preferences: dict[str, Any] = {}
-        if signal_name == "metrics":
-            from opentelemetry.exporter.otlp.common._aggregation import _get_aggregation, _get_temporality
-
-            preferences = {"preferred_temporality": _get_temporality(None),
-                           "preferred_aggregation": _get_aggregation(None)}
     except ImportError:
         return None
+    if not __version__.startswith(_LAZY_RELEASE):
+        sdk.fell_back("lazy exporter", f"opentelemetry-exporter-otlp-proto-http {__version__} is not the "
+                                       f"{_LAZY_RELEASE}x release the lazy path was checked against")
+        return None
+    defaults = sdk.lazy_exporter_names(signal_name)
+    if defaults is None:
+        return None
+    default_headers, preferences = defaults
     from opentelemetry.util.re import parse_env_headers
 
     per_signal = f"OTEL_EXPORTER_OTLP_{signal_name.upper()}_"
@@ -249,7 +250,7 @@ def _lazy_target(signal_name: str, exporter_path: str, endpoint: str | None) -> 
         "certificate_file": setting("CERTIFICATE"),
         "client_key_file": setting("CLIENT_KEY"),
         "client_certificate_file": setting("CLIENT_CERTIFICATE"),
-        "headers": {key.lower(): value for key, value in _OTLP_HTTP_HEADERS.items()}
+        "headers": {key.lower(): value for key, value in default_headers.items()}
         | dict(parse_env_headers(setting("HEADERS") or "", liberal=True)),
         "timeout": timeout,
         "compression": compression,

@@ -11,11 +11,9 @@ qm-otel records itself, uses the new pipeline.
 from __future__ import annotations
 
 from opentelemetry import _logs, metrics, trace
-from opentelemetry._logs import _internal as logs_api
-from opentelemetry.metrics import _internal as metrics_api
-from opentelemetry.util._once import Once
 
 from qm_otel.instruments import CLOSED_MARK
+from qm_otel.signals.sdk_internals import forget_global_providers
 
 __all__ = ["forget_closed", "mark_closed"]
 
@@ -34,12 +32,6 @@ def _closed(provider: object) -> bool:
 
 def forget_closed() -> None:
     """Clear the API's set-once guards for each global provider that is one of qm-otel's closed ones."""
-    if _closed(trace.get_tracer_provider()):
-        trace._TRACER_PROVIDER_SET_ONCE = Once()
-        trace._TRACER_PROVIDER = None
-    if _closed(metrics.get_meter_provider()):
-        metrics_api._METER_PROVIDER_SET_ONCE = Once()
-        metrics_api._METER_PROVIDER = None
-    if _closed(_logs.get_logger_provider()):
-        logs_api._LOGGER_PROVIDER_SET_ONCE = Once()
-        logs_api._LOGGER_PROVIDER = None
+    forget_global_providers(tracer=_closed(trace.get_tracer_provider()),
+                            meter=_closed(metrics.get_meter_provider()),
+                            logger=_closed(_logs.get_logger_provider()))

@@ -35,7 +35,7 @@ import weakref
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from time import time_ns
-from typing import Any, cast
+from typing import Any
 
 from opentelemetry.context import Context, get_current
 from opentelemetry.metrics import Histogram as APIHistogram
@@ -63,19 +63,15 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import INVALID_SPAN, Span
 from opentelemetry.util.types import Attributes
 
-try:  # the SDK's own cleaning, keying and defaults: a series is the one the SDK would make
-    from opentelemetry.attributes import _clean_attribute_value
-    from opentelemetry.sdk.metrics._internal import _ProxyMeterConfig
-    from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
-    from opentelemetry.sdk.metrics._internal.aggregation import (
-        _DEFAULT_EXPLICIT_BUCKET_HISTOGRAM_AGGREGATION_BOUNDARIES as _DEFAULT_BOUNDARIES,
-    )
-    from opentelemetry.sdk.metrics._internal.instrument import _Histogram
-    from opentelemetry.trace.propagation import _SPAN_KEY
-
-    _SDK_INTERNALS = True
-except ImportError:  # pragma: no cover - an SDK that moved them: its own instrument, always
-    _SDK_INTERNALS = False
+from qm_otel.signals import sdk_internals as sdk
+from qm_otel.signals.sdk_internals import (
+    DEFAULT_BOUNDARIES,
+    SPAN_KEY,
+    ProxyMeterConfig,
+    SDKHistogram,
+    clean_attribute_value,
+    hash_attributes,
+)
 
 __all__ = ["FastHistogram", "fast_histogram", "install"]
 
@@ -124,9 +120,9 @@ class FastHistogram(APIHistogram):
         self.unit: str = instrument.unit
         self.description: str = instrument.description
         self.scope: InstrumentationScope = instrument.instrumentation_scope
-        boundaries = instrument._advisory.explicit_bucket_boundaries
-        self._bounds: tuple[float, ...] = tuple(_DEFAULT_BOUNDARIES if boundaries is None else boundaries)
-        self._meter_config = instrument._meter_config  # the SDK's _ProxyMeterConfig, read as _is_enabled() does
+        boundaries = sdk.instrument_boundaries(instrument)
+        self._bounds: tuple[float, ...] = tuple(DEFAULT_BOUNDARIES if boundaries is None else boundaries)
+        self._enabled = sdk.meter_enabled(instrument)
         self._mode = exemplar_mode
         self._readers = readers
         self._cells: dict[Any, _Cell] = {}  # by the SDK's key of the attribute set, in first-measurement order
@@ -146,7 +142,7 @@ class FastHistogram(APIHistogram):
 
     def record(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
         """Record ``amount`` for ``attributes``, as the SDK's ``Histogram.record`` does."""
-        if not self._meter_config._config.is_enabled:
+        if not self._enabled():
             return
         if not 0 <= amount < _INF:
             self._refuse(amount)
@@ -158,7 +154,7 @@ class FastHistogram(APIHistogram):
         index = bisect_left(self._bounds, amount)
         exemplar: tuple[float, int, int | None, int | None] | None = None
         if self._mode:  # the SDK's exemplar filter, then its AlignedHistogramBucketExemplarReservoir
-            span = (context or get_current()).get(_SPAN_KEY)
+            span = (context or get_current()).get(SPAN_KEY)
             if span is None or not isinstance(span, Span):
                 span = INVALID_SPAN
             if span != INVALID_SPAN:
@@ -197,9 +193,9 @@ class FastHistogram(APIHistogram):
                                         type(attributes))
             cleaned = None
         else:
-            cleaned = None if attributes is None else _clean_attribute_value(attributes, None)
+            cleaned = None if attributes is None else clean_attribute_value(attributes, None)
         point = dict(cleaned) if cleaned else {}
-        key = _hash_attributes(point)
+        key = hash_attributes(point)
         cell = self._cells.get(key)
         if cell is None:
             with self._lock:
@@ -211,7 +207,7 @@ class FastHistogram(APIHistogram):
             self._by_items[(*attributes, *attributes.values(), *map(type, attributes.values()))] = cell  # type: ignore[misc,union-attr]
         return cell
 
-    def _collect(self, reader: int, temporality: AggregationTemporality, now: int) -> Metric | None:
+    def _collected(self, reader: int, temporality: AggregationTemporality, now: int) -> Metric | None:
         """The metric reader ``reader`` collects at ``now``: its intervals since its last collection."""
         with self._collecting[reader]:
             with self._lock:
@@ -297,8 +293,8 @@ class _Merger:
     """The fast histograms of one meter provider, merged into what each of its readers collects."""
 
     def __init__(self, provider: MeterProvider, temporalities: list[AggregationTemporality], refusal: str | None):
-        self._consumer = provider._measurement_consumer
-        self._config = provider._sdk_config
+        self._consumer = sdk.provider_consumer(provider)
+        self._configuration = sdk.provider_config(provider)
         self.temporalities = temporalities
         self.refusal = refusal
         self.histograms: dict[Any, FastHistogram] = {}  # by the SDK instrument they replace
@@ -310,10 +306,10 @@ class _Merger:
         now = time_ns()
         found: dict[InstrumentationScope, list[Metric]] = {}
         for histogram in list(self.histograms.values()):
-            metric = histogram._collect(reader, self.temporalities[reader], now)
+            metric = histogram._collected(reader, self.temporalities[reader], now)
             if metric is not None:
                 found.setdefault(histogram.scope, []).append(metric)
-        if not self._warned and len(self._consumer._reader_storages) > len(self.temporalities):
+        if not self._warned and sdk.consumer_reader_count(self._consumer) > len(self.temporalities):
             self._warned = True
             names = ", ".join(sorted({histogram.name for histogram in self.histograms.values()}))
             _logger.warning("qm-otel: a metric reader added to the meter provider after setup() does not get "
@@ -321,7 +317,7 @@ class _Merger:
         if not found:
             return data
         if data is None or not data.resource_metrics:
-            resource = self._config.resource
+            resource = self._configuration.resource
             return MetricsData(resource_metrics=[ResourceMetrics(
                 resource=resource, schema_url=resource.schema_url,
                 scope_metrics=[_scope_metrics(scope, metrics) for scope, metrics in found.items()])])
@@ -378,17 +374,17 @@ def _unmergeable(reader: MetricReader, known: tuple[type, ...]) -> str | None:
     """Why qm-otel cannot merge into ``reader`` exactly as the SDK would feed it, or None."""
     if type(reader) not in known:
         return f"the metric reader {type(reader).__qualname__} is not one qm-otel merges into"
-    aggregation: Any = reader._instrument_class_aggregation.get(_Histogram)
+    aggregation: Any = sdk.reader_histogram_aggregation(reader)
     if type(aggregation) is ExplicitBucketHistogramAggregation:
-        if aggregation._boundaries is not None or not aggregation._record_min_max:
+        if sdk.aggregation_customised(aggregation):
             return f"the metric reader {type(reader).__qualname__} sets its own histogram buckets or drops min/max"
     elif type(aggregation) is not DefaultAggregation:
         return (f"the metric reader {type(reader).__qualname__} aggregates histograms as "
                 f"{type(aggregation).__qualname__}")
-    if reader._instrument_class_temporality.get(_Histogram) not in (
+    if sdk.reader_histogram_temporality(reader) not in (
             AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA):
         return f"the metric reader {type(reader).__qualname__} has no histogram temporality qm-otel knows"
-    if reader._collect is None:
+    if sdk.reader_collect(reader) is None:
         return f"the metric reader {type(reader).__qualname__} is not registered"
     return None
 
@@ -399,39 +395,39 @@ def install(meter_provider: object) -> None:
     Call it right after the provider is made, before its histograms are. When a reader cannot be merged
     into, no reader is touched and :func:`fast_histogram` returns the SDK's instruments.
     """
-    if not _SDK_INTERNALS or not isinstance(meter_provider, MeterProvider) or meter_provider in _MERGERS:
+    if sdk.HISTOGRAM_NAMES is not None or not isinstance(meter_provider, MeterProvider) or meter_provider in _MERGERS:
         return
-    readers = list(meter_provider._measurement_consumer._reader_storages)
+    readers = sdk.provider_readers(meter_provider)
     known = _reader_types()
     refusal = next((reason for reason in (_unmergeable(reader, known) for reader in readers) if reason), None)
     if refusal is None and not readers:
         refusal = "the meter provider has no metric reader"
-    temporalities = [] if refusal else [reader._instrument_class_temporality[_Histogram] for reader in readers]
+    temporalities = [] if refusal else [sdk.reader_histogram_temporality(reader) for reader in readers]
     merger = _Merger(meter_provider, temporalities, refusal)
     if refusal is None:
         for index, reader in enumerate(readers):
-            reader._set_collect_callback(cast(Any, _MergingCollect(merger, index, reader._collect)))
+            sdk.set_reader_collect(reader, _MergingCollect(merger, index, sdk.reader_collect(reader)))
     _MERGERS[meter_provider] = merger
 
 
 def _refusal(merger: _Merger, instrument: Any) -> str | None:
     """Why ``instrument`` must stay the SDK's, or None."""
-    if type(instrument) is not _Histogram:
+    if type(instrument) is not SDKHistogram:
         return "it is not the SDK's histogram"
-    if instrument._measurement_consumer is not merger._consumer:
+    if sdk.instrument_consumer(instrument) is not merger._consumer:
         return "it was made by another meter provider"
-    if not isinstance(instrument._meter_config, _ProxyMeterConfig):
+    if not isinstance(sdk.instrument_meter_config(instrument), ProxyMeterConfig):
         return "it has no meter of the SDK's"
     return _configuration_refusal(merger, instrument)
 
 
 def _configuration_refusal(merger: _Merger, instrument: Any) -> str | None:
     """Why the provider's configuration makes the SDK's output for ``instrument`` one qm-otel does not reproduce."""
-    if type(merger._config.exemplar_filter) not in _FILTER_MODES:
-        return f"the exemplar filter is {type(merger._config.exemplar_filter).__qualname__}"
-    if any(view._match(instrument) for view in merger._config.views):
+    if type(merger._configuration.exemplar_filter) not in _FILTER_MODES:
+        return f"the exemplar filter is {type(merger._configuration.exemplar_filter).__qualname__}"
+    if any(sdk.view_matches(view, instrument) for view in merger._configuration.views):
         return "a View matches it"
-    boundaries: Sequence[float] | None = instrument._advisory.explicit_bucket_boundaries
+    boundaries: Sequence[float] | None = sdk.instrument_boundaries(instrument)
     if boundaries is not None and not (
             all(math.isfinite(bound) for bound in boundaries)
             and all(low < high for low, high in itertools.pairwise(boundaries))):
@@ -458,7 +454,7 @@ def fast_histogram(meter_provider: object, instrument: APIHistogram) -> APIHisto
     with merger.lock:
         fast = merger.histograms.get(instrument)
         if fast is None:
-            fast = FastHistogram(instrument, _FILTER_MODES[type(merger._config.exemplar_filter)],
+            fast = FastHistogram(instrument, _FILTER_MODES[type(merger._configuration.exemplar_filter)],
                                  len(merger.temporalities))
             merger.histograms[instrument] = fast
             # whoever records through the SDK's instrument (made again by name) records here: one stream
