@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanContext, get_current_span
 from qm_otel.correlation import correlation_id, exception_context
 from qm_otel.logs.formatters import JsonFormatter, extras_of
 
-__all__ = ["LogLane", "TelemetryHandler", "otel_attributes"]
+__all__ = ["EXPORT_LOGGER", "LogLane", "TelemetryHandler", "otel_attributes"]
 
 
 class LogLane(Protocol):
@@ -49,6 +49,11 @@ _DEPRECATED_EVENT_NAME = "event.name"
 #: set while a record is being emitted: a record the SDK logs from inside the pipeline (a full
 #: queue, an invalid attribute) is written to stdout but not fed back into OTLP
 _EMITTING: ContextVar[bool] = ContextVar("qm_otel_emitting", default=False)
+#: the logger of qm-otel's export reports (:mod:`qm_otel.signals.delivery`): its warnings and errors say an
+#: export is failing, so they are written (stdout, files) but never exported over OTLP, where the export
+#: they report on may be the failing one (each refused batch's report would be refused in turn, forever).
+#: Its INFO lines (an export works again) are exported like any record.
+EXPORT_LOGGER = "qm_otel.export"
 
 
 #: the request log's fields under their semantic-convention names over OTLP (JSON keeps the short ones)
@@ -247,9 +252,11 @@ class TelemetryHandler(logging.Handler):
                 _EMITTING.reset(token)
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Write the line, then export the record (not when the pipeline itself is logging)."""
-        # the pipeline's own records (the SDK logging from inside an export) are written, not exported again
-        exporting = self.logger_provider is not None and not _EMITTING.get()
+        """Write the line, then export the record (not when the pipeline itself is logging, nor an export's failure)."""
+        # the pipeline's own records (the SDK logging from inside an export) are written, not exported again;
+        # neither are the reports of a failing export (EXPORT_LOGGER)
+        exporting = self.logger_provider is not None and not _EMITTING.get() and not (
+            record.name == EXPORT_LOGGER and record.levelno >= logging.WARNING)
         token = _EMITTING.set(True) if exporting else None
         try:
             extras = extras_of(record)

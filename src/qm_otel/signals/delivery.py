@@ -12,11 +12,15 @@ exporter's HTTP client:
   counted (``qm_otel.telemetry.dropped``, ``reason="buffer_full"``).
 - a sender thread posts the oldest payload once (the SDK client's request, headers, compression
   and TLS settings); a payload is removed only when the collector accepted it (2xx/3xx) or refused
-  it for good (a 4xx other than 408/429: counted, ``reason="rejected"``). A connection error, a
+  it for good (a 4xx other than 408/429: counted, ``reason="rejected"``, and reported by
+  :class:`~qm_otel.signals.drops.Refusals`: one ERROR naming the likely fix, then at most a summary
+  a minute, one INFO when a batch is accepted again). A connection error, a
   timeout, 408/429/502/503/504 keep it and the sender waits 1 s, 2 s, 4 s … up to 10 s (or what
   ``Retry-After`` asks) before it tries again. So an outage loses nothing that fits the buffer.
 - one WARNING when sending starts failing, one INFO when it recovers, with the outage's length
-  and the items dropped meanwhile — not one line per retry.
+  and the items dropped meanwhile — not one line per retry. These reports' warnings and errors are
+  written, never exported over OTLP (:data:`~qm_otel.logs.handler.EXPORT_LOGGER`): the export they
+  report on may be the failing one.
 - ``flush`` waits until the buffer is empty, at most until its deadline, and not at all while
   the collector is failing; ``shutdown`` flushes within what is left of the shutdown budget and
   counts what could not be sent (``reason="shutdown"``).
@@ -51,11 +55,13 @@ from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from qm_otel import instruments
+from qm_otel.logs.handler import EXPORT_LOGGER
+from qm_otel.signals.drops import Refusals
 
 __all__ = ["Delivery", "ExporterTarget", "LogDelivery", "MetricDelivery", "SpanDelivery", "deliverable",
            "live_deliveries"]
 
-_logger = logging.getLogger("qm_otel.export")
+_logger = logging.getLogger(EXPORT_LOGGER)
 _RETRY_FIRST_S, _RETRY_MAX_S, _JITTER = 1.0, 10.0, 0.2
 _RETRYABLE = frozenset({408, 429, 502, 503, 504})
 _LIVE: weakref.WeakSet[Delivery] = weakref.WeakSet()
@@ -124,6 +130,7 @@ class Delivery:
         self._failing_since: float | None = None
         self._failure = ""
         self._dropped_while_failing = 0
+        self._refusals = Refusals(self.signal, self.endpoint)
         self._retry_at = 0.0
         self._backoff_s = _RETRY_FIRST_S
         self._attempts = 0  # sends finished, whatever their outcome
@@ -189,10 +196,10 @@ class Delivery:
                     return
                 head = self._buffer[0]
                 self._sending = True
-            outcome, detail, retry_after = self._send(head.data)
+            outcome, detail, retry_after, status = self._send(head.data)
             if self._closed:  # closed while sending: what is left was counted by close()
                 return
-            self._settle(head, outcome, detail, retry_after)
+            self._settle(head, outcome, detail, retry_after, status)
 
     def exporter(self) -> Any:
         """The SDK exporter, made now if it was not yet (None once closed without one).
@@ -221,27 +228,29 @@ class Delivery:
         except Exception:
             return None
 
-    def _send(self, payload: bytes) -> tuple[str, str, float | None]:
-        """One POST: ``("sent" | "retry" | "rejected", what happened, Retry-After seconds)``."""
+    def _send(self, payload: bytes) -> tuple[str, str, float | None, int | None]:
+        """One POST: ``("sent" | "retry" | "rejected", what happened, Retry-After seconds, HTTP status)``."""
         try:
             client = self.exporter()._client
         except Exception as exc:  # the exporter could not be made: kept and tried again, as a failed send is
-            return "retry", f"the OTLP exporter could not be made ({type(exc).__name__}: {exc})", None
+            return "retry", f"the OTLP exporter could not be made ({type(exc).__name__}: {exc})", None, None
         try:
             result = client._submit(client._compress(payload), client._timeout)
         except Exception as exc:  # a transport that raises instead of returning an error
-            return "retry", f"{type(exc).__name__}: {exc}", None
+            return "retry", f"{type(exc).__name__}: {exc}", None, None
         code = result.status_code
         if code is not None and 200 <= code < 400:
-            return "sent", "", None
+            return "sent", "", None, code
         if code is None:
-            return "retry", f"{type(result.error).__name__}: {result.error}", None
+            return "retry", f"{type(result.error).__name__}: {result.error}", None, None
         detail = f"HTTP {code} {result.reason or ''}".strip()
         if code in _RETRYABLE:
-            return "retry", detail, _retry_after(result)
-        return "rejected", detail, None
+            return "retry", detail, _retry_after(result), code
+        return "rejected", detail, None, code
 
-    def _settle(self, head: _Payload, outcome: str, detail: str, retry_after: float | None) -> None:
+    def _settle(
+        self, head: _Payload, outcome: str, detail: str, retry_after: float | None, status: int | None
+    ) -> None:
         now = self._clock()
         recovered: tuple[float, int] | None = None
         started_failing = False
@@ -273,17 +282,27 @@ class Delivery:
             self._cond.notify_all()
         if outcome == "sent" and head.delayed:
             instruments.current().telemetry_retried.add(head.items, {"signal": self.signal})
-        if outcome == "rejected":
-            self._drop(head.items, "rejected")
-            _logger.error("qm-otel: the collector refused a %s batch (%s) at %s; %d item(s) dropped",
-                          self.signal, detail, self.endpoint, head.items)
         if started_failing:
             _logger.warning("qm-otel: %s export to %s is failing (%s); keeping up to %d items / %.0f MB and "
                             "retrying with backoff (%d buffered)", self.signal, self.endpoint, detail,
                             self.max_items, self.max_bytes / 1e6, buffered)
         if recovered is not None:
+            self._recovered(outcome, *recovered)
+        if outcome == "rejected":
+            self._drop(head.items, "rejected")
+            self._refusals.refused(now, status or 0, detail, head.items, len(head.data))
+        elif outcome == "sent":
+            self._refusals.accepted(now)
+
+    def _recovered(self, outcome: str, outage_s: float, dropped: int) -> None:
+        """The end of an outage: a batch accepted, or refused (the collector answers, but that is no recovery)."""
+        if outcome == "sent":
             _logger.info("qm-otel: %s export to %s recovered after %.1f s; %d item(s) were dropped meanwhile",
-                         self.signal, self.endpoint, recovered[0], recovered[1])
+                         self.signal, self.endpoint, outage_s, dropped)
+        else:
+            _logger.warning("qm-otel: %s export to %s: the collector answers again after %.1f s but refuses what "
+                            "it is sent; %d item(s) were dropped meanwhile", self.signal, self.endpoint, outage_s,
+                            dropped)
 
     # --- flush and shutdown ----------------------------------------------------------------------
 
