@@ -1,18 +1,24 @@
-"""The SDK's own ``OTEL_*`` variables: each one qm-otel honours is checked, each one it does not is refused.
+"""The SDK's own ``OTEL_*`` variables: each one qm-otel honours is checked; one it does not act on is named.
 
 The OpenTelemetry SDK reads its variables where it builds things, and a value it cannot use is
 logged and replaced by the default (``OTEL_BSP_MAX_QUEUE_SIZE=abc``, ``OTEL_EXPORTER_OTLP_COMPRESSION=zstd``)
-or ends in an exception far from the setting (a negative attribute limit). qm-otel's rule is that a
-bad setting fails ``setup()`` naming the setting, the value and what is allowed; and a variable
-qm-otel does not act on (because it builds that part itself) is refused by name, never ignored.
+or ends in an exception far from the setting (a negative attribute limit). qm-otel's rule:
 
-:func:`problem` returns the first variable of ``environ`` that breaks that rule; :mod:`qm_otel.config`
-turns it into a :class:`~qm_otel.config.ConfigError`. Variables mapped to a qm-otel setting
-(``OTEL_SERVICE_NAME``, ``OTEL_EXPORTER_OTLP_ENDPOINT`` …) are checked by the settings table
-itself. docs/otel-environment.md lists every variable and what happens to it.
+- **refused**: a value qm-otel would use and cannot honour (a bad queue size, an unknown provider, a TLS
+  file that does not exist), or a combination that would lose or leak data (a declarative configuration
+  file qm-otel would not follow, ``INSECURE=false`` where the URL sends in clear), fails ``setup()``
+  naming the variable, the value and what is allowed;
+- **warned**: a variable that is inert or redundant under qm-otel (``OTEL_BSP_EXPORT_TIMEOUT``, which
+  the Python SDK never reads; a Zipkin variable without a Zipkin exporter; ``*_INSECURE`` over HTTP)
+  is named once in a WARNING saying what qm-otel does instead, and the service runs with full telemetry.
 
->>> problem({"OTEL_BSP_MAX_QUEUE_SIZE": "abc"}, {"traces": "http/protobuf"}, ())
-Problem(variable='OTEL_BSP_MAX_QUEUE_SIZE', value='abc', allowed='a positive integer (spans)')
+:func:`problems` returns what ``environ`` holds of either kind; :mod:`qm_otel.config` turns the first
+refusal into a :class:`~qm_otel.config.ConfigError` and keeps the warnings for ``setup()`` to log.
+Variables mapped to a qm-otel setting (``OTEL_SERVICE_NAME``, ``OTEL_EXPORTER_OTLP_ENDPOINT`` …) are
+checked by the settings table itself. docs/otel-environment.md lists every variable and what happens to it.
+
+>>> problems({"OTEL_BSP_MAX_QUEUE_SIZE": "abc"}, {"traces": "http/protobuf"}, (), {})
+[Problem(variable='OTEL_BSP_MAX_QUEUE_SIZE', value='abc', allowed='a positive integer (spans)', warned=False)]
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-__all__ = ["SIGNALS", "Problem", "problem", "signal_protocol"]
+__all__ = ["SIGNALS", "Problem", "problems", "signal_protocol"]
 
 SIGNALS = ("traces", "metrics", "logs")
 _PROTOCOLS = ("http/protobuf", "grpc")
@@ -35,11 +41,14 @@ _LEVELS = ("debug", "info", "warn", "warning", "error", "critical")
 
 @dataclass(frozen=True)
 class Problem:
-    """A variable qm-otel cannot use as it is set: its name, its value and what is allowed instead."""
+    """A variable qm-otel cannot use as it is set: its name, its value, and what is allowed or done instead."""
 
     variable: str
     value: str
+    #: refused: what is allowed; warned: why it has no effect here and what qm-otel does instead
     allowed: str
+    #: True: inert or redundant under qm-otel (one WARNING, the service runs); False: ``setup()`` refuses it
+    warned: bool = False
 
 
 def signal_protocol(environ: Mapping[str, str], signal_name: str, general: str, *, explicit: bool) -> str:
@@ -56,6 +65,8 @@ class _Context(NamedTuple):  # a NamedTuple: a frozen dataclass costs the import
     #: the OTLP protocol of each signal that exports with ``otlp`` (absent: that signal does not)
     protocols: Mapping[str, str]
     traces_exporter: Sequence[str]
+    #: the URL each signal in ``protocols`` sends to
+    endpoints: Mapping[str, str]
 
     def uses(self, protocol: str, signal_name: str | None = None) -> bool:
         if signal_name is not None:
@@ -63,7 +74,13 @@ class _Context(NamedTuple):  # a NamedTuple: a frozen dataclass costs the import
         return not self.protocols or protocol in self.protocols.values()
 
 
-#: a check returns None when the value is fine, else what is allowed
+class _Inert(str):
+    """What a check returns for a variable that has no effect here: why, and what qm-otel does instead."""
+
+    __slots__ = ()
+
+
+#: a check returns None when the value is fine, an :class:`_Inert` text when it is warned about, else what is allowed
 _Check = Callable[[str, _Context], str | None]
 
 
@@ -77,6 +94,10 @@ def _refused(why: str) -> _Check:
     return lambda _value, _ctx: f"unset: {why}"
 
 
+def _inert(why: str) -> _Check:
+    return lambda _value, _ctx: _Inert(why)
+
+
 def _choice(*choices: str, why: str = "") -> _Check:
     def check(value: str, _ctx: _Context) -> str | None:
         if value.strip().lower() in choices:
@@ -86,11 +107,11 @@ def _choice(*choices: str, why: str = "") -> _Check:
     return check
 
 
-def _bool_only(allowed_value: str, why: str) -> _Check:
-    """A boolean variable where only ``allowed_value`` (or unset) is something qm-otel does."""
+def _inert_unless(quiet_value: str, why: str) -> _Check:
+    """A variable that has no effect here except as ``quiet_value`` (what qm-otel does anyway): warned otherwise."""
 
     def check(value: str, _ctx: _Context) -> str | None:
-        return None if value.strip().lower() == allowed_value else f"{allowed_value} or unset: {why}"
+        return None if value.strip().lower() == quiet_value else _Inert(why)
 
     return check
 
@@ -170,13 +191,37 @@ def _one_registered(group: str) -> _Check:
 
 
 def _for_protocol(protocol: str, signal_name: str | None, then: _Check) -> _Check:
-    """A variable only the ``protocol`` exporter reads: refused while the signal(s) use the other one."""
+    """A variable only the ``protocol`` exporter reads: inert (warned) while the signal(s) use the other one."""
 
     def check(value: str, ctx: _Context) -> str | None:
         if not ctx.uses(protocol, signal_name):
-            whose = f"the {signal_name} exporter uses" if signal_name else "no OTLP exporter uses"
-            return f"unset: only the {protocol} exporter reads it, and {whose} {protocol}"
+            other = "grpc" if protocol != "grpc" else "http/protobuf"
+            whose = f"the {signal_name} exporter uses {other}" if signal_name else f"no OTLP exporter uses {protocol}"
+            return _Inert(f"only the {protocol} exporter reads it, and {whose}")
         return then(value, ctx)
+
+    return check
+
+
+def _insecure(signal_name: str | None) -> _Check:
+    """The gRPC plaintext switch: honoured with gRPC, inert over HTTP (the URL's scheme decides) unless it leaks.
+
+    ``false`` asks for transport security: over HTTP to an ``http://`` URL the data would go in clear
+    text, so that is refused; everything else over HTTP only says what the scheme already decides.
+    """
+    honoured = _for_protocol("grpc", signal_name, _choice("true", "false"))
+
+    def check(value: str, ctx: _Context) -> str | None:
+        if value.strip().lower() == "false":
+            for name in (signal_name,) if signal_name else SIGNALS:
+                url = ctx.endpoints.get(name, "")
+                if ctx.protocols.get(name) == "http/protobuf" and urlsplit(url).scheme == "http":
+                    return (f"true or unset, or an https:// endpoint: the {name} exporter uses http/protobuf, where "
+                            f"the URL's scheme decides, and {url} would send in clear text")
+        found = honoured(value, ctx)
+        if isinstance(found, _Inert):
+            return _Inert(f"{found}; over HTTP the endpoint's scheme decides (https:// is TLS, http:// is not)")
+        return found
 
     return check
 
@@ -206,15 +251,29 @@ def _grpc_codes(value: str, _ctx: _Context) -> str | None:
 def _sampler_arg(_value: str, ctx: _Context) -> str | None:
     sampler = ctx.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
     if sampler in ("", "always_on", "always_off", "parentbased_always_on", "parentbased_always_off"):
-        return (f"unset: OTEL_TRACES_SAMPLER is {sampler or 'unset'}, which takes no argument (the ratio samplers "
-                "traceidratio and parentbased_traceidratio, and registered samplers, read it)")
+        return _Inert(f"OTEL_TRACES_SAMPLER is {sampler or 'unset (parentbased_always_on)'}, which takes no "
+                      "argument, so sampling follows it, as in the SDK (the ratio samplers traceidratio and "
+                      "parentbased_traceidratio, and registered samplers, read the argument)")
     return None  # the ratio samplers' argument is checked by the setting trace_sample_ratio
+
+
+def _id_generator(value: str, _ctx: _Context) -> str | None:
+    name = value.strip().lower()
+    if name == "qm_otel":
+        return None
+    if name == "random":
+        return _Inert("qm-otel's ID generator (qm_otel) is the random one, except that a request's root span takes "
+                      "the trace ID its correlation ID maps to")
+    return ("qm_otel (qm-otel derives trace IDs from correlation IDs with its own ID generator; random is "
+            "accepted with a warning)")
 
 
 def _zipkin(_value: str, ctx: _Context) -> str | None:
     if any("zipkin" in name for name in ctx.traces_exporter):
         return None
-    return "unset: no zipkin exporter is in traces_exporter (the Zipkin exporter reads it when installed and listed)"
+    exporters = ", ".join(ctx.traces_exporter) or "none"
+    return _Inert(f"no zipkin exporter is in traces_exporter (only the Zipkin exporter reads it, when installed "
+                  f"and listed); spans go to {exporters}")
 
 
 def _resource_attributes(value: str, _ctx: _Context) -> str | None:
@@ -226,8 +285,8 @@ def _resource_attributes(value: str, _ctx: _Context) -> str | None:
 
 
 _NOT_BUILT = "qm-otel builds and sets the global providers itself"
-_NO_EXPORT_TIMEOUT = ("the SDK's batch processor never uses it, and in qm-otel an export only buffers the batch; "
-                      "each POST is bounded by OTEL_EXPORTER_OTLP_[{signal}_]TIMEOUT")
+_NO_EXPORT_TIMEOUT = ("the Python SDK's batch processor never reads it, and in qm-otel an export only buffers "
+                      "the batch; each POST is bounded by OTEL_EXPORTER_OTLP_[{signal}_]TIMEOUT (10 s unless set)")
 
 
 def _otlp_checks() -> dict[str, _Check]:
@@ -244,7 +303,7 @@ def _otlp_checks() -> dict[str, _Check]:
         checks[f"{prefix}CERTIFICATE"] = _file
         checks[f"{prefix}CLIENT_KEY"] = _file
         checks[f"{prefix}CLIENT_CERTIFICATE"] = _file
-        checks[f"{prefix}INSECURE"] = _for_protocol("grpc", signal_name, _choice("true", "false"))
+        checks[f"{prefix}INSECURE"] = _insecure(signal_name)
         for protocol, kind in (("http/protobuf", "HTTP"), ("grpc", "GRPC")):
             checks[f"OTEL_PYTHON_EXPORTER_OTLP_{kind}_{infix}CREDENTIAL_PROVIDER"] = _for_protocol(
                 protocol, signal_name, _one_registered("opentelemetry_otlp_credential_provider"))
@@ -263,19 +322,20 @@ _CHECKS: dict[str, _Check] = {
     "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": _registered("opentelemetry_resource_detector", "*"),
     "OTEL_PROPAGATORS": _registered("opentelemetry_propagator", "none"),
     "OTEL_PYTHON_CONTEXT": _one_registered("opentelemetry_context"),
-    "OTEL_PYTHON_ID_GENERATOR": _choice("qm_otel", why="qm-otel derives trace IDs from correlation IDs with its "
-                                                       "own ID generator"),
+    "OTEL_PYTHON_ID_GENERATOR": _id_generator,
     "OTEL_PYTHON_TRACER_PROVIDER": _choice("sdk_tracer_provider", why=_NOT_BUILT),
     "OTEL_PYTHON_METER_PROVIDER": _choice("sdk_meter_provider", why=_NOT_BUILT),
     "OTEL_PYTHON_LOGGER_PROVIDER": _choice("sdk_logger_provider", why=_NOT_BUILT),
     "OTEL_PYTHON_TRACER_CONFIGURATOR": _refused(f"{_NOT_BUILT}, without the SDK's experimental configurators"),
     "OTEL_PYTHON_METER_CONFIGURATOR": _refused(f"{_NOT_BUILT}, without the SDK's experimental configurators"),
     "OTEL_PYTHON_LOGGER_CONFIGURATOR": _refused(f"{_NOT_BUILT}, without the SDK's experimental configurators"),
-    "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": _bool_only(
-        "false", "qm-otel installs the OTLP log handler itself; `true` would add the SDK's deprecated one"),
-    "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED": _bool_only(
-        "false", "qm-otel sends with its own delivery, so the SDK exporters' metrics would stay empty; "
-                 "qm_otel.telemetry.dropped and qm_otel.telemetry.retried count what the SDK's would"),
+    # OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED is not checked: whatever its value, qm-otel installs its own
+    # OTLP log handler, the only one (the SDK's configurator, which reads it, does not run under qm-otel, and
+    # the logging instrumentor, which skips its handler for `true`, is not loaded: libraries.WIRED_BY_SETUP)
+    "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED": _inert_unless(
+        "false", "qm-otel sends with its own delivery, past the SDK exporters' export, so their otel.sdk.* "
+                 "metrics would stay empty; qm_otel.telemetry.dropped and qm_otel.telemetry.retried count what "
+                 "they would"),
     "OTEL_PYTHON_EXPORTER_OTLP_GRPC_RETRYABLE_ERROR_CODES": _for_protocol("grpc", None, _grpc_codes),
     "OTEL_EXPORTER_ZIPKIN_ENDPOINT": _zipkin,
     "OTEL_EXPORTER_ZIPKIN_TIMEOUT": _zipkin,
@@ -284,11 +344,11 @@ _CHECKS: dict[str, _Check] = {
     "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": _choice(
         "explicit_bucket_histogram", "base2_exponential_bucket_histogram"),
     "OTEL_BSP_SCHEDULE_DELAY": _integer(1, "milliseconds"),
-    "OTEL_BSP_EXPORT_TIMEOUT": _refused(_NO_EXPORT_TIMEOUT.format(signal="TRACES")),
+    "OTEL_BSP_EXPORT_TIMEOUT": _inert(_NO_EXPORT_TIMEOUT.format(signal="TRACES")),
     "OTEL_BSP_MAX_QUEUE_SIZE": _integer(1, "spans"),
     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": _integer(1, "spans, at most OTEL_BSP_MAX_QUEUE_SIZE"),
     "OTEL_BLRP_SCHEDULE_DELAY": _integer(1, "milliseconds"),
-    "OTEL_BLRP_EXPORT_TIMEOUT": _refused(_NO_EXPORT_TIMEOUT.format(signal="LOGS")),
+    "OTEL_BLRP_EXPORT_TIMEOUT": _inert(_NO_EXPORT_TIMEOUT.format(signal="LOGS")),
     "OTEL_BLRP_MAX_QUEUE_SIZE": _integer(1, "log records"),
     "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": _integer(1, "log records, at most OTEL_BLRP_MAX_QUEUE_SIZE"),
     "OTEL_METRIC_EXPORT_TIMEOUT": _integer(1, "milliseconds"),
@@ -347,24 +407,26 @@ def _client_keys(ctx: _Context) -> Problem | None:
     return None
 
 
-def problem(environ: Mapping[str, str], protocols: Mapping[str, str], traces_exporter: Sequence[str]) -> Problem | None:
-    """The first SDK variable in ``environ`` qm-otel cannot use as it is set, or None.
+def problems(environ: Mapping[str, str], protocols: Mapping[str, str], traces_exporter: Sequence[str],
+             endpoints: Mapping[str, str]) -> list[Problem]:
+    """The SDK variables in ``environ`` qm-otel cannot use as they are set: refused ones and warned ones, in order.
 
     Args:
         environ: the process environment.
         protocols: the OTLP protocol of each signal that exports with ``otlp``.
         traces_exporter: the span exporters chosen (a Zipkin one reads the Zipkin variables).
+        endpoints: the URL each signal of ``protocols`` sends to.
 
     """
-    ctx = _Context(environ, protocols, traces_exporter)
+    ctx = _Context(environ, protocols, traces_exporter, endpoints)
+    found: list[Problem] = []
     for variable, check in _CHECKS.items():
         value = environ.get(variable, "")
         if not value.strip():
             continue
         allowed = check(value, ctx)
         if allowed is not None:
-            return Problem(variable, value, allowed)
-    for found in (_batch_sizes(environ), _client_keys(ctx)):
-        if found is not None:
-            return found
-    return None
+            found.append(Problem(variable, value, str(allowed), warned=isinstance(allowed, _Inert)))
+    if all(problem.warned for problem in found):  # the combinations read values checked above
+        found.extend(problem for problem in (_batch_sizes(environ), _client_keys(ctx)) if problem is not None)
+    return found

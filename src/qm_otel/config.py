@@ -428,6 +428,8 @@ class Settings:
     sample_parent_based: bool = True
     #: names of the settings given explicitly (keyword argument or QM_OTEL_* variable)
     explicit: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
+    #: one line per ``OTEL_*`` variable that has no effect under qm-otel, for ``setup()`` to log once as a WARNING
+    environment_warnings: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     @property
     def development(self) -> bool:
@@ -538,8 +540,8 @@ def resolve_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> S
     if values["exporter_endpoint"] is None:
         port = 4317 if values["exporter_protocol"] == "grpc" else 4318
         values["exporter_endpoint"] = f"http://localhost:{port}"
-    _check_otel_environment(environ, values, explicit)
-    return Settings(**values, explicit=frozenset(explicit))
+    warnings = _check_otel_environment(environ, values, explicit)
+    return Settings(**values, explicit=frozenset(explicit), environment_warnings=warnings)
 
 
 _OTLP_NAMES = {"otlp": None, "otlp_proto_http": "http/protobuf", "otlp_proto_grpc": "grpc"}
@@ -557,9 +559,21 @@ def otlp_protocols(values: Mapping[str, Any], environ: Mapping[str, str], explic
     return protocols
 
 
-def _check_otel_environment(environ: Mapping[str, str], values: Mapping[str, Any], explicit: set[str]) -> None:
-    """Refuse an SDK variable qm-otel cannot use as it is set (docs/otel-environment.md lists them all)."""
-    found = _otel_environment.problem(environ, otlp_protocols(values, environ, explicit), values["traces_exporter"])
-    if found is not None:
-        message = f"qm-otel: environment variable {found.variable} got {found.value!r}; allowed: {found.allowed}"
-        raise ConfigError(message, setting=found.variable)
+def _check_otel_environment(environ: Mapping[str, str], values: Mapping[str, Any], explicit: set[str]
+                            ) -> tuple[str, ...]:
+    """Refuse an SDK variable qm-otel cannot use as it is set; the warnings for those that have no effect here.
+
+    docs/otel-environment.md lists every variable and which it is.
+    """
+    protocols = otlp_protocols(values, environ, explicit)
+    endpoints = {signal_name: (environ.get(f"OTEL_EXPORTER_OTLP_{signal_name.upper()}_ENDPOINT", "").strip()
+                               if "exporter_endpoint" not in explicit else "") or values["exporter_endpoint"]
+                 for signal_name in protocols}
+    found = _otel_environment.problems(environ, protocols, values["traces_exporter"], endpoints)
+    for problem in found:
+        if not problem.warned:
+            message = (f"qm-otel: environment variable {problem.variable} got {problem.value!r}; "
+                       f"allowed: {problem.allowed}")
+            raise ConfigError(message, setting=problem.variable)
+    return tuple(f"qm-otel: environment variable {problem.variable}={problem.value!r} has no effect here: "
+                 f"{problem.allowed}; the service runs with it ignored" for problem in found)  # all warned by now

@@ -1,4 +1,4 @@
-"""Issue 14, item 4: every ``OTEL_*`` variable the installed SDK documents is honoured or refused by name.
+"""Issue 14, item 4: every ``OTEL_*`` variable the installed SDK documents is honoured, refused or warned by name.
 
 The variables are enumerated from the installed modules (``opentelemetry.environment_variables`` and
 ``opentelemetry.sdk.environment_variables``); docs/otel-environment.md has one row per variable naming
@@ -6,7 +6,9 @@ the test that covers it, and :func:`test_the_table_lists_every_variable_the_sdk_
 both sets are equal. Honoured variables are set to non-default values, many at once, in three real
 uvicorn services whose effects are checked at real OTLP receivers (HTTP and gRPC); refused and
 invalid values fail ``resolve_settings`` (what ``setup()`` and the ``opentelemetry-instrument`` path
-call) with a message naming the variable, the value and what is allowed.
+call) with a message naming the variable, the value and what is allowed. Variables that have no effect
+under qm-otel (issue 22, item 2: typically carried over from the stock distro) are warned about once and
+the service runs: :func:`test_carried_over_variables` serves and exports with them on both launch paths.
 """
 
 from __future__ import annotations
@@ -344,6 +346,53 @@ def test_sdk_disabled(rx: RecordingReceiver) -> None:
     assert '"message":"limits"' in service.output()  # stdout logs stay
 
 
+# --- variables carried over from the stock distro: one WARNING each, and the service serves and exports ---
+
+#: what a deployment moved from the stock distro typically still sets (issue 22, item 2)
+CARRIED_OVER = {
+    "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",  # what qm-otel does anyway: not even warned
+    "OTEL_EXPORTER_ZIPKIN_ENDPOINT": "http://zipkin:9411/api/v2/spans",
+    "OTEL_BSP_EXPORT_TIMEOUT": "30000",
+    "OTEL_EXPORTER_OTLP_INSECURE": "true",  # over HTTP
+    "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "true",
+}
+
+
+@pytest.mark.parametrize("zero_code", [False, True], ids=["setup", "instrument"])
+def test_carried_over_variables(rx: RecordingReceiver, zero_code: bool) -> None:
+    env = svc.base_env(rx.endpoint, **CARRIED_OVER)
+    if not zero_code:
+        env["OTEL_ENV_APP_SETUP"] = "1"
+    service = svc.start(APP, env, zero_code=zero_code)
+    try:
+        for _ in range(2):
+            assert service.get("/limits").status_code == 200
+        assert service.get("/burst/5").status_code == 200
+        rx.wait_for(lambda r: len(r.snapshot()[0]) >= 10 and sum(
+            rec.body.string_value == "burst 4" for _, m in r.requests_to("/v1/logs") for rec in _records(m))
+                    and r.snapshot()[2])
+        time.sleep(0.5)  # a duplicate record (a second handler) would have arrived by now
+    finally:
+        service.terminate()
+    assert "Traceback" not in service.errors(), service.errors()
+    bodies = [rec.body.string_value for _, m in rx.requests_to("/v1/logs") for rec in _records(m)]
+    # one OTLP handler: each call is exported once (the SDK's deprecated handler would export it again)
+    assert bodies.count("limits") == 2, bodies
+    assert [bodies.count(f"burst {i}") for i in range(5)] == [1] * 5
+    assert {s.name for s in rx.snapshot()[0]} >= {"GET /limits", "limits", "burst-4"}
+    assert any(p.name == "http.server.request.duration" for p in rx.snapshot()[2])
+    # one WARNING per inert variable, naming it, on stdout and exported like any record; none for `true` logging
+    lines = [line for line in service.output().splitlines() if "has no effect here" in line]
+    warned = sorted(name for name in CARRIED_OVER if any(f"variable {name}=" in line for line in lines))
+    assert warned == sorted(set(CARRIED_OVER) - {"OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED"}), lines
+    assert len(lines) == len(warned), lines
+    assert all('"level":"WARNING","logger":"qm_otel"' in line for line in lines), lines
+    exported = [body for body in bodies if "has no effect here" in body]
+    assert len(exported) == len(warned), exported
+    assert "log pipeline: 1 root handler(s)" in service.output()  # qm-otel's; no SDK handler beside it
+    assert "LoggingHandler" not in service.output() + service.errors()  # the logging instrumentor never ran
+
+
 # --- refused and invalid values: setup() fails naming the variable, the value and what is allowed -------
 
 #: variables qm-otel refuses whatever their value (the docs table says why)
@@ -352,24 +401,40 @@ REFUSED = {
     "OTEL_PYTHON_TRACER_CONFIGURATOR": "mine",
     "OTEL_PYTHON_METER_CONFIGURATOR": "mine",
     "OTEL_PYTHON_LOGGER_CONFIGURATOR": "mine",
-    "OTEL_BSP_EXPORT_TIMEOUT": "1000",
-    "OTEL_BLRP_EXPORT_TIMEOUT": "1000",
 }
+
+_GRPC = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
 
 #: variables refused for one value, or in one situation, and allowed otherwise (the docs table says which)
 REFUSED_HERE: dict[str, tuple[str, dict[str, str]]] = {
     "OTEL_PYTHON_TRACER_PROVIDER": ("default_tracer_provider", {}),
     "OTEL_PYTHON_METER_PROVIDER": ("default_meter_provider", {}),
     "OTEL_PYTHON_LOGGER_PROVIDER": ("custom", {}),
+    "OTEL_PYTHON_ID_GENERATOR": ("xray", {}),
+    # `false` asks for TLS; over HTTP to an http:// URL that would be clear text
+    "OTEL_EXPORTER_OTLP_INSECURE": ("false", {}),
+    "OTEL_EXPORTER_OTLP_TRACES_INSECURE": ("false", {}),
+    "OTEL_EXPORTER_OTLP_METRICS_INSECURE": ("false", {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://c:4318/v1/m"}),
+    "OTEL_EXPORTER_OTLP_LOGS_INSECURE": ("false", {}),
+    "OTEL_PYTHON_EXPORTER_OTLP_GRPC_RETRYABLE_ERROR_CODES": ("SOMETIMES", _GRPC),
+    "OTEL_PYTHON_EXPORTER_OTLP_GRPC_CREDENTIAL_PROVIDER": ("mine", _GRPC),
+    "OTEL_PYTHON_EXPORTER_OTLP_GRPC_TRACES_CREDENTIAL_PROVIDER": ("mine", _GRPC),
+    "OTEL_PYTHON_EXPORTER_OTLP_GRPC_METRICS_CREDENTIAL_PROVIDER": ("mine", _GRPC),
+    "OTEL_PYTHON_EXPORTER_OTLP_GRPC_LOGS_CREDENTIAL_PROVIDER": ("mine", _GRPC),
+}
+
+#: variables that have no effect under qm-otel as set: setup() goes on, with one warning naming each
+WARNED: dict[str, tuple[str, dict[str, str]]] = {
+    "OTEL_BSP_EXPORT_TIMEOUT": ("1000", {}),
+    "OTEL_BLRP_EXPORT_TIMEOUT": ("1000", {}),
     "OTEL_PYTHON_ID_GENERATOR": ("random", {}),
-    "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": ("true", {}),
     "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED": ("true", {}),
     "OTEL_TRACES_SAMPLER_ARG": ("0.5", {"OTEL_TRACES_SAMPLER": "always_on"}),
     "OTEL_EXPORTER_ZIPKIN_ENDPOINT": ("http://zipkin:9411/api/v2/spans", {}),
     "OTEL_EXPORTER_ZIPKIN_TIMEOUT": ("10", {}),
     "OTEL_EXPORTER_OTLP_INSECURE": ("true", {}),
     "OTEL_EXPORTER_OTLP_TRACES_INSECURE": ("true", {}),
-    "OTEL_EXPORTER_OTLP_METRICS_INSECURE": ("true", {}),
+    "OTEL_EXPORTER_OTLP_METRICS_INSECURE": ("false", {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4318"}),
     "OTEL_EXPORTER_OTLP_LOGS_INSECURE": ("true", {}),
     "OTEL_PYTHON_EXPORTER_OTLP_GRPC_RETRYABLE_ERROR_CODES": ("UNAVAILABLE", {}),
     "OTEL_PYTHON_EXPORTER_OTLP_GRPC_CREDENTIAL_PROVIDER": ("mine", {}),
@@ -377,8 +442,6 @@ REFUSED_HERE: dict[str, tuple[str, dict[str, str]]] = {
     "OTEL_PYTHON_EXPORTER_OTLP_GRPC_METRICS_CREDENTIAL_PROVIDER": ("mine", {}),
     "OTEL_PYTHON_EXPORTER_OTLP_GRPC_LOGS_CREDENTIAL_PROVIDER": ("mine", {}),
 }
-
-_GRPC = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
 #: a value each honoured variable does not accept
 INVALID: dict[str, tuple[str, dict[str, str]]] = {
     "OTEL_SDK_DISABLED": ("yes", {}),
@@ -460,15 +523,33 @@ def test_invalid(variable: str) -> None:
     _refusal(variable, value, extra)
 
 
+@pytest.mark.parametrize("variable", sorted(WARNED))
+def test_warned(variable: str) -> None:
+    value, extra = WARNED[variable]
+    warning, = resolve_settings({}, {**extra, variable: value}).environment_warnings
+    assert warning.startswith(f"qm-otel: environment variable {variable}={value!r} has no effect here: "), warning
+    assert warning.endswith("; the service runs with it ignored"), warning
+
+
+@pytest.mark.parametrize("value", ["true", "false", "TRUE", "maybe"])
+def test_logging_auto_instrumentation_is_accepted_silently(value: str) -> None:
+    settings = resolve_settings({}, {"OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": value})
+    assert settings.environment_warnings == ()
+
+
 def test_grpc_only_variables_are_accepted_with_grpc() -> None:
     settings = resolve_settings({}, {**_GRPC, "OTEL_EXPORTER_OTLP_INSECURE": "true",
                                      "OTEL_PYTHON_EXPORTER_OTLP_GRPC_RETRYABLE_ERROR_CODES": "unavailable,aborted"})
     assert settings.exporter_protocol == "grpc"
     with pytest.raises(ConfigError, match="OTEL_PYTHON_EXPORTER_OTLP_GRPC_RETRYABLE_ERROR_CODES"):
         resolve_settings({}, {**_GRPC, "OTEL_PYTHON_EXPORTER_OTLP_GRPC_RETRYABLE_ERROR_CODES": "SOMETIMES"})
-    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_TRACES_INSECURE"):  # traces went back to HTTP
+    back_to_http = resolve_settings({}, {**_GRPC, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+                                         "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "true"})
+    assert "the traces exporter uses http/protobuf" in back_to_http.environment_warnings[0]
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_TRACES_INSECURE"):  # false over HTTP to http://
         resolve_settings({}, {**_GRPC, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
-                              "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "true"})
+                              "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "false"})
+    resolve_settings({}, {**_GRPC, "OTEL_EXPORTER_OTLP_INSECURE": "false"})  # gRPC: honoured (TLS)
 
 
 _HEADER_TEXT = st.text(st.characters(codec="ascii", exclude_categories=("Cc",)), max_size=30)
@@ -508,7 +589,8 @@ def test_the_table_lists_every_variable_the_sdk_documents() -> None:
     assert set(table) == documented_variables(), (
         f"missing from the table: {sorted(documented_variables() - set(table))}; "
         f"not documented by the SDK: {sorted(set(table) - documented_variables())}")
-    cases = {"test_refused": REFUSED, "test_refused_here": REFUSED_HERE, "test_invalid": INVALID}
+    cases = {"test_refused": REFUSED, "test_refused_here": REFUSED_HERE, "test_invalid": INVALID,
+             "test_warned": WARNED}
     for variable, test in table.items():
         name, _, case = test.partition("[")
         assert name.startswith("test_"), f"{variable}: no test {name}"

@@ -122,3 +122,29 @@ def test_readme_table_lists_every_setting_with_its_variables_and_default() -> No
             default = str(default).lower()
         if default not in (None, ""):
             assert f"`{default}`" in row, f"README row of {param.name} lacks default {default!r}"
+
+
+def test_an_inert_otel_variable_is_one_warning_and_the_settings_resolve() -> None:
+    env = {"OTEL_BSP_EXPORT_TIMEOUT": "30000", "OTEL_EXPORTER_ZIPKIN_ENDPOINT": "http://zipkin:9411/api/v2/spans",
+           "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true"}
+    settings = resolve_settings({}, env)
+    named = [next(name for name in env if f"variable {name}=" in line) for line in settings.environment_warnings]
+    assert named == ["OTEL_EXPORTER_ZIPKIN_ENDPOINT", "OTEL_EXPORTER_OTLP_INSECURE", "OTEL_BSP_EXPORT_TIMEOUT"]
+    assert settings == resolve_settings({}, {})  # nothing else differs: a repeat setup() sees the same settings
+
+
+def test_a_refusal_still_wins_over_warnings() -> None:
+    with pytest.raises(ConfigError, match="OTEL_CONFIG_FILE") as info:
+        resolve_settings({}, {"OTEL_BSP_EXPORT_TIMEOUT": "1", "OTEL_CONFIG_FILE": "/etc/otel.yaml"})
+    assert info.value.setting == "OTEL_CONFIG_FILE"
+
+
+def test_setup_says_each_warning_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
+    from qm_otel import bootstrap
+
+    message = "qm-otel: environment variable OTEL_TEST_ONLY='1' has no effect here: a test"
+    bootstrap._warn_once((message,))
+    bootstrap._warn_once((message,))  # a setup() after shutdown() in the same process
+    said = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.getMessage() == message]
+    assert said == [("qm_otel", "WARNING", message)]
+
