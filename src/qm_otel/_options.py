@@ -91,10 +91,6 @@ class SetupOptions(TypedDict, total=False):
     #: overrides merged over the packaged conventions.toml (bands, breaker defaults, alerts, degradation), validated
     #: as a whole; a bad file fails setup() naming the file and key
     conventions_file: str | os.PathLike[str] | None
-    #: under opentelemetry-instrument, what a bad setting does: disable prints one line (the setting, the value,
-    #: what is allowed) and the service runs without telemetry; exit prints it and stops the process with status 2
-    #: (for deployments that fail fast). setup() called in code always raises
-    on_config_error: str | None
     #: upper bound on the flush at shutdown; the app never waits longer
     shutdown_timeout_s: float | None
     #: incoming correlation headers in priority order; the first is the response header

@@ -66,6 +66,9 @@ class Param:
     accepts: str
     #: the default as the README shows it, when ``default`` is computed later (None)
     default_doc: str | None
+    #: whether ``setup()`` takes it as a keyword (False: a setting of the ``opentelemetry-instrument`` path,
+    #: read from its environment variable only)
+    keyword: bool = True
 
     def error(self, value: object, source: str, allowed: str | None = None) -> ConfigError:
         """Build the error for a value this setting does not accept (``allowed``: what this machine allows)."""
@@ -89,10 +92,11 @@ def setting(
     resource_key: str | None = None,
     accepts: str | None = None,
     default_doc: str | None = None,
+    keyword: bool = True,
 ) -> Any:
     """One row of the settings table: a :class:`Settings` field carrying its :class:`Param` pieces."""
     row = {"env": env, "otel_env": otel, "resource_key": resource_key, "default": default, "parse": parse,
-           "allowed": allowed, "doc": doc, "accepts": accepts, "default_doc": default_doc}
+           "allowed": allowed, "doc": doc, "accepts": accepts, "default_doc": default_doc, "keyword": keyword}
     return dataclasses.field(default=default, metadata={_PARAM_KEY: row})
 
 
@@ -406,7 +410,8 @@ class Settings:
         "disable", "QM_OTEL_ON_CONFIG_ERROR", _choice(*_ON_CONFIG_ERROR), ", ".join(_ON_CONFIG_ERROR),
         "under `opentelemetry-instrument`, what a bad setting does: `disable` prints one line (the setting, "
         "the value, what is allowed) and the service runs without telemetry; `exit` prints it and stops the "
-        "process with status 2 (for deployments that fail fast). `setup()` called in code always raises")
+        "process with status 2 (for deployments that fail fast). The variable only: `setup()` does not take it "
+        "as a keyword, and `setup()` called in code raises `ConfigError`", keyword=False)
     shutdown_timeout_s: float = setting(
         5.0, "QM_OTEL_SHUTDOWN_TIMEOUT", _positive_float, "a positive number of seconds",
         "upper bound on the flush at shutdown; the app never waits longer")
@@ -457,8 +462,8 @@ def _params() -> tuple[Param, ...]:
 #: the settings table, one :class:`Param` per setting, in the order of :class:`Settings`
 PARAMS: tuple[Param, ...] = _params()
 _PARAMS_BY_NAME = {param.name: param for param in PARAMS}
-#: the names ``setup()`` accepts as settings
-SETTING_NAMES = frozenset(_PARAMS_BY_NAME)
+#: the names ``setup()`` accepts as settings (keywords)
+SETTING_NAMES = frozenset(param.name for param in PARAMS if param.keyword)
 
 
 def _resource_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -510,8 +515,14 @@ def resolve_settings(kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> S
     """
     unknown = sorted(set(kwargs) - set(_PARAMS_BY_NAME))
     if unknown:
-        message = f"qm-otel got unknown setting(s) {unknown}; known: {sorted(_PARAMS_BY_NAME)}"
+        message = f"qm-otel got unknown setting(s) {unknown}; known: {sorted(SETTING_NAMES)}"
         raise ConfigError(message)
+    for name in sorted(set(kwargs) - SETTING_NAMES):
+        param = _PARAMS_BY_NAME[name]
+        message = (f"qm-otel setting {name!r} is not a setup() argument (got {kwargs[name]!r}); allowed: the "
+                   f"variable {param.env}, read under opentelemetry-instrument (setup() called in code raises "
+                   "ConfigError for a bad setting: catch it to carry on without telemetry)")
+        raise ConfigError(message, setting=name)
     resource = _resource_env(environ)
     values: dict[str, Any] = {}
     explicit: set[str] = set()

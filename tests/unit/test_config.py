@@ -148,3 +148,13 @@ def test_setup_says_each_warning_once_per_process(caplog: pytest.LogCaptureFixtu
     said = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.getMessage() == message]
     assert said == [("qm_otel", "WARNING", message)]
 
+
+def test_on_config_error_is_not_a_setup_keyword() -> None:
+    with pytest.raises(ConfigError) as info:
+        qm_otel.setup(on_config_error="disable")  # type: ignore[call-arg]
+    message = str(info.value)
+    assert "'on_config_error' is not a setup() argument (got 'disable')" in message
+    assert "QM_OTEL_ON_CONFIG_ERROR" in message
+    assert info.value.setting == "on_config_error"
+    assert _state.get() is None
+    assert resolve_settings({}, {"QM_OTEL_ON_CONFIG_ERROR": "exit"}).on_config_error == "exit"  # the variable stays

@@ -38,6 +38,8 @@ def options_module() -> str:
         "",
     ]
     for param in PARAMS:
+        if not param.keyword:
+            continue
         lines.extend(textwrap.wrap(_plain(param.doc), 116, initial_indent="    #: ", subsequent_indent="    #: "))
         lines.append(f"    {param.name}: {param.accepts} | None")
     uses_os = any("os." in param.accepts for param in PARAMS)
