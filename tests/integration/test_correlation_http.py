@@ -208,10 +208,12 @@ def test_tracestate_is_forwarded_only_when_valid_and_within_512_characters(modul
     try:
         long = service.get("/relay", headers={"traceparent": traceparent, "tracestate": ",".join(members)}).json()
         invalid = service.get("/relay", headers={"traceparent": traceparent,
-                                                 "tracestate": "a=1,b=2,a=3"}).json()  # a duplicated key
+                                                 "tracestate": "a=1,B=2"}).json()  # an upper-case key
+        duplicated = service.get("/relay", headers={"traceparent": traceparent, "tracestate": "a=1,b=2,a=3"}).json()
     finally:
         service.terminate()
     assert long["traceparent"].split("-")[1] == trace_id
     assert long["tracestate"] == ",".join(members[:11])  # the right-most went until 512 characters fit
     assert invalid["traceparent"].split("-")[1] == trace_id  # the valid traceparent is kept ...
     assert invalid["tracestate"] is None  # ... the invalid tracestate is not forwarded
+    assert duplicated["tracestate"] == "a=1,b=2"  # Level 2: a duplicated key's first member kept, not the whole lost

@@ -78,7 +78,7 @@ class Recorder:
         self._server.server_close()
 
 
-def send(port: int, path: str, lines: Lines, body: bytes = b"") -> tuple[int, Lines]:
+def send(port: int, path: str, lines: Lines, body: bytes = b"") -> tuple[int, Lines, bytes]:
     """POST ``body`` with exactly ``lines`` as its header lines (and Host, length, close): status, response lines."""
     head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json",
             f"Content-Length: {len(body)}", "Connection: close", *(f"{name}: {value}" for name, value in lines)]
@@ -87,9 +87,10 @@ def send(port: int, path: str, lines: Lines, body: bytes = b"") -> tuple[int, Li
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
-    status_line, *header_lines = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    head_bytes, _, content = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head_bytes.decode("latin-1").split("\r\n")
     response = tuple((n.strip(), v.strip()) for n, v in (line.split(":", 1) for line in header_lines))
-    return int(status_line.split(" ")[1]), response
+    return int(status_line.split(" ")[1]), response, content
 
 
 # --- reading a callback as the harness does ---------------------------------------------------------
@@ -327,14 +328,22 @@ def relay(request: pytest.FixtureRequest, module_receiver: OtlpReceiver) -> Iter
     running.terminate()
 
 
-def relay_through(relay: svc.Service, recorder: Recorder, lines: Lines, callbacks: int = 1,
-                  ) -> tuple[Lines, list[Lines]]:
-    """Send ``lines`` to the relay's test endpoint; its response lines and the lines of each callback."""
+@dataclass(frozen=True)
+class Relayed:
+    """What one request to the relay gave: its response lines, the app's own view, each callback's lines."""
+
+    response: Lines
+    seen: dict[str, list[str]]
+    callbacks: list[Lines]
+
+
+def relay_through(relay: svc.Service, recorder: Recorder, lines: Lines, callbacks: int = 1) -> Relayed:
+    """Send ``lines`` to the relay's test endpoint (it calls the recorder back ``callbacks`` times)."""
     paths = [f"/{uuid.uuid4().hex}" for _ in range(callbacks)]
     body = json.dumps([{"url": recorder.url(path), "arguments": []} for path in paths]).encode()
-    status, response = send(relay.port, "/test", lines, body)
+    status, response, content = send(relay.port, "/test", lines, body)
     assert status == 200, relay.errors()[-2000:]
-    return response, [only(recorder.received.get(path, [])) for path in paths]
+    return Relayed(response, json.loads(content), [only(recorder.received.get(path, [])) for path in paths])
 
 
 def only(found: list[Lines]) -> Lines:
@@ -351,7 +360,7 @@ def test_the_relay_forwards_what_the_specification_requires(
 ) -> None:
     for number, case in enumerate(steps, 1):
         where = f"request {number}: {case.lines!r}"
-        _, callbacks = relay_through(relay, recorder, case.lines, case.callbacks)
+        callbacks = relay_through(relay, recorder, case.lines, case.callbacks).callbacks
         sent_ids = {run for _, value in case.lines for run in re.findall(r"[0-9a-f]{32}", value)}
         parents = set()
         for callback in callbacks:
@@ -372,7 +381,7 @@ def test_the_relay_forwards_what_the_specification_requires(
 def test_the_sender_puts_each_line_on_the_wire(recorder: Recorder) -> None:
     lines = (("TraceState", "foo=1"), ("tracestate", ""), ("tracestate", " bar=2\t"), ("TRACEPARENT", VALID))
     path = f"/{uuid.uuid4().hex}"
-    status, _ = send(recorder.port, path, lines)
+    status, _, _ = send(recorder.port, path, lines)
     assert status == 200
     received = only(recorder.received[path])
     # as sent: separate lines, in order, their names' casing kept (http.server drops the OWS after the colon)
@@ -381,15 +390,23 @@ def test_the_sender_puts_each_line_on_the_wire(recorder: Recorder) -> None:
 
 
 def test_baggage_lines_are_combined(relay: svc.Service, recorder: Recorder) -> None:
-    _, [callback] = relay_through(relay, recorder, (tp(VALID), ("baggage", "user=alice,tier=gold"),
-                                                    ("baggage", ""), ("baggage", "region=eu")))
+    relayed = relay_through(relay, recorder, (tp(VALID), ("baggage", "user=alice,tier=gold"), ("baggage", ""),
+                                              ("baggage", "region=eu")))
+    [callback] = relayed.callbacks
     members = [m.strip() for line in values(callback, "baggage") for m in line.split(",")]
     assert sorted(members) == ["region=eu", "tier=gold", "user=alice"]
+    assert relayed.seen["baggage"] == ["user=alice,tier=gold,region=eu"]  # the app is handed the whole field
+
+
+def test_the_app_is_handed_each_trace_header_combined_in_one_line(relay: svc.Service, recorder: Recorder) -> None:
+    relayed = relay_through(relay, recorder, (ts("foo=1,bar=2"), tp(VALID), ts(""), ts("rojo=1"), ts("baz=3")))
+    assert relayed.seen == {"traceparent": [VALID], "tracestate": ["foo=1,bar=2,rojo=1,baz=3"], "baggage": []}
+    single = relay_through(relay, recorder, (tp(VALID), ts("foo=1")))
+    assert single.seen == {"traceparent": [VALID], "tracestate": ["foo=1"], "baggage": []}
 
 
 def test_the_correlation_header_takes_its_first_line(relay: svc.Service, recorder: Recorder) -> None:
     first, second = f"first-{uuid.uuid4().hex[:8]}", f"second-{uuid.uuid4().hex[:8]}"
-    response, [callback] = relay_through(relay, recorder, (("X-Correlation-ID", first),
-                                                           ("X-Correlation-ID", second)))
-    assert values(response, "x-correlation-id") == [first]
-    assert values(callback, "x-correlation-id") == [first]
+    relayed = relay_through(relay, recorder, (("X-Correlation-ID", first), ("X-Correlation-ID", second)))
+    assert values(relayed.response, "x-correlation-id") == [first]
+    assert values(relayed.callbacks[0], "x-correlation-id") == [first]

@@ -36,6 +36,7 @@ def test_repeated_lines_are_one_comma_joined_field_and_the_first_line_is_kept(
         assert view.first[name] == values[0]
         members = [v for v in values if v.strip()]
         assert view.headers[name] == (",".join(members) if members else values[0])
+        assert (name in view.repeated) is (len(values) > 1)
 
 
 def test_the_tracestate_lines_reach_the_parent_context_together() -> None:
@@ -47,6 +48,43 @@ def test_the_tracestate_lines_reach_the_parent_context_together() -> None:
 
     state = trace.get_current_span(view.parent()).get_span_context().trace_state
     assert list(state.keys()) == ["foo", "bar", "rojo", "congo", "baz"]
+
+
+def _handed(headers: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], Any, list[tuple[bytes, bytes]]]:
+    """The header lines the app behind the correlation middleware is handed, what the contrib getter extracts."""
+    from opentelemetry.instrumentation.asgi import asgi_getter
+
+    seen: dict[str, Any] = {}
+
+    async def app(scope_: dict[str, Any], receive: Any, send: Any) -> None:
+        del receive, send
+        seen["headers"] = scope_["headers"]
+        seen["context"] = propagate.extract(scope_, getter=asgi_getter)
+
+    async def ignore(*args: Any) -> Any:
+        del args
+
+    asyncio.run(CorrelationMiddleware(app)({"type": "http", "headers": headers}, ignore, ignore))
+    return seen["headers"], seen["context"], headers
+
+
+def test_the_app_and_a_contrib_getter_are_handed_each_trace_header_combined() -> None:
+    from opentelemetry import baggage, trace
+
+    traceparent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    handed, context, _ = _handed([(b"baggage", b"user=alice"), (b"x-a", b"1"), (b"tracestate", b"foo=1"),
+                                  (b"traceparent", traceparent), (b"Baggage", b""), (b"x-a", b"2"),
+                                  (b"tracestate", b"bar=2"), (b"baggage", b"tier=gold")])
+    assert handed == [(b"baggage", b"user=alice,tier=gold"), (b"x-a", b"1"), (b"tracestate", b"foo=1,bar=2"),
+                      (b"traceparent", traceparent), (b"x-a", b"2")]  # other fields' lines as they came
+    assert baggage.get_all(context) == {"user": "alice", "tier": "gold"}
+    assert list(trace.get_current_span(context).get_span_context().trace_state.keys()) == ["foo", "bar"]
+
+
+def test_single_lines_reach_the_app_untouched() -> None:
+    handed, _, sent = _handed([(b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+                               (b"tracestate", b"foo=1"), (b"accept", b"a"), (b"accept", b"b")])
+    assert handed is sent  # nothing copied when no trace header is repeated
 
 
 class _Route:

@@ -19,6 +19,7 @@ __all__ = ["CorrelationMiddleware"]
 
 #: the trace headers an untrusted edge drops
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
+_TRACE_NAMES = frozenset(name.decode("latin-1") for name in _TRACE_HEADERS)
 #: what goes with a traceparent that cannot be used (tracestate belongs to the parent it names)
 _PARENT_HEADERS = frozenset({b"traceparent", b"tracestate"})
 
@@ -26,6 +27,24 @@ _PARENT_HEADERS = frozenset({b"traceparent", b"tracestate"})
 def _without(scope: Scope, names: frozenset[bytes]) -> None:
     """Drop the ``names`` headers from the scope (before its view is made)."""
     scope["headers"] = [(n, v) for n, v in scope.get("headers") or () if n.lower() not in names]
+
+
+def _combined(scope: Scope, view: RequestView, names: frozenset[bytes]) -> None:
+    """The ``names`` headers sent in several lines become one line each, the view's combination (RFC 9110 §5.3).
+
+    Whatever reads the scope after this middleware (a contrib ASGI middleware extracting with its
+    own getter, the app's ``request.headers``, which give a field's first line) sees the whole field.
+    """
+    lines: list[tuple[bytes, bytes]] = []
+    done: set[bytes] = set()
+    for name, value in scope.get("headers") or ():
+        lower = name.lower()
+        if lower not in names or lower.decode("latin-1") not in view.repeated:
+            lines.append((name, value))
+        elif lower not in done:  # the combined line where the first one was
+            done.add(lower)
+            lines.append((lower, view.headers[lower.decode("latin-1")].encode("latin-1")))
+    scope["headers"] = lines
 
 
 class CorrelationMiddleware:
@@ -38,7 +57,10 @@ class CorrelationMiddleware:
     - ``trust_incoming=False`` (public edges): every request starts a new trace, incoming trace
       headers are dropped, and an accepted incoming ID is only the ``correlation.incoming_id`` attribute.
 
-    Every response, errors included, carries the correlation ID in ``X-Correlation-ID``.
+    Every response, errors included, carries the correlation ID in ``X-Correlation-ID``; the
+    correlation header's first line is the one read. A ``traceparent``, ``tracestate`` or ``baggage``
+    sent in several lines reaches the rest of the stack and the app as one line, the lines combined
+    (RFC 9110 §5.3); a request with one line each is handed on untouched.
     """
 
     def __init__(
@@ -69,6 +91,8 @@ class CorrelationMiddleware:
             active.untrusted_incoming_id = accept(self._incoming_id(view_of(scope)), "http")
             return active
         view = view_of(scope)
+        if view.repeated and not view.repeated.isdisjoint(_TRACE_NAMES):
+            _combined(scope, view, _TRACE_HEADERS)
         if "," in view.headers.get("traceparent", ""):  # W3C Trace Context Level 2: no one parent, a new trace
             _without(scope, _PARENT_HEADERS)
             del scope[SCOPE_KEY]

@@ -11,6 +11,7 @@ the query redacted once, the parent context extracted once.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from opentelemetry import propagate
@@ -41,28 +42,36 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: the scope key of the request's :class:`RequestView`
 SCOPE_KEY = "qm_otel"
+_NONE: frozenset[str] = frozenset()
 
 
 class RequestView:
     """What qm-otel's middlewares share about one request (see the module's documentation)."""
 
-    __slots__ = ("_parent", "_query", "first", "headers", "raw_query")
+    __slots__ = ("_parent", "_query", "first", "headers", "raw_query", "repeated")
 
     def __init__(self, raw_headers: Sequence[tuple[bytes, bytes]], raw_query: bytes) -> None:
         combined: dict[str, str] = {}
         first: dict[str, str] = {}
+        repeated: set[str] | None = None  # made for the first repeated line only
         for name, value in raw_headers:
             key = name.decode("latin-1").lower()
             text = value.decode("latin-1")
             if key not in first:
                 first[key] = text
                 combined[key] = text
-            elif text.strip():  # an empty line adds no member to the list
+                continue
+            if repeated is None:
+                repeated = set()
+            repeated.add(key)
+            if text.strip():  # an empty line adds no member to the list
                 combined[key] = f"{combined[key]},{text}" if combined[key].strip() else text
         #: each header, its lines joined with commas (RFC 9110 §5.3), by lower-case name
         self.headers = combined
         #: each header's first line (a singleton field such as a correlation ID)
         self.first = first
+        #: the (lower-case) names sent in more than one line
+        self.repeated: AbstractSet[str] = repeated or _NONE
         self.raw_query = raw_query
         self._query: tuple[tuple[str, ...], str] | None = None
         self._parent: Context | None = None
