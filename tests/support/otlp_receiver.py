@@ -33,6 +33,8 @@ _ROUTES: dict[str, tuple[type[Message], type[Message]]] = {
     "/v1/metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
     "/v1/logs": (ExportLogsServiceRequest, ExportLogsServiceResponse),
 }
+#: the modes that refuse every request for good, and their HTTP status (any path: a gateway, an auth proxy)
+REFUSING = {"not_found": 404, "unauthorized": 401, "forbidden": 403, "too_large": 413}
 
 
 def value_of(any_value: AnyValue) -> Any:
@@ -98,9 +100,14 @@ class OtlpReceiver:
     points: list[MetricPoint] = field(default_factory=list)
     requests: int = 0
     #: how it answers: "ok"; "unavailable" (HTTP 503); "blackhole" (reads the request, never answers,
-    #: until the mode changes). Stopping it and starting it again on the same port refuses connections
-    #: in between (see :meth:`restart`).
+    #: until the mode changes); one of :data:`REFUSING` (that status for every request, whatever its
+    #: path, after decoding what it refused into ``refused_logs`` / ``refused_requests``). Stopping it and
+    #: starting it again on the same port refuses connections in between (see :meth:`restart`).
     mode: str = "ok"
+    #: the log records of the requests a refusing mode refused (decoded by the path's signal suffix)
+    refused_logs: list[Log] = field(default_factory=list)
+    #: requests a refusing mode refused, by path
+    refused_requests: dict[str, int] = field(default_factory=dict)
     port: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _released: threading.Event = field(default_factory=threading.Event)
@@ -117,6 +124,14 @@ class OtlpReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                status = REFUSING.get(receiver.mode)
+                if status is not None:
+                    body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                    receiver._refused(self.path, _decompressed(body, self.headers.get("Content-Encoding", "")))
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 types = _ROUTES.get(self.path)
                 if types is None:
                     self.send_error(404)
@@ -131,12 +146,7 @@ class OtlpReceiver:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                encoding = self.headers.get("Content-Encoding", "")
-                if encoding == "gzip":
-                    body = gzip.decompress(body)
-                elif encoding == "deflate":
-                    body = zlib.decompress(body)
-                request = types[0].FromString(body)
+                request = types[0].FromString(_decompressed(body, self.headers.get("Content-Encoding", "")))
                 receiver._store(self.path, request)
                 payload = types[1]().SerializeToString()
                 self.send_response(200)
@@ -182,6 +192,12 @@ class OtlpReceiver:
             self._server.server_close()
             self._server = None
 
+    def _refused(self, path: str, body: bytes) -> None:
+        with self._lock:
+            self.refused_requests[path] = self.refused_requests.get(path, 0) + 1
+            if path.endswith("/v1/logs"):
+                self.refused_logs.extend(_logs_of(ExportLogsServiceRequest.FromString(body)))
+
     def _store(self, path: str, request: Any) -> None:
         with self._lock:
             self.requests += 1
@@ -203,14 +219,7 @@ class OtlpReceiver:
                     )
 
     def _store_logs(self, request: ExportLogsServiceRequest) -> None:
-        for rl in request.resource_logs:
-            resource = attributes(rl.resource.attributes)
-            for sl in rl.scope_logs:
-                for r in sl.log_records:
-                    self.logs.append(
-                        Log(resource, value_of(r.body), r.severity_text, r.severity_number,
-                            r.trace_id.hex(), r.span_id.hex(), attributes(r.attributes))
-                    )
+        self.logs.extend(_logs_of(request))
 
     def _store_metrics(self, request: ExportMetricsServiceRequest) -> None:
         for rm in request.resource_metrics:
@@ -283,3 +292,17 @@ class OtlpReceiver:
                     f"{len(logs)} logs, {len(points)} metric points"
                 )
             time.sleep(0.05)
+
+
+def _decompressed(body: bytes, encoding: str) -> bytes:
+    if encoding == "gzip":
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    return body
+
+
+def _logs_of(request: ExportLogsServiceRequest) -> list[Log]:
+    return [Log(attributes(rl.resource.attributes), value_of(r.body), r.severity_text, r.severity_number,
+                r.trace_id.hex(), r.span_id.hex(), attributes(r.attributes))
+            for rl in request.resource_logs for sl in rl.scope_logs for r in sl.log_records]
