@@ -7,6 +7,10 @@ code, ``qm_otel.setup()`` walks the same entry points by the same rules
 (:func:`instrument_installed`). Either way:
 
 - what qm-otel wires itself is skipped (:data:`WIRED_BY_SETUP`);
+- a library installed at a version its instrumentation declines (SQLAlchemy 2.1 with the contrib
+  instrumentation 0.66b1) is named in one WARNING line, ``qm-otel: not instrumenting sqlalchemy 2.1.0:
+  opentelemetry-instrumentation-sqlalchemy 0.66b1 supports sqlalchemy >= 1.0.0, < 2.1.0``, on both
+  launch paths (under the wrapper, instead of its loader's ERROR);
 - each instrumentor gets qm-otel's providers, its spans through :class:`SanitizingTracerProvider`: a
   statement a database instrumentation records (``db.statement``, ``db.query.text``) keeps its
   shape and loses its values (:func:`qm_otel.redaction.sanitize_statement`);
@@ -232,9 +236,91 @@ def _supported(entry_point: EntryPoint) -> bool:
 
         conflict = get_dist_dependency_conflicts(entry_point.dist)
     if conflict is not None:
-        _logger.debug("qm-otel: not instrumenting %s: %s", entry_point.name, conflict)
+        line = _declined(entry_point, conflict)
+        if line is None:  # its library is not installed: nothing to tell
+            _logger.debug("qm-otel: not instrumenting %s: %s", entry_point.name, conflict)
+        else:
+            _logger.warning(line)
         return False
     return True
+
+
+def _declined(entry_point: EntryPoint, conflict: object) -> str | None:
+    """The one line naming a library installed at a version its instrumentation declines; None if not installed.
+
+    ``qm-otel: not instrumenting sqlalchemy 2.1.0: opentelemetry-instrumentation-sqlalchemy 0.66b1
+    supports sqlalchemy >= 1.0.0, < 2.1.0``. ``conflict`` is the dependency check's answer (a
+    ``DependencyConflict``), or the text of :func:`_plainly_missing`.
+    """
+    found = getattr(conflict, "found", None)
+    found_any = getattr(conflict, "found_any", None)
+    if found:
+        library, supported = str(found), _supported_range([getattr(conflict, "required", None)])
+    elif found_any:
+        library, supported = ", ".join(map(str, found_any)), _supported_range(getattr(conflict, "required_any", ()))
+    else:
+        return None
+    dist = entry_point.dist
+    instrumentation = f"{dist.name} {dist.version}" if dist is not None else f"the {entry_point.name} instrumentation"
+    return f"qm-otel: not instrumenting {library}: {instrumentation} supports {supported}"
+
+
+def _supported_range(requirements: Any) -> str:
+    """``sqlalchemy >= 1.0.0, < 2.1.0`` (lower bounds first), or several joined by ``or``."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    texts = []
+    for required in requirements:
+        try:
+            requirement = required if isinstance(required, Requirement) else Requirement(str(required))
+        except InvalidRequirement:
+            texts.append(str(required))
+            continue
+        specifiers = sorted(requirement.specifier, key=lambda s: (s.operator.startswith("<"), s.operator == "!="))
+        bounds = ", ".join(f"{specifier.operator} {specifier.version}" for specifier in specifiers)
+        texts.append(f"{requirement.name} {bounds}".strip())
+    return " or ".join(texts)
+
+
+#: the logger of ``opentelemetry-instrument``'s instrumentor loader, whose dependency check logs an
+#: ERROR for a library installed at a version its instrumentation declines
+_LOADER_LOGGER = "opentelemetry.instrumentation.auto_instrumentation._load"
+
+
+class _DeclinedByLoader(logging.Filter):
+    """Turns the loader's ERROR for a declined library into qm-otel's one line (:func:`_declined`).
+
+    The record is matched to its entry point and the check run again for it: only a record that is
+    exactly the loader's message for that conflict is replaced; any other passes as it is.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        try:
+            line = self._line_for(record.getMessage())
+        except Exception:  # a message of another shape, or a check that fails: the loader's own line stays
+            return True
+        if line is None:
+            return True
+        _logger.warning(line)
+        return False
+
+    @staticmethod
+    def _line_for(message: str) -> str | None:
+        name = re.split(r" (?:only instruments|instruments any of) ", message, maxsplit=1)[0]
+        entry_point = next((e for e in entry_points(group=_GROUP) if e.name == name), None)
+        if entry_point is None or entry_point.dist is None:
+            return None
+        from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
+
+        conflict = get_dist_dependency_conflicts(entry_point.dist)
+        if conflict is None or str(conflict).replace("This instrumentation", name, 1) != message:
+            return None
+        return _declined(entry_point, conflict)
+
+
+_LOADER_FILTER = _DeclinedByLoader()
 
 
 #: a requirement of an instrumentation's ``instruments`` or ``instruments-any`` extra in its plainest form,
@@ -336,8 +422,10 @@ def instrument_installed(environ: Mapping[str, str] | None = None) -> list[str]:
     The entry points are the ones the wrapper walks: the SDK's list, read once per process (the
     resource detectors read it already). Nothing when the wrapper is about to do it itself
     (:func:`loaded_by_wrapper`). A library whose version its instrumentation does not support is
-    skipped (one DEBUG line, as the wrapper does; for a library not imported yet, found out at its
-    import); an instrumentation that fails is logged and skipped: the service runs without it.
+    skipped with one WARNING line naming the library, its version and the range supported (for a
+    library not imported yet, found out at its import); an instrumentation whose library is not
+    installed is skipped without a word (DEBUG); an instrumentation that fails is logged and skipped:
+    the service runs without it.
     """
     if _WRAPPER_LOADS:
         return []
@@ -418,8 +506,12 @@ def call_when_imported(name: str, callback: Callable[[], object], *, key: str) -
 
 
 def uninstrument_all() -> None:
-    """At ``shutdown()``: every library qm-otel instrumented goes back to itself; nothing waits for an import."""
+    """At ``shutdown()``: every library qm-otel instrumented goes back to itself; nothing waits for an import.
+
+    The wrapper's loader logs as it did before :func:`loaded_by_wrapper`.
+    """
     _WAITING.clear()
+    logging.getLogger(_LOADER_LOGGER).removeFilter(_LOADER_FILTER)
     while _INSTRUMENTED:
         name, instrumentor = _INSTRUMENTED.popitem()
         try:
@@ -435,9 +527,14 @@ def instrumented() -> list[str]:
 
 @contextlib.contextmanager
 def loaded_by_wrapper() -> Iterator[None]:
-    """While ``opentelemetry-instrument`` configures: it loads the instrumentors itself right after."""
+    """While ``opentelemetry-instrument`` configures: it loads the instrumentors itself right after.
+
+    Its loader's ERROR for a library it declines becomes qm-otel's one line (:class:`_DeclinedByLoader`,
+    on the loader's logger until ``shutdown()``).
+    """
     global _WRAPPER_LOADS  # noqa: PLW0603 - one flag, for the wrapper's configure step only
     _WRAPPER_LOADS = True
+    logging.getLogger(_LOADER_LOGGER).addFilter(_LOADER_FILTER)
     try:
         yield
     finally:

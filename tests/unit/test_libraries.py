@@ -6,6 +6,7 @@ import importlib
 import importlib.metadata
 import importlib.resources
 import importlib.util
+import logging
 import sqlite3
 import sys
 from pathlib import Path
@@ -260,3 +261,69 @@ def test_requirements_are_read_from_the_metadata_headers_only(tmp_path: Path) ->
         "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nRequires-Dist: one>=1; extra == 'instruments'\n"
         "Requires-Dist: two\n\nRequires-Dist: not-a-header (in the description)\n")
     assert libraries._requirements(dist) == list(dist.requires or ()) == ["one>=1; extra == 'instruments'", "two"]
+
+
+class _DeclinedDist:
+    """An instrumentation whose library (pytest, installed here) is at a version it does not support."""
+
+    name = "opentelemetry-instrumentation-qm-test"
+    version = "0.66b1"
+    requires = ('pytest<2.1.0,>=1.0.0; extra == "instruments"',)
+
+
+class _DeclinedEntryPoint:
+    name = "pytest"
+    dist = _DeclinedDist()
+
+    def load(self) -> object:
+        raise AssertionError("a declined library's instrumentor is never loaded")
+
+
+DECLINED = (f"qm-otel: not instrumenting pytest {importlib.metadata.version('pytest')}: "
+            "opentelemetry-instrumentation-qm-test 0.66b1 supports pytest >= 1.0.0, < 2.1.0")
+
+
+def test_a_declined_library_is_named_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    assert not libraries._supported(_DeclinedEntryPoint())  # type: ignore[arg-type]
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [("qm_otel", "WARNING", DECLINED)]
+
+
+def test_a_library_that_is_not_installed_is_not_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    assert not libraries._supported(_EntryPoint("not_installed"))  # type: ignore[arg-type]
+    assert [r.levelname for r in caplog.records] == ["DEBUG"]
+
+
+@pytest.mark.parametrize(("requires", "supported"), [
+    (["sqlalchemy<2.1.0,>=1.0.0"], "sqlalchemy >= 1.0.0, < 2.1.0"),
+    (["httpx>=0.18.0", "httpx2>=2.0.0"], "httpx >= 0.18.0 or httpx2 >= 2.0.0"),
+    (["redis!=4.0.0,>=2.6"], "redis >= 2.6, != 4.0.0"),
+    (["celery"], "celery"),
+])
+def test_the_supported_range_reads_lower_bounds_first(requires: list[str], supported: str) -> None:
+    assert libraries._supported_range(requires) == supported
+
+
+def test_under_the_wrapper_its_loaders_error_becomes_the_one_line(caplog: pytest.LogCaptureFixture,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wrapper's loader logs the dependency check's ERROR itself; qm-otel's line replaces it until shutdown."""
+    from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
+
+    monkeypatch.setattr(libraries, "entry_points", lambda group: [_DeclinedEntryPoint()])
+    loader = logging.getLogger(libraries._LOADER_LOGGER)
+    conflict = get_dist_dependency_conflicts(_DeclinedDist())  # type: ignore[arg-type]
+    assert conflict is not None
+    caplog.set_level(logging.DEBUG)
+    try:
+        with libraries.loaded_by_wrapper():
+            pass
+        conflict._log(loader, "pytest")  # as opentelemetry-instrument's _load_instrumentors does
+        loader.error("pytest something else went wrong")  # not the check's message: left as it is
+        assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+            ("qm_otel", "WARNING", DECLINED), (libraries._LOADER_LOGGER, "ERROR", "pytest something else went wrong")]
+    finally:
+        libraries.uninstrument_all()
+    caplog.clear()
+    conflict._log(loader, "pytest")
+    assert [r.levelname for r in caplog.records] == ["ERROR"]  # after shutdown, the loader's own again
