@@ -306,45 +306,37 @@ def parse_tracestate(lines: Sequence[str]) -> TraceState:
     return _CheckedTraceState(members) if members else TraceState()
 
 
-class _WithoutTracestate(Getter[Any]):
-    """Hands every header through but ``tracestate``, which :class:`TraceContextPropagator` reads itself."""
-
-    def __init__(self, getter: Getter[Any]) -> None:
-        self._getter = getter
-
-    def get(self, carrier: Any, key: str) -> list[str] | None:
-        """The ``key`` header's values (None for ``tracestate``)."""
-        return None if key == "tracestate" else self._getter.get(carrier, key)
-
-    def keys(self, carrier: Any) -> list[str]:
-        """The carrier's header names."""
-        return self._getter.keys(carrier)
+#: ``traceparent``: version, trace ID, parent ID, flags, and what a later version may add (the SDK's pattern)
+_TRACEPARENT = re.compile(r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*$")
 
 
 class TraceContextPropagator(TraceContextTextMapPropagator):
-    """The SDK's W3C Trace Context propagator, reading ``tracestate`` by Level 2, forwarding at most 512 characters.
+    """W3C Trace Context: ``tracestate`` read by Level 2's rules, at most 512 characters of it forwarded.
 
-    ``traceparent`` is read by the SDK; ``tracestate`` by :func:`parse_tracestate` (Level 2's key
-    grammar, a duplicated key's first member kept), and only with a valid ``traceparent``. A
-    ``tracestate`` that must be discarded leaves the valid ``traceparent`` in force.
+    ``traceparent`` is read as the SDK reads it (the same pattern and checks: an all-zero ID, version
+    ``ff``, or a version ``00`` with more fields is no parent); ``tracestate`` only with a valid
+    ``traceparent``, by :func:`parse_tracestate` (Level 2's key grammar, a duplicated key's first member
+    kept). A ``tracestate`` that must be discarded leaves the valid ``traceparent`` in force.
     """
 
     def extract(
         self, carrier: Any, context: otel_context.Context | None = None, getter: Getter[Any] = default_getter
     ) -> otel_context.Context:
-        """The SDK's extraction of ``traceparent``, then the ``tracestate`` read by :func:`parse_tracestate`."""
-        base = context if context is not None else otel_context.Context()
-        extracted = super().extract(carrier, base, _WithoutTracestate(getter))
-        if extracted is base:  # no valid traceparent: tracestate is not read
-            return extracted
+        """The remote parent in ``carrier``'s ``traceparent`` and ``tracestate``, set in ``context``."""
+        if context is None:
+            context = otel_context.Context()
+        header = getter.get(carrier, "traceparent")
+        match = _TRACEPARENT.search(header[0]) if header else None
+        if match is None:
+            return context
+        version, trace_id, span_id, flags, more = match.groups()
+        if trace_id == "0" * 32 or span_id == "0" * 16 or version == "ff" or (version == "00" and more):
+            return context
         lines = getter.get(carrier, "tracestate")
-        state = parse_tracestate(lines) if lines else None
-        if not state:
-            return extracted
-        parent = trace.get_current_span(extracted).get_span_context()
-        with_state = trace.SpanContext(parent.trace_id, parent.span_id, is_remote=True,
-                                       trace_flags=parent.trace_flags, trace_state=state)
-        return trace.set_span_in_context(trace.NonRecordingSpan(with_state), base)
+        parent = trace.SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True,
+                                   trace_flags=trace.TraceFlags(int(flags, 16)),
+                                   trace_state=parse_tracestate(lines) if lines else None)
+        return trace.set_span_in_context(trace.NonRecordingSpan(parent), context)
 
     def inject(
         self, carrier: Any, context: otel_context.Context | None = None, setter: Setter[Any] = default_setter

@@ -143,3 +143,23 @@ def test_truncation_keeps_order_and_only_drops_small_members_once_no_large_one_i
 
 def test_the_sdk_propagator_is_what_qm_otel_replaces() -> None:
     assert issubclass(TraceContextPropagator, TraceContextTextMapPropagator)
+
+
+HEX = "0123456789abcdef"
+traceparents = st.one_of(
+    st.builds(lambda ws, v, t, s, f, more, tail: f"{ws}{v}-{t}-{s}-{f}{more}{tail}",
+              st.sampled_from(["", " ", "\t"]), st.sampled_from(["00", "01", "cc", "ff", "0", "000", "0g", "FF"]),
+              st.one_of(st.text(HEX, min_size=32, max_size=32), st.just("0" * 32), st.text(HEX, max_size=33)),
+              st.one_of(st.text(HEX, min_size=16, max_size=16), st.just("0" * 16), st.text(HEX, max_size=17)),
+              st.sampled_from(["00", "01", "02", "03", "ff", "1", "001", ".0"]),
+              st.sampled_from(["", "-", "-future", ".x"]), st.sampled_from(["", " ", "\t "])),
+    st.text(max_size=60))
+
+
+@given(traceparents)
+def test_traceparent_is_read_as_the_sdk_reads_it(header: str) -> None:
+    carrier = {"traceparent": header}
+    ours = trace.get_current_span(TraceContextPropagator().extract(carrier)).get_span_context()
+    sdks = trace.get_current_span(TraceContextTextMapPropagator().extract(carrier)).get_span_context()
+    assert ours == sdks
+    assert ours.trace_flags == sdks.trace_flags
