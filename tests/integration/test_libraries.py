@@ -8,14 +8,16 @@ written into a statement.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from importlib import metadata
 
 import httpx
 import pytest
 
 from tests.support.otlp_receiver import OtlpReceiver, Span
 from tests.support.postgres import postgres_server
-from tests.support.service import base_env, start
+from tests.support.service import base_env, packages_dir, start
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +123,42 @@ def test_disabled_instrumentations_are_left_alone(database_url: str) -> None:
         receiver.stop()
     scopes = {s.scope for s in _trace(receiver, report) if s.kind == CLIENT}
     assert scopes == {"opentelemetry.instrumentation.psycopg"}
+
+
+@pytest.fixture(scope="module")
+def sqlalchemy_2_1(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A directory holding SQLAlchemy 2.1 (which the contrib instrumentation 0.66b1 declines), and its version."""
+    target = tmp_path_factory.mktemp("sqlalchemy-2.1")
+    packages_dir(target, "sqlalchemy>=2.1,<2.2")
+    [info] = target.glob("sqlalchemy-*.dist-info")
+    return str(target), info.name.removeprefix("sqlalchemy-").removesuffix(".dist-info")
+
+
+@pytest.mark.parametrize("path", ["opentelemetry-instrument", "setup"])
+def test_a_library_its_instrumentation_declines_is_named_in_one_line(path: str, database_url: str,
+                                                                     sqlalchemy_2_1: tuple[str, str]) -> None:
+    """Issue 22, item 3: which library, which version, which range is supported; not the loader's ERROR."""
+    directory, version = sqlalchemy_2_1
+    receiver = OtlpReceiver().start()
+    env = base_env(receiver.endpoint, DATABASE_URL=database_url, OTEL_SERVICE_NAME=f"declined-{path}")
+    env["PYTHONPATH"] = f"{directory}:{env['PYTHONPATH']}"
+    if path == "setup":
+        env["QM_OTEL_TEST_SETUP"] = "1"
+    service = start(APP, env, zero_code=path == "opentelemetry-instrument")
+    try:
+        assert service.get("/report").json() == {"count": 0}  # the app runs on SQLAlchemy 2.1, untraced by it
+        report = _server_span(receiver, "/report")
+        receiver.wait_for(lambda r: any(s.kind == CLIENT for s in _trace(r, report)) or None)
+    finally:
+        service.terminate()
+        receiver.stop()
+    expected = (f"qm-otel: not instrumenting sqlalchemy {version}: opentelemetry-instrumentation-sqlalchemy "
+                f"{metadata.version('opentelemetry-instrumentation-sqlalchemy')} supports sqlalchemy >= 1.0.0, < 2.1.0")
+    everything = service.output() + service.errors()
+    assert everything.count("not instrumenting") == 1, everything
+    [line] = [line for line in everything.splitlines() if "not instrumenting" in line]
+    assert expected in line, line
+    assert json.loads(line)["level"] == "WARNING"
+    assert "only instruments" not in everything  # the loader's ERROR
+    # the driver under it is still traced
+    assert {s.scope for s in _trace(receiver, report) if s.kind == CLIENT} == {"opentelemetry.instrumentation.psycopg"}
