@@ -333,7 +333,7 @@ def test_a_collector_refusing_every_batch_is_reported_once_then_summarised_then_
         time.sleep(0.1)  # nothing more comes
     sender.shutdown()
     assert client.sent == [b"accepted", b"and the next"]
-    (error, error_message), (warning, summary), (info, recovery) = reports(caplog)
+    (error, error_message), (warning, summary), (info, recovery) = reports(caplog)  # nothing left at shutdown
     endpoint = "http://collector/v1/traces"
     assert (error, warning, info) == ("ERROR", "WARNING", "INFO")
     assert error_message.startswith(f"qm-otel: the collector at {endpoint} refused a traces batch (HTTP 404 Not "
@@ -448,3 +448,17 @@ def test_the_export_reports_of_a_failure_are_written_but_never_exported() -> Non
     assert len(stream.getvalue().splitlines()) == 3  # every line written (the last logger has no handler here)
     assert [r.log_record.body for r in exporter.get_finished_logs()] == [
         "qm-otel: the collector at x accepts logs batches again"]
+
+
+def test_refusals_not_yet_reported_are_reported_at_shutdown(caplog: pytest.LogCaptureFixture) -> None:
+    sender, _ = delivery([Result(401, "Unauthorized")])
+    with caplog.at_level(logging.INFO, logger=EXPORT_LOGGER):
+        for n in range(4):
+            sender.export([f"{n}".encode(), b"more"])
+        assert sender.flush(5)
+        wait_for(lambda: reports(caplog), timeout_s=5)
+        time.sleep(0.1)  # the sender writes nothing more: the other three are counted
+        sender.shutdown()
+    assert [level for level, _ in reports(caplog)] == ["ERROR", "WARNING"]
+    assert reports(caplog)[1][1] == ("qm-otel: the collector at http://collector/v1/traces refused 3 traces batch(es) "
+                                     "since the last report (HTTP 401 Unauthorized); 6 item(s) dropped")

@@ -365,6 +365,7 @@ class Delivery:
     def close(self, timeout_s: float) -> bool:
         """Flush within ``timeout_s``, stop the sender and count what is left as dropped."""
         flushed = self.flush(timeout_s)
+        self._refusals.closing(self._clock())
         with self._cond:
             self._closed = True
             left = self._items

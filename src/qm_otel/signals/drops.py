@@ -9,9 +9,9 @@ without feeding it back into the full log queue.
 A collector that refuses batches for good (a 4xx other than 408/429: a wrong path, missing
 credentials, a request too large) has each refused batch dropped by the delivery, and
 :class:`Refusals` reports it: one ERROR naming the endpoint, the status and the likely fix, then at
-most one WARNING every :data:`REFUSED_SUMMARY_S` with what was dropped since, and one INFO when a
-batch is accepted again. The ERROR and WARNING lines go to stdout and files, never over OTLP
-(:data:`qm_otel.logs.handler.EXPORT_LOGGER`).
+most one WARNING every :data:`REFUSED_SUMMARY_S` with what was dropped since (and one at shutdown
+for what no line reported yet), and one INFO when a batch is accepted again. The ERROR and WARNING
+lines go to stdout and files, never over OTLP (:data:`qm_otel.logs.handler.EXPORT_LOGGER`).
 """
 
 from __future__ import annotations
@@ -57,11 +57,12 @@ def count_dropped() -> None:
 class Refusals:
     """What one signal's collector refused for good, reported once and then summarised (module documentation).
 
-    The lines, for a signal: an ERROR, with the likely fix, for a status not reported so before, or for
-    refusals that start again :data:`REFUSED_SUMMARY_S` or more after the last line; else a WARNING, at
-    most one per :data:`REFUSED_SUMMARY_S`, with what was refused since the last line; an INFO when a
-    batch is accepted after refusals one of those lines reported. A collector that accepts some batches
-    and refuses others (a 413 for the large ones) gets at most two lines a period.
+    The lines, for a signal: an ERROR, with the likely fix, for a status not reported so before, or
+    for refusals that come back after :data:`REFUSED_SUMMARY_S` or more without any; else a WARNING,
+    at most one per :data:`REFUSED_SUMMARY_S`, with what was refused since the last line; an INFO
+    when a batch is accepted after refusals one of those lines reported. A collector that accepts some
+    batches and refuses others (a 413 for the large ones) gets at most a WARNING and an INFO a period. At
+    shutdown, a WARNING says what was refused since the last line.
     Driven by the delivery's sender thread alone (no lock); the delivery counts the drops themselves.
     """
 
@@ -69,6 +70,7 @@ class Refusals:
         self.signal, self.endpoint = signal_name, endpoint
         self.refusing = False  # the last batch was refused
         self._since = 0.0  # when the current run of refusals began
+        self._refused_at: float | None = None  # the last refusal
         self._announced = False  # a line reported the current run of refusals: its end is reported too
         self._statuses: set[int] = set()  # reported in full (an ERROR)
         self._line_at: float | None = None  # the last ERROR or WARNING
@@ -77,14 +79,15 @@ class Refusals:
 
     def refused(self, now: float, status: int, detail: str, items: int, size: int) -> None:
         """A batch of ``items`` (``size`` bytes before compression) was refused with HTTP ``status``."""
-        started = not self.refusing
-        if started:
+        previous = self._refused_at if self._refused_at is not None else now
+        back = not self.refusing and now - previous >= REFUSED_SUMMARY_S  # after a spell without refusals
+        if not self.refusing:
             self.refusing, self._since, self._announced = True, now, False
-        self._detail = detail
+        self._refused_at, self._detail = now, detail
         last = self._line_at if self._line_at is not None else now
         self._batches += 1
         self._items += items
-        if status not in self._statuses or (started and now - last >= REFUSED_SUMMARY_S):
+        if status not in self._statuses or back:
             earlier = self._items - items
             self._report(now)
             self._statuses.add(status)
@@ -95,9 +98,16 @@ class Refusals:
         elif now - last >= REFUSED_SUMMARY_S:
             batches, dropped = self._batches, self._items
             self._report(now)
-            _logger.warning("qm-otel: the collector at %s still refuses %s batches (%s): %d batch(es), %d item(s) "
-                            "dropped in the last %.0f s", self.endpoint, self.signal, detail, batches, dropped,
-                            now - last)
+            _logger.warning("qm-otel: the collector at %s refused %d %s batch(es) in the last %.0f s (%s); %d item(s) "
+                            "dropped", self.endpoint, batches, self.signal, now - last, detail, dropped)
+
+    def closing(self, now: float) -> None:
+        """The delivery stops: what was refused since the last line, if anything, in one WARNING."""
+        if self._batches:
+            batches, dropped = self._batches, self._items
+            self._report(now)
+            _logger.warning("qm-otel: the collector at %s refused %d %s batch(es) since the last report (%s); %d "
+                            "item(s) dropped", self.endpoint, batches, self.signal, self._detail, dropped)
 
     def _report(self, now: float) -> None:
         self._line_at, self._announced = now, True
