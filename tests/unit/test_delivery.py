@@ -222,7 +222,7 @@ def test_an_exporter_without_a_known_client_is_not_driven() -> None:
     assert sender.failing
     assert made
     assert all(m.closed for m in made)  # each one made was shut down again
-    assert sender._client is None
+    assert sender.sdk_client is None
     sender.shutdown(timeout_millis=100)
 
 

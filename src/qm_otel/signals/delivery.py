@@ -48,7 +48,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
+from opentelemetry.context import attach, set_value
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.metrics.view import Aggregation
@@ -56,6 +56,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from qm_otel import instruments
 from qm_otel.logs.handler import EXPORT_LOGGER
+from qm_otel.signals import sdk_internals as sdk
 from qm_otel.signals.drops import Refusals
 
 __all__ = ["Delivery", "ExporterTarget", "LogDelivery", "MetricDelivery", "SpanDelivery", "deliverable",
@@ -75,8 +76,7 @@ def live_deliveries() -> list[Delivery]:
 
 def deliverable(exporter: Any) -> bool:
     """Whether ``exporter`` is an SDK OTLP/HTTP exporter whose client this module knows how to drive."""
-    client = getattr(exporter, "_client", None)
-    return all(hasattr(client, name) for name in ("_submit", "_compress", "_timeout", "_endpoint"))
+    return sdk.http_client(exporter) is not None
 
 
 class ExporterTarget(NamedTuple):
@@ -186,7 +186,7 @@ class Delivery:
     # --- the sender thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
-        attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))  # our own HTTP calls are not traced
+        attach(set_value(sdk.SUPPRESS_INSTRUMENTATION_KEY, True))  # our own HTTP calls are not traced
         while True:
             with self._cond:
                 while not self._closed and (not self._buffer or self._clock() < self._retry_at):
@@ -215,27 +215,28 @@ class Delivery:
                 if not deliverable(made):
                     made.shutdown()
                     message = f"the SDK's {type(made).__name__} has no HTTP client qm-otel knows how to drive"
+                    sdk.fell_back("delivery", message)
                     raise TypeError(message)
-                self._max_request = max(0, int(getattr(made, "_max_request_size", self._max_request) or 0))
+                self._max_request = sdk.exporter_max_request_size(made, self._max_request)
                 self._exporter = made
             return self._exporter
 
     @property
-    def _client(self) -> Any:
+    def sdk_client(self) -> Any:
         """The SDK exporter's HTTP client, for inspection (the exporter is made if it was not yet)."""
         try:
-            return getattr(self.exporter(), "_client", None)
+            return sdk.http_client(self.exporter())
         except Exception:
             return None
 
     def _send(self, payload: bytes) -> tuple[str, str, float | None, int | None]:
         """One POST: ``("sent" | "retry" | "rejected", what happened, Retry-After seconds, HTTP status)``."""
         try:
-            client = self.exporter()._client
+            client = sdk.http_client(self.exporter())
         except Exception as exc:  # the exporter could not be made: kept and tried again, as a failed send is
             return "retry", f"the OTLP exporter could not be made ({type(exc).__name__}: {exc})", None, None
         try:
-            result = client._submit(client._compress(payload), client._timeout)
+            result = sdk.post(client, payload)
         except Exception as exc:  # a transport that raises instead of returning an error
             return "retry", f"{type(exc).__name__}: {exc}", None, None
         code = result.status_code

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from qm_otel import instruments
 from qm_otel.logs.handler import EXPORT_LOGGER
+from qm_otel.signals.sdk_internals import SDK_BATCH_LOGGER
 
 __all__ = ["REFUSED_SUMMARY_S", "SDK_BATCH_LOGGER", "Refusals", "count_dropped", "refusal_hint"]
 
@@ -31,8 +32,6 @@ _logger = logging.getLogger(EXPORT_LOGGER)
 #: what was dropped since the last; a new refusal after a quiet spell this long is reported in full again
 REFUSED_SUMMARY_S = 60.0
 
-#: the logger of the SDK's shared batch processor (spans and log records)
-SDK_BATCH_LOGGER = "opentelemetry.sdk._shared_internal"
 _SIGNALS = {"span": "traces", "log": "logs"}
 
 

@@ -22,7 +22,6 @@ an SDK lacks it, :func:`make_lane` returns None and every record takes the SDK p
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,9 +33,10 @@ from opentelemetry.sdk.environment_variables import OTEL_PYTHON_SDK_INTERNAL_MET
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext
 
+from qm_otel.signals import sdk_internals
+
 __all__ = ["LaneRecord", "LogLane", "QmLoggerProvider", "make_lane"]
 
-_logger = logging.getLogger("qm_otel")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -154,11 +154,8 @@ def make_lane(
         return None
     emitters = []
     for processor in processors:
-        inner = getattr(processor, "_batch_processor", None)
-        emit = getattr(inner, "emit", None)
-        if not callable(emit):
-            _logger.debug("qm-otel: this SDK's BatchLogRecordProcessor has no _batch_processor.emit; log records "
-                          "take the SDK's Logger.emit path")
+        emit = sdk_internals.log_lane_emit(processor)
+        if emit is None:  # said once, naming the SDK's version
             return None
         emitters.append(emit)
     return LogLane(provider, limits, emitters)
