@@ -8,8 +8,8 @@ comes from the index as a user's pip sees it (pip's own configuration and downlo
 
 The installs run side by side, from copies of one new virtualenv, and share pip's cache. What they cost
 is CPU: pip 23.2.1 checks each of some 40,000 files the index pages list against the platform's tags,
-about 14 s of CPU an install here, 155 s for all eight with the wheel and the virtualenv (so about
-80 s on two idle cores; 240 s measured while other test runs loaded the machine).
+about 15 s of CPU an install here, 140 to 155 s for all eight with the wheel and the virtualenv: 91 s
+measured on two cores beside other test runs (load 2 to 3), 240 s under a load of 6.
 """
 
 from __future__ import annotations
