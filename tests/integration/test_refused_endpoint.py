@@ -155,3 +155,24 @@ def test_a_collector_that_accepts_again_gets_the_recovery_line_and_the_telemetry
     # the refusal reports never travelled, neither to the refusing collector nor after it accepted again
     bodies = [str(log.body) for log in receiver.refused_logs + receiver.snapshot()[1]]
     assert not [body for body in bodies if "refused" in body]
+
+
+def test_what_the_sender_threads_log_is_never_exported_so_an_idle_service_stays_idle(
+    receiver: OtlpReceiver, app_dir: str
+) -> None:
+    """At DEBUG the HTTP client logs a line per request: exported, each would make the next request."""
+    service = start(app_dir, receiver.endpoint, QM_OTEL_LOG_LEVEL="DEBUG")
+    try:
+        assert service.get("/work/1").status_code == 200
+        time.sleep(1.5)  # the request's telemetry and start-up's records sent
+        before = (len(receiver.snapshot()[1]), receiver.requests)
+        time.sleep(3)  # idle: 30 export intervals of logs and spans
+        after = (len(receiver.snapshot()[1]), receiver.requests)
+    finally:
+        service.terminate()
+    output = service.output()
+    assert "urllib3.connectionpool" in output  # the DEBUG lines are written...
+    assert not [log for log in receiver.snapshot()[1] if '"POST /v1/' in str(log.body)]  # ...never exported
+    assert after[0] - before[0] <= 2, (before, after)  # no record begets a record
+    # metrics every 300 ms (about 10 in 3 s, a collection or two of slack); no log or span batch
+    assert after[1] - before[1] <= 12, (before, after)

@@ -16,6 +16,7 @@ import pytest
 
 from tests.support import service as svc
 from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.polling import wait_for
 
 APP = "tests.integration.apps.reliability:app"
 
@@ -184,8 +185,10 @@ def test_an_outage_that_fits_the_buffer_loses_nothing_and_is_reported_once(
         time.sleep(2)  # at least one failed attempt per signal, and a retry or two
         receiver.up() if outage == "refused" else receiver.set_mode("ok")
         receiver.wait_for(lambda r: server_spans(r, "/log") == 201 and app_lines(r) == 201, timeout_s=60)
-        receiver.wait_for(lambda r: any(g.attributes.get("event") is None and "recovered" in str(g.body)
-                                        for g in r.snapshot()[1]), timeout_s=30)
+        # the export's reports are written, never exported (the export they report on may be failing)
+        wait_for(lambda: {m.split(" export")[0] for level, m in export_reports(service)
+                          if level == "INFO" and "recovered" in m} >= {"qm-otel: traces", "qm-otel: logs"},
+                 timeout_s=30)
         # what the outage held back is counted as retried (the spans and both log records of 200 requests)
         receiver.wait_for(lambda r: dropped(r, "traces", "qm_otel.telemetry.retried") >= 200
                           and dropped(r, "logs", "qm_otel.telemetry.retried") >= 400, timeout_s=30)

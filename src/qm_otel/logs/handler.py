@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanContext, get_current_span
 from qm_otel.correlation import correlation_id, exception_context
 from qm_otel.logs.formatters import JsonFormatter, extras_of
 
-__all__ = ["EXPORT_LOGGER", "LogLane", "TelemetryHandler", "otel_attributes"]
+__all__ = ["EXPORT_LOGGER", "LogLane", "TelemetryHandler", "otel_attributes", "write_only_here"]
 
 
 class LogLane(Protocol):
@@ -52,8 +52,17 @@ _EMITTING: ContextVar[bool] = ContextVar("qm_otel_emitting", default=False)
 #: the logger of qm-otel's export reports (:mod:`qm_otel.signals.delivery`): its warnings and errors say an
 #: export is failing, so they are written (stdout, files) but never exported over OTLP, where the export
 #: they report on may be the failing one (each refused batch's report would be refused in turn, forever).
-#: Its INFO lines (an export works again) are exported like any record.
 EXPORT_LOGGER = "qm_otel.export"
+
+
+def write_only_here() -> None:
+    """Whatever the calling thread logs from now on is written (stdout, files), never exported over OTLP.
+
+    For the export's own threads: a record they log (a report of the export, a DEBUG line of the HTTP
+    client) exported through the export it reports on would make the next send, and so on forever.
+    Nothing is checked per record: the thread's context carries the flag the handler already reads.
+    """
+    _EMITTING.set(True)
 
 
 #: the request log's fields under their semantic-convention names over OTLP (JSON keeps the short ones)

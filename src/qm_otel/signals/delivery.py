@@ -18,9 +18,11 @@ exporter's HTTP client:
   timeout, 408/429/502/503/504 keep it and the sender waits 1 s, 2 s, 4 s … up to 10 s (or what
   ``Retry-After`` asks) before it tries again. So an outage loses nothing that fits the buffer.
 - one WARNING when sending starts failing, one INFO when it recovers, with the outage's length
-  and the items dropped meanwhile — not one line per retry. These reports' warnings and errors are
-  written, never exported over OTLP (:data:`~qm_otel.logs.handler.EXPORT_LOGGER`): the export they
-  report on may be the failing one.
+  and the items dropped meanwhile — not one line per retry. These reports are written, never
+  exported over OTLP: the export they report on may be the failing one. Nothing the sender thread
+  logs is exported (:func:`~qm_otel.logs.handler.write_only_here`: at DEBUG, the HTTP client's line
+  per request would otherwise make the next request), nor are the warnings and errors of
+  :data:`~qm_otel.logs.handler.EXPORT_LOGGER` logged from other threads (the report at shutdown).
 - ``flush`` waits until the buffer is empty, at most until its deadline, and not at all while
   the collector is failing; ``shutdown`` flushes within what is left of the shutdown budget and
   counts what could not be sent (``reason="shutdown"``).
@@ -55,7 +57,7 @@ from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from qm_otel import instruments
-from qm_otel.logs.handler import EXPORT_LOGGER
+from qm_otel.logs.handler import EXPORT_LOGGER, write_only_here
 from qm_otel.signals import sdk_internals as sdk
 from qm_otel.signals.drops import Refusals
 
@@ -187,6 +189,7 @@ class Delivery:
 
     def _run(self) -> None:
         attach(set_value(sdk.SUPPRESS_INSTRUMENTATION_KEY, True))  # our own HTTP calls are not traced
+        write_only_here()  # nor is what this thread logs exported (its reports, the HTTP client's DEBUG lines)
         while True:
             with self._cond:
                 while not self._closed and (not self._buffer or self._clock() < self._retry_at):
