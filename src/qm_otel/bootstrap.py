@@ -31,7 +31,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-from qm_otel import _state, libraries
+from qm_otel import _state, libraries, sdk_internals
 from qm_otel._options import SetupOptions
 from qm_otel._version import __version__
 from qm_otel.config import ConfigError, Settings, resolve_settings
@@ -43,7 +43,6 @@ from qm_otel.instruments import Instruments
 from qm_otel.logs.pipeline import check_log_file, remove_log_handlers, route_uvicorn_loggers
 from qm_otel.redaction import header_sanitize_patterns
 from qm_otel.signals import globals as signal_globals
-from qm_otel.signals import sdk_internals
 from qm_otel.signals.delivery import live_deliveries
 from qm_otel.signals.drops import count_dropped
 from qm_otel.signals.logs import build_logger_provider

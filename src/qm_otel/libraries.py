@@ -42,11 +42,11 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
-from opentelemetry.util._importlib_metadata import entry_points
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from qm_otel import _state
 from qm_otel.redaction import sanitize_statement
+from qm_otel.sdk_internals import entry_points
 
 __all__ = [
     "WIRED_BY_SETUP",

@@ -57,8 +57,8 @@ from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from qm_otel import instruments
+from qm_otel import sdk_internals as sdk
 from qm_otel.logs.handler import EXPORT_LOGGER, write_only_here
-from qm_otel.signals import sdk_internals as sdk
 from qm_otel.signals.drops import Refusals
 
 __all__ = ["Delivery", "ExporterTarget", "LogDelivery", "MetricDelivery", "SpanDelivery", "deliverable",

@@ -22,9 +22,9 @@ from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, MetricsData
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
+from qm_otel import sdk_internals as sdk
 from qm_otel._otel_environment import signal_protocol
 from qm_otel.config import EXPORTER_GROUPS, ConfigError, Settings
-from qm_otel.signals import sdk_internals as sdk
 from qm_otel.signals.delivery import ExporterTarget, LogDelivery, MetricDelivery, SpanDelivery, deliverable
 
 __all__ = ["exporters", "prometheus_reader", "signal_endpoint"]

@@ -19,6 +19,8 @@ qm-otel's fast paths do what the SDK does, cheaper, by reading names the SDK doe
   global providers (``_TRACER_PROVIDER_SET_ONCE`` and the like), as the API's own test utilities do;
 - **queue-full counting**: the SDK's batch processor logs its drops on the logger of
   ``opentelemetry.sdk._shared_internal``;
+- the API's cached scan of entry points (``opentelemetry.util._importlib_metadata``), which the
+  instrumentations are found with, shared with ``opentelemetry-instrument``'s loader;
 - the context key that tells instrumentations to stay quiet (``_SUPPRESS_INSTRUMENTATION_KEY``, what
   the SDK's exporters set while they send), set by qm-otel's sender threads.
 
@@ -41,6 +43,11 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.sdk.version import __version__ as SDK_VERSION
+
+try:  # the API's entry-point scan, cached for the process: the one opentelemetry-instrument's loader made
+    from opentelemetry.util._importlib_metadata import entry_points
+except ImportError:  # pragma: no cover - moved: the standard library's (a scan of its own)
+    from importlib.metadata import entry_points  # type: ignore[assignment]
 
 try:  # the SDK's own cleaning, keying and defaults: a series is the one the SDK would make
     from opentelemetry.attributes import _clean_attribute_value as clean_attribute_value
@@ -74,6 +81,7 @@ __all__ = [
     "check",
     "clean_attribute_value",
     "consumer_reader_count",
+    "entry_points",
     "exporter_endpoint",
     "exporter_max_request_size",
     "fell_back",
