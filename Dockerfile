@@ -10,10 +10,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # The package first (this layer is reused while only the examples change).
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml README.md ./
 COPY src ./src
-# the cli extra brings uvicorn, which serves the demo; constraints.txt: the tested OpenTelemetry release set
-RUN pip install -c constraints.txt ".[cli]"
+# the cli extra brings uvicorn, which serves the demo; pyproject.toml pins the tested OpenTelemetry release set
+RUN pip install ".[cli]"
 
 COPY examples ./examples
 
