@@ -572,16 +572,39 @@ def test_headers_are_accepted_exactly_when_the_sdk_parses_every_member(pairs: li
 # --- the table -----------------------------------------------------------------------------------------
 
 
-def _table() -> dict[str, str]:
-    """docs/otel-environment.md: each row's variable and the test it names."""
+def _rows() -> dict[str, list[str]]:
+    """docs/otel-environment.md: each row's cells by its variable."""
     rows = {}
     for line in DOC.read_text().splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        found = re.fullmatch(r"`(OTEL_[A-Z0-9_]+)`", cells[0]) if len(cells) == 4 else None
+        found = re.fullmatch(r"`(OTEL_[A-Z0-9_]+)`", cells[0]) if len(cells) == 5 else None
         if found:
             assert found.group(1) not in rows, f"{found.group(1)} has two rows"
-            rows[found.group(1)] = cells[3].strip("`")
+            rows[found.group(1)] = cells
     return rows
+
+
+def _table() -> dict[str, str]:
+    """docs/otel-environment.md: each row's variable and the test it names."""
+    return {variable: cells[4].strip("`") for variable, cells in _rows().items()}
+
+
+def _verdict(variable: str) -> str:
+    """What the tests show a value qm-otel cannot use, or does not need, does: the table's fourth column."""
+    if variable in REFUSED:
+        return "refused"
+    kinds = [kind for kind, cases in (("warned", (WARNED,)), ("refused", (REFUSED_HERE, INVALID)))
+             if any(variable in case for case in cases)]
+    return " or ".join(kinds) or "accepted"
+
+
+def test_the_table_says_for_each_variable_whether_it_is_refused_or_warned() -> None:
+    """The column a deployment moved from the stock distro reads: it agrees with the cases tested below."""
+    wrong = {variable: (cells[3], _verdict(variable)) for variable, cells in _rows().items()
+             if cells[3] != _verdict(variable)}
+    assert wrong == {}
+    assert _rows()["OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED"][3] == "accepted"
+    assert _rows()["OTEL_BSP_EXPORT_TIMEOUT"][3] == "warned"
 
 
 def test_the_table_lists_every_variable_the_sdk_documents() -> None:
