@@ -189,7 +189,7 @@ def test_loki_to_tempo_derived_field_matches_the_structured_metadata_key() -> No
     assert "url: '$${__value.raw}'" in DATASOURCES.read_text()  # the value itself is the Tempo query
     # Grafana's label matcher takes the first key its regex finds (getDerivedFields.ts: regex.test(key))
     keys = ["service_name", "deployment_environment", "span_id", "correlation_id", "severity_text", "component",
-            "event", "trace_flags", "trace_id", "http_route"]
+            "event", "flags", "trace_id", "http_route"]
     assert [k for k in keys if re.search(field["matcherRegex"], k)] == ["trace_id"]
 
 
