@@ -1,4 +1,4 @@
-"""Issue 23, item 2: Alertmanager groups and inhibits by labels the alerts carry.
+"""Issue 23, items 2 and 3: Alertmanager groups and inhibits by labels the alerts carry; images at patched tags.
 
 collector/alertmanager.yml is written by hand (its receivers are the user's to fill in), while the
 alert names come from the generated rule files. So the config is checked against those files:
@@ -23,11 +23,21 @@ from qm_otel.cli.render import LOKI_RULES, RULES
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTMANAGER = ROOT / "collector" / "alertmanager.yml"
+COMPOSE_FILES = (ROOT / "docker-compose.yml", ROOT / "docker-compose.filelog.yml")
 #: the one alert that is about the collector, not a service: it aggregates by exporter only
 NOT_PER_SERVICE = {"QmOtelCollectorExportFailing"}
 _BY = re.compile(r"\bby \(([^)]*)\)")
 _MATCHER = re.compile(r'^\s*(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"\s*$')
 _NAME = re.compile(r"^QmOtel\w+$")
+
+#: the lowest tag each image may be at: the releases that carry the fixes issue 23 asked for
+#: (Tempo v3.0.3: Go and gRPC CVE fixes; Prometheus v3.13.2: golang.org/x/text CVE, gRPC)
+IMAGE_FLOORS = {
+    "grafana/tempo": (3, 0, 3),
+    "prom/prometheus": (3, 13, 2),
+    "otel/opentelemetry-collector-contrib": (0, 153, 0),
+}
+
 
 def load(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -151,3 +161,27 @@ def test_amtool_routes_every_service_to_the_default_receiver() -> None:
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.strip() == "default"
+
+
+def _version(tag: str) -> tuple[int, ...]:
+    match = re.fullmatch(r"v?(\d+)\.(\d+)\.(\d+)", tag)
+    assert match, f"not a release tag: {tag}"
+    return tuple(int(part) for part in match.groups())
+
+
+def test_images_are_at_least_at_the_patched_tags() -> None:
+    pinned: dict[str, list[str]] = {}
+    for path in COMPOSE_FILES:
+        for service in (load(path).get("services") or {}).values():
+            if "image" in service:
+                name, _, tag = service["image"].rpartition(":")
+                pinned.setdefault(name, []).append(tag)
+    for name, floor in IMAGE_FLOORS.items():
+        assert name in pinned, f"{name} is not in the compose files"
+        for tag in pinned[name]:
+            assert _version(tag) >= floor, f"{name}:{tag} is below {'.'.join(map(str, floor))}"
+
+
+@pytest.mark.parametrize(("tag", "ok"), [("3.0.2", False), ("3.0.3", True), ("3.1.0", True), ("2.10.8", False)])
+def test_the_floor_comparison(tag: str, ok: bool) -> None:
+    assert (_version(tag) >= IMAGE_FLOORS["grafana/tempo"]) is ok

@@ -59,16 +59,16 @@ IMAGES: dict[str, Image] = {
         programs=frozenset({"/usr/bin/loki"}),
         shell=False,
     ),
-    "grafana/tempo:3.0.0": Image(
-        release="grafana/tempo tag v3.0.0 (2026-05-28)",
-        dockerfile="cmd/tempo/Dockerfile at v3.0.0: FROM gcr.io/distroless/static-debian12, "
+    "grafana/tempo:3.0.3": Image(
+        release="grafana/tempo tag v3.0.3 (2026-08-13); CHANGELOG.md at v3.0.3: Go 1.26.5, grpc v1.82.1",
+        dockerfile="cmd/tempo/Dockerfile at v3.0.3: FROM gcr.io/distroless/static-debian12, "
                    "COPY tempo /tempo; cmd/tempo/main.go: flags -health and -health.url",
         programs=frozenset({"/tempo"}),
         shell=False,
     ),
-    "prom/prometheus:v3.13.1": Image(
-        release="prometheus/prometheus tag v3.13.1 (2026-07-10)",
-        dockerfile="Dockerfile at v3.13.1: FROM quay.io/prometheus/busybox-linux-<arch> "
+    "prom/prometheus:v3.13.2": Image(
+        release="prometheus/prometheus tag v3.13.2 (2026-07-30); CHANGELOG.md: x/text CVE-2026-56852, grpc",
+        dockerfile="Dockerfile at v3.13.2: FROM quay.io/prometheus/busybox-linux-<arch> "
                    "(prometheus/busybox: FROM busybox:uclibc), /bin/prometheus, /bin/promtool",
         programs=frozenset({"/bin/prometheus", "/bin/promtool", "/bin/sh", "/bin/wget"}),
         shell=True,
