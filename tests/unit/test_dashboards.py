@@ -37,15 +37,18 @@ UIDS = {
 SUBSTITUTIONS = {"$service": ".*", "$collector": ".*", "$__rate_interval": "1m", "$__interval": "1m",
                  "$__range": "1m"}
 #: the collector version the otelcol_* names were checked against (its metadata.yaml files, and the
-#: Prometheus reader defaults without_units/without_type_suffix applied to an explicit pull reader)
-COLLECTOR_IMAGE = "otel/opentelemetry-collector-contrib:0.153.0"
+#: Prometheus reader defaults without_units/without_type_suffix applied to an explicit pull reader):
+#: opentelemetry-collector v0.159.0 receiver/receiverhelper, exporter/exporterhelper, service and
+#: processor/memorylimiterprocessor metadata.yaml; since v0.155.0 (#15167) the memory limiter's
+#: counters are otelcol_processor_memory_limiter_{accepted,refused}_* (otelcol_processor_refused_* gone)
+COLLECTOR_IMAGE = "otel/opentelemetry-collector-contrib:0.159.0"
 COLLECTOR_METRICS = {
     f"otelcol_receiver_{outcome}_{signal}" for outcome in ("accepted", "refused", "failed")
     for signal in ("spans", "metric_points", "log_records")
 } | {
     f"otelcol_exporter_{outcome}_{signal}" for outcome in ("sent", "send_failed", "enqueue_failed")
     for signal in ("spans", "metric_points", "log_records")
-} | {f"otelcol_processor_refused_{signal}" for signal in ("spans", "metric_points", "log_records")} | {
+} | {f"otelcol_processor_memory_limiter_refused_{signal}" for signal in ("spans", "metric_points", "log_records")} | {
     "otelcol_exporter_queue_size", "otelcol_exporter_queue_capacity", "otelcol_process_memory_rss",
     "otelcol_process_uptime",
 }

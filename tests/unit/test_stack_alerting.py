@@ -31,11 +31,13 @@ _MATCHER = re.compile(r'^\s*(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"\s*$')
 _NAME = re.compile(r"^QmOtel\w+$")
 
 #: the lowest tag each image may be at: the releases that carry the fixes issue 23 asked for
-#: (Tempo v3.0.3: Go and gRPC CVE fixes; Prometheus v3.13.2: golang.org/x/text CVE, gRPC)
+#: (Tempo v3.0.3: Go and gRPC CVE fixes; Prometheus v3.13.2: golang.org/x/text CVE, gRPC;
+#: collector-contrib 0.159.0: the newest release whose notes could be read here, and the one the
+#: pipeline dashboard's otelcol_processor_memory_limiter_* names were checked against)
 IMAGE_FLOORS = {
     "grafana/tempo": (3, 0, 3),
     "prom/prometheus": (3, 13, 2),
-    "otel/opentelemetry-collector-contrib": (0, 153, 0),
+    "otel/opentelemetry-collector-contrib": (0, 159, 0),
 }
 
 

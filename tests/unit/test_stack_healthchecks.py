@@ -45,9 +45,9 @@ IMAGES: dict[str, Image] = {
         programs=frozenset({"/bin/busybox", "/bin/sh", "/bin/chown", "/bin/wget"}),
         shell=True,
     ),
-    "otel/opentelemetry-collector-contrib:0.153.0": Image(
-        release="open-telemetry/opentelemetry-collector-releases tag v0.153.0 (2026-05-26)",
-        dockerfile="distributions/otelcol-contrib/Dockerfile at v0.153.0: FROM scratch, "
+    "otel/opentelemetry-collector-contrib:0.159.0": Image(
+        release="open-telemetry/opentelemetry-collector-releases tag v0.159.0 (2026-08-18)",
+        dockerfile="distributions/otelcol-contrib/Dockerfile at v0.159.0: FROM scratch, "
                    "COPY otelcol-contrib /otelcol-contrib (and CA certificates) only",
         programs=frozenset({"/otelcol-contrib"}),
         shell=False,

@@ -1,11 +1,12 @@
 """Telemetry pipeline: what the collector accepted, refused, failed and queued, and what the service dropped.
 
 The collector's own metrics (``service.telemetry.metrics``, scraped at :8888) are named as the
-pinned collector (v0.153) writes them with its default Prometheus reader settings (no unit or
+pinned collector (v0.159) writes them with its default Prometheus reader settings (no unit or
 ``_total`` suffix): ``otelcol_receiver_accepted_spans``, ``otelcol_exporter_queue_size``, ... The
-memory limiter still reports its refusals as ``otelcol_processor_refused_*`` (deprecated there, not
-removed). These series carry no ``service_name``: one collector serves every service, so they are
-filtered on ``$collector`` (the scrape job) instead.
+memory limiter reports its refusals as ``otelcol_processor_memory_limiter_refused_*`` (renamed from
+``otelcol_processor_refused_*`` in collector v0.155.0, #15167; the ``processor`` attribute is kept).
+These series carry no ``service_name``: one collector serves every service, so they are filtered on
+``$collector`` (the scrape job) instead.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def _exporters(layout: Layout) -> list[Panel]:
 def _queues(layout: Layout) -> list[Panel]:
     size = f"max by (exporter) ({selector('otelcol_exporter_queue_size', scope=COLLECTOR)})"
     capacity = f"max by (exporter) ({selector('otelcol_exporter_queue_capacity', scope=COLLECTOR)})"
-    refused = [prom(_collector_rate(f"otelcol_processor_refused_{signal}", "processor"), f"{{{{processor}}}} {title}")
+    refused = [prom(_collector_rate(f"otelcol_processor_memory_limiter_refused_{signal}", "processor"),
+                    f"{{{{processor}}}} {title}")
                for signal, title in SIGNALS.items()]
     return [
         panel(layout, "timeseries", "Exporter queue size and capacity",
