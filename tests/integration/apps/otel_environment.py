@@ -57,7 +57,8 @@ async def burst(n: int) -> dict[str, int]:
 def _exporter(processor: Any) -> dict[str, Any]:
     batch = getattr(processor, "_batch_processor", None)
     exporter = getattr(batch, "_exporter", None)
-    client = getattr(exporter, "_client", None)
+    # a qm-otel delivery names the SDK exporter's client sdk_client; an SDK exporter (gRPC, console) has its own
+    client = getattr(exporter, "sdk_client", None) or getattr(exporter, "_client", None)
     session = getattr(getattr(client, "_transport", None), "_session", None)
     grpc_headers = getattr(exporter, "_headers", None)
     return {
