@@ -11,6 +11,7 @@ import pytest
 from qm_otel.cli import main
 from qm_otel.cli.render import DASHBOARD, RULE_TESTS, RULES, render_all, stale, write
 from qm_otel.cli.render.dashboards import COLOURS, band_thresholds
+from qm_otel.cli.render.kubernetes import DASHBOARD_CONFIGMAPS, PROMETHEUS_RULES
 from qm_otel.conventions import conventions, load_with_overrides
 from tests.unit.test_conventions import EDGES
 
@@ -31,8 +32,10 @@ def test_a_changed_threshold_makes_them_stale_and_render_fixes_it(tmp_path: Path
     override = tmp_path / "ours.toml"
     override.write_text("[alerts]\nerror_rate_percent_above = 2\n")
     changed = load_with_overrides(str(override))
-    # the error-rate line is drawn on the service overview and the performance-conventions dashboard
-    assert set(stale(tmp_path, changed)) == {RULES, RULE_TESTS, DASHBOARD, "dashboards/qm-otel-conventions.json"}
+    # the error-rate line is drawn on the service overview and the performance-conventions dashboard; the
+    # Kubernetes forms of the rules and the dashboards follow (the collector values do not use it)
+    assert set(stale(tmp_path, changed)) == {RULES, RULE_TESTS, DASHBOARD, "dashboards/qm-otel-conventions.json",
+                                             PROMETHEUS_RULES, DASHBOARD_CONFIGMAPS}
     assert "> 2\n" in render_all(changed)[RULES]
     write(tmp_path, changed)
     assert stale(tmp_path, changed) == []

@@ -1,7 +1,8 @@
 """``qm-otel render``: generated files, from the conventions and from the settings table.
 
 - from ``conventions.toml``: the dashboards, the alert rules (Prometheus, Loki) and their promtool tests (one source,
-  three consumers: change a number, run ``qm-otel render``);
+  three consumers: change a number, run ``qm-otel render``); their Kubernetes forms and the collector's Helm
+  values with the tail-sampling policy (:mod:`qm_otel.cli.render.kubernetes`);
 - from :class:`qm_otel.config.Settings`: ``setup()``'s typed keywords (``src/qm_otel/_options.py``)
   and the README's settings table.
 
@@ -16,6 +17,7 @@ import yaml
 
 from qm_otel.cli.render.alerts import alert_rules, alert_tests, loki_alert_rules
 from qm_otel.cli.render.dashboards import DASHBOARDS, dashboard_files
+from qm_otel.cli.render.kubernetes import kubernetes_files
 from qm_otel.cli.render.settings import options_module, splice_readme
 from qm_otel.conventions import Conventions, load_with_overrides
 
@@ -42,6 +44,7 @@ def render_all(conventions: Conventions | None = None) -> dict[str, str]:
         RULE_TESTS: _yaml(alert_tests(c, Path(RULES).name)),
         LOKI_RULES: _yaml(loki_alert_rules(c)),
         **dashboard_files(c),
+        **kubernetes_files(c),
     }
 
 

@@ -1,0 +1,350 @@
+"""The Kubernetes files ``qm-otel render`` writes: collector Helm values, dashboard ConfigMaps, PrometheusRule.
+
+No cluster, no Helm and no collector binary here. What the pinned releases accept is recorded below from
+their sources, as tests/unit/test_collector_filelog.py does for the compose stack; every key the values set
+must be in these tables. Where each table was read (say so when a table was not read at the pinned tag):
+
+- collector core (memory_limiter, otlp_grpc / otlp_http exporters, queue, retry, TLS):
+  open-telemetry/opentelemetry-collector at tag v0.159.0 (commit 69c0873044e80fe1f0647a0bc5afec6244bcad76),
+  read from a full clone: the pinned release.
+- collector-contrib (tail_sampling, loadbalancing, k8sattributes): open-telemetry/opentelemetry-collector-contrib
+  NOT at v0.159.0. The repository is too large to clone here; the search index returned one stored version of
+  each config.go, older than v0.159.0:
+  processor/tailsamplingprocessor/config.go @ 497862f69939b03daed1915653227b6defa85c0f,
+  exporter/loadbalancingexporter/config.go @ 870de3632d376a989b61459319e6e8754ec1532c,
+  processor/k8sattributesprocessor/config.go @ b0f975e0c037047ca9bbffd13264a55ececf9b03. The keys used here
+  exist there; contrib removes keys only after a deprecation, so a removal after those commits is possible
+  but unseen. Re-read at v0.159.0 when a way to read the tag exists.
+- the chart (presets, schema, defaults): open-telemetry/opentelemetry-helm-charts tag
+  opentelemetry-collector-0.170.0 (tests/schemas/helm/README.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from qm_otel.cli.render import RULES, render_all, stale
+from qm_otel.cli.render.dashboards import dashboard_files
+from qm_otel.cli.render.kubernetes import (
+    AGENT,
+    AGENT_VALUES,
+    BACKENDS,
+    CHART_VERSION,
+    COLLECTOR_IMAGE,
+    DASHBOARD_CONFIGMAPS,
+    GATEWAY,
+    GATEWAY_VALUES,
+    NAMESPACE,
+    PROMETHEUS_RULES,
+    gateway_values,
+    kubernetes_files,
+    tail_sampling_policies,
+)
+from qm_otel.conventions import load_with_overrides
+from tests.unit.test_collector_filelog import COLLECTOR_IMAGE as COMPOSE_COLLECTOR_IMAGE
+
+ROOT = Path(__file__).resolve().parents[2]
+HELM = ROOT / "tests" / "schemas" / "helm"
+CHART_SCHEMA = HELM / f"opentelemetry-collector-{CHART_VERSION}.values.schema.json"
+CHART_DEFAULTS = HELM / f"opentelemetry-collector-{CHART_VERSION}.values.yaml"
+
+# --- collector core v0.159.0 ------------------------------------------------------------------------------
+#: internal/memorylimiter/config.go Config
+MEMORY_LIMITER = frozenset({"check_interval", "min_gc_interval_when_soft_limited", "min_gc_interval_when_hard_limited",
+                            "max_gc_interval_when_soft_limited", "max_gc_interval_when_hard_limited", "limit_mib",
+                            "spike_limit_mib", "limit_percentage", "spike_limit_percentage"})
+#: exporter/exporterhelper/internal/queuebatch/config.go Config (+ configoptional's `enabled`) and BatchConfig
+QUEUE = frozenset({"enabled", "wait_for_result", "sizer", "queue_size", "block_on_overflow", "storage",
+                   "num_consumers", "batch"})
+BATCH = frozenset({"flush_timeout", "sizer", "min_size", "max_size", "partition"})
+#: config/configretry/generated_config.go BackOffConfig
+RETRY = frozenset({"enabled", "initial_interval", "max_elapsed_time", "max_interval", "multiplier",
+                   "randomization_factor"})
+#: config/configtls/generated_config.go ClientConfig (the keys used here)
+TLS = frozenset({"insecure", "insecure_skip_verify", "ca_file", "cert_file", "key_file", "server_name_override"})
+#: config/configgrpc/configgrpc.go ClientConfig, squashed into exporter/otlpexporter/config.go with
+#: TimeoutConfig (timeout), sending_queue, retry_on_failure; metadata.yaml type otlp_grpc (deprecated: otlp)
+OTLP_GRPC = frozenset({"endpoint", "compression", "tls", "keepalive", "read_buffer_size", "write_buffer_size",
+                       "wait_for_ready", "headers", "user_agent", "balancer_name", "authority", "auth",
+                       "middlewares", "timeout", "sending_queue", "retry_on_failure"})
+#: exporter/otlphttpexporter/config.go: confighttp ClientConfig (endpoint, tls, headers, timeout, ...) squashed,
+#: sending_queue, retry_on_failure, *_endpoint, encoding; metadata.yaml type otlp_http (deprecated: otlphttp)
+OTLP_HTTP = frozenset({"endpoint", "tls", "headers", "timeout", "compression", "sending_queue", "retry_on_failure",
+                       "traces_endpoint", "metrics_endpoint", "logs_endpoint", "profiles_endpoint", "encoding"})
+
+# --- collector-contrib, stored versions (see the module docstring) -------------------------------------------
+#: processor/tailsamplingprocessor/config.go Config, PolicyCfg (sharedPolicyCfg squashed) and the three configs used
+TAIL_SAMPLING = frozenset({"decision_wait", "num_traces", "expected_new_traces_per_sec", "policies"})
+POLICY = frozenset({"name", "type", "latency", "numeric_attribute", "probabilistic", "status_code",
+                    "string_attribute", "rate_limiting", "span_count", "trace_state", "boolean_attribute",
+                    "ottl_condition", "composite", "and"})
+POLICY_CONFIGS = {
+    "status_code": frozenset({"status_codes"}),
+    "latency": frozenset({"threshold_ms", "upper_threshold_ms"}),
+    "probabilistic": frozenset({"hash_salt", "sampling_percentage"}),
+}
+#: internal/sampling/status_code.go: the accepted status codes
+STATUS_CODES = frozenset({"OK", "ERROR", "UNSET"})
+#: exporter/loadbalancingexporter/config.go Config, ResolverSettings, DNSResolver; protocol.otlp is the OTLP
+#: exporter's Config (endpoint taken from the resolver); routing keys: traceID (default), service, metric, resource
+LOADBALANCING = frozenset({"protocol", "resolver", "routing_key"})
+RESOLVERS = frozenset({"static", "dns", "k8s"})
+DNS_RESOLVER = frozenset({"hostname", "port", "interval", "timeout"})
+ROUTING_KEYS = frozenset({"traceID", "service", "metric", "resource"})
+
+#: the components each values file may use, and the table that checks each
+PROCESSORS = {"memory_limiter", "k8s_attributes", "attributes/scrub", "resource/loki", "tail_sampling"}
+EXPORTERS = {"loadbalancing", "otlp_grpc", "otlp_http"}
+
+
+@functools.cache
+def files() -> dict[str, str]:
+    """The packaged conventions' Kubernetes files, rendered once for the module."""
+    return kubernetes_files()
+
+
+def rendered(path: str) -> list[Any]:
+    return list(yaml.safe_load_all(files()[path]))
+
+
+def values(path: str) -> dict[str, Any]:
+    (document,) = rendered(path)
+    return document  # type: ignore[no-any-return]
+
+
+def coalesce(defaults: Any, override: Any) -> Any:
+    """Helm's merge of a values file onto the chart's values: maps merge, null deletes, the rest replaces."""
+    if isinstance(defaults, dict) and isinstance(override, dict):
+        result = dict(defaults)
+        for key, value in override.items():
+            if value is None:
+                result.pop(key, None)
+            else:
+                result[key] = coalesce(defaults.get(key), value)
+        return result
+    return copy.deepcopy(override)
+
+
+def effective(path: str) -> dict[str, Any]:
+    return coalesce(yaml.safe_load(CHART_DEFAULTS.read_text(encoding="utf-8")), values(path))  # type: ignore[no-any-return]
+
+
+def test_the_committed_files_are_what_render_writes() -> None:
+    assert not set(stale(ROOT)) & set(files()), "run `qm-otel render` and commit the result"
+
+
+def test_the_collector_is_the_compose_release() -> None:
+    assert f"{COLLECTOR_IMAGE['repository']}:{COLLECTOR_IMAGE['tag']}" == COMPOSE_COLLECTOR_IMAGE
+    for path in (AGENT_VALUES, GATEWAY_VALUES):
+        assert values(path)["image"] == COLLECTOR_IMAGE
+
+
+# --- the tail-sampling policy ---------------------------------------------------------------------------------
+
+def policies(path: str = GATEWAY_VALUES) -> list[dict[str, Any]]:
+    return values(path)["config"]["processors"]["tail_sampling"]["policies"]  # type: ignore[no-any-return]
+
+
+def test_the_three_policies_are_or_ed() -> None:
+    rendered_policies = policies()
+    assert [p["type"] for p in rendered_policies] == ["status_code", "latency", "probabilistic"]
+    # top-level policies are OR-ed by the processor: any one sampling the trace keeps it. Nothing here may
+    # turn that into AND or a veto: no `and`/`composite` wrapper, no inverted match, no drop policy.
+    assert all(p["type"] not in ("and", "composite", "drop") for p in rendered_policies)
+    assert not any("invert_match" in json.dumps(p) for p in rendered_policies)
+    assert rendered_policies[0]["status_code"] == {"status_codes": ["ERROR"]}
+    assert rendered_policies[1]["latency"] == {"threshold_ms": 2000}
+    assert rendered_policies[2]["probabilistic"] == {"sampling_percentage": 10.0}
+
+
+def test_the_latency_threshold_follows_the_conventions(tmp_path: Path) -> None:
+    override = tmp_path / "ours.toml"
+    override.write_text("[requests]\nslow_ms = 750\n")
+    changed = load_with_overrides(str(override))
+    assert tail_sampling_policies(changed)[1]["latency"] == {"threshold_ms": 750}
+    assert set(stale(ROOT, changed)) >= {GATEWAY_VALUES}
+    gateway = yaml.safe_load(render_all(changed)[GATEWAY_VALUES])
+    assert gateway["config"]["processors"]["tail_sampling"]["policies"][1]["latency"]["threshold_ms"] == 750
+    assert gateway == yaml.safe_load(yaml.safe_dump(gateway_values(changed)))
+
+
+def test_the_share_is_a_render_argument_and_checked() -> None:
+    c = load_with_overrides(None)
+    assert tail_sampling_policies(c, 25)[2]["probabilistic"]["sampling_percentage"] == 25
+    with pytest.raises(ValueError, match="keep_percent is 150; expected a percentage from 0 to 100"):
+        tail_sampling_policies(c, 150)
+
+
+def test_the_decision_wait_outlasts_the_slow_request_threshold() -> None:
+    wait = values(GATEWAY_VALUES)["config"]["processors"]["tail_sampling"]["decision_wait"]
+    assert wait.endswith("s")
+    assert int(wait[:-1]) * 1000 >= 2 * load_with_overrides(None).slow_request_ms
+
+
+# --- topology ---------------------------------------------------------------------------------------------------
+
+def test_the_agent_routes_traces_by_trace_id_to_the_gateways_headless_service() -> None:
+    agent, gateway = effective(AGENT_VALUES), effective(GATEWAY_VALUES)
+    assert (agent["mode"], agent["fullnameOverride"], agent["namespaceOverride"]) == ("daemonset", AGENT, NAMESPACE)
+    assert (gateway["mode"], gateway["fullnameOverride"], gateway["namespaceOverride"]) == (
+        "deployment", GATEWAY, NAMESPACE)
+    lb = agent["config"]["exporters"]["loadbalancing"]
+    assert lb["routing_key"] == "traceID"
+    assert lb["resolver"] == {"dns": {"hostname": f"{GATEWAY}.{NAMESPACE}.svc.cluster.local", "port": "4317"}}
+    assert gateway["service"]["clusterIP"] == "None"  # headless: DNS answers with every replica
+    assert agent["config"]["service"]["pipelines"]["traces"]["exporters"] == ["loadbalancing"]
+    assert gateway["config"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(":4317")
+
+
+def test_otlp_in_on_every_node_and_the_presets() -> None:
+    agent = effective(AGENT_VALUES)
+    assert agent["ports"]["otlp"]["hostPort"] == 4317
+    assert agent["ports"]["otlp"]["enabled"]
+    assert agent["ports"]["otlp-http"]["hostPort"] == 4318
+    assert agent["ports"]["otlp-http"]["enabled"]
+    assert agent["presets"]["kubernetesAttributes"]["enabled"] is True
+    assert agent["presets"]["logsCollection"]["enabled"] is False
+
+
+def test_pipelines_use_only_defined_components_memory_limiter_first() -> None:
+    for path in (AGENT_VALUES, GATEWAY_VALUES):
+        config = effective(path)["config"]
+        pipelines = config["service"]["pipelines"]
+        for name, pipeline in pipelines.items():
+            assert pipeline["processors"][0] == "memory_limiter", f"{path} {name}"
+            for kind in ("receivers", "exporters"):
+                for component in pipeline[kind]:
+                    assert component in config[kind], f"{path} {name}: {component} undefined"
+            for component in pipeline["processors"]:
+                # k8s_attributes is defined by the chart's kubernetesAttributes preset (_config.tpl)
+                assert component in config["processors"] or component == "k8s_attributes", f"{path}: {component}"
+        # the chart's defaults that qm-otel does not run are gone
+        assert set(config["receivers"]) == {"otlp"}
+        assert "batch" not in config["processors"]
+        assert "debug" not in config["exporters"]
+    assert set(effective(GATEWAY_VALUES)["config"]["service"]["pipelines"]) == {"traces"}
+
+
+def test_backends_come_from_the_one_table() -> None:
+    agent = values(AGENT_VALUES)["config"]["exporters"]
+    gateway = values(GATEWAY_VALUES)["config"]["exporters"]
+    assert agent["otlp_http/mimir"]["endpoint"] == BACKENDS["mimir"]
+    assert agent["otlp_http/loki"]["endpoint"] == BACKENDS["loki"]
+    assert gateway["otlp_grpc/tempo"]["endpoint"] == BACKENDS["tempo"]
+    assert all(f".{NAMESPACE}" in endpoint for endpoint in BACKENDS.values())
+
+
+def test_scrubbing_is_the_compose_collectors() -> None:
+    compose = yaml.safe_load((ROOT / "collector/otel-collector.yaml").read_text(encoding="utf-8"))["processors"]
+    agent = values(AGENT_VALUES)["config"]["processors"]
+    assert agent["attributes/scrub"] == compose["attributes/scrub"]
+    assert agent["resource/loki"] == compose["resource/loki"]
+
+
+# --- the chart's schema -------------------------------------------------------------------------------------------
+
+def chart_validator() -> jsonschema.Draft7Validator:
+    """The chart's schema names no draft (``http://json-schema.org/schema#``); it uses nothing past draft 7."""
+    schema = json.loads(CHART_SCHEMA.read_text(encoding="utf-8"))
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+@pytest.mark.parametrize("path", [AGENT_VALUES, GATEWAY_VALUES])
+def test_values_validate_against_the_chart_schema(path: str) -> None:
+    # Helm validates the values coalesced onto the chart's own (the schema requires apiVersion, which only the
+    # defaults set); every key of the file is in there, or it was a null that deletes a default
+    chart_validator().validate(effective(path))
+
+
+def test_a_wrong_key_fails_the_chart_schema() -> None:
+    broken = {**effective(AGENT_VALUES), "presets": {"kubernetesAttribute": {"enabled": True}}}
+    with pytest.raises(jsonschema.ValidationError, match="kubernetesAttribute"):
+        chart_validator().validate(broken)
+
+
+# --- every component and key against the recorded tables ------------------------------------------------------------
+
+def check_exporter(name: str, config: dict[str, Any]) -> None:
+    kind = name.split("/", maxsplit=1)[0]
+    assert kind in EXPORTERS, f"{name}: no recorded table"
+    if kind == "loadbalancing":
+        assert set(config) <= LOADBALANCING
+        assert config["routing_key"] in ROUTING_KEYS
+        assert set(config["resolver"]) <= RESOLVERS
+        assert set(config["resolver"]["dns"]) <= DNS_RESOLVER
+        assert set(config["protocol"]) == {"otlp"}
+        otlp = config["protocol"]["otlp"]
+        assert "endpoint" not in otlp  # the resolver supplies it
+        check_otlp(otlp, OTLP_GRPC)
+    else:
+        check_otlp(config, OTLP_GRPC if kind == "otlp_grpc" else OTLP_HTTP)
+
+
+def check_otlp(config: dict[str, Any], keys: frozenset[str]) -> None:
+    assert set(config) <= keys, set(config) - keys
+    assert set(config.get("tls", {})) <= TLS
+    queue = config.get("sending_queue", {})
+    assert set(queue) <= QUEUE, set(queue) - QUEUE
+    assert set(queue.get("batch", {})) <= BATCH
+    assert set(config.get("retry_on_failure", {})) <= RETRY
+
+
+def check_processor(name: str, config: dict[str, Any]) -> None:
+    assert name in PROCESSORS, f"{name}: no recorded table"
+    if name == "memory_limiter":
+        assert set(config) <= MEMORY_LIMITER
+    elif name == "tail_sampling":
+        assert set(config) <= TAIL_SAMPLING
+        for policy in config["policies"]:
+            assert set(policy) <= POLICY
+            assert set(policy) == {"name", "type", policy["type"]}
+            assert set(policy[policy["type"]]) <= POLICY_CONFIGS[policy["type"]]
+        codes = [code for p in config["policies"] if p["type"] == "status_code" for code in p["status_code"]
+                 ["status_codes"]]
+        assert set(codes) <= STATUS_CODES
+    # attributes/scrub and resource/loki: the compose collector's, which that stack runs (test above)
+
+
+@pytest.mark.parametrize("path", [AGENT_VALUES, GATEWAY_VALUES])
+def test_every_component_and_key_is_in_the_recorded_tables(path: str) -> None:
+    config = values(path)["config"]
+    for name, processor in config["processors"].items():
+        if processor is not None:
+            check_processor(name, processor)
+    for name, exporter in config["exporters"].items():
+        if exporter is not None:
+            check_exporter(name, exporter)
+    otlp = config["receivers"]["otlp"]["protocols"]
+    assert set(otlp) <= {"grpc", "http"}
+
+
+# --- dashboards and rules ---------------------------------------------------------------------------------------------
+
+def test_the_dashboard_configmaps_carry_the_sidecar_label_and_the_exact_json() -> None:
+    configmaps = rendered(DASHBOARD_CONFIGMAPS)
+    dashboards = dashboard_files(load_with_overrides(None))
+    assert len(configmaps) == len(dashboards) == 5
+    for configmap, (path, text) in zip(configmaps, dashboards.items(), strict=True):
+        assert (configmap["apiVersion"], configmap["kind"]) == ("v1", "ConfigMap")
+        assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert configmap["metadata"]["namespace"] == NAMESPACE
+        assert configmap["data"] == {Path(path).name: text}
+        assert text == (ROOT / path).read_text(encoding="utf-8")  # what the compose stack provisions
+        assert len(files()[DASHBOARD_CONFIGMAPS].encode()) < 1024 * 1024  # a ConfigMap's limit
+
+
+def test_the_prometheus_rule_groups_are_the_compose_rule_files() -> None:
+    (rule,) = rendered(PROMETHEUS_RULES)
+    assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    assert rule["metadata"]["namespace"] == NAMESPACE
+    compose = yaml.safe_load((ROOT / RULES).read_text(encoding="utf-8"))
+    assert rule["spec"]["groups"] == compose["groups"]
