@@ -7,14 +7,19 @@ must be in these tables. Where each table was read (say so when a table was not 
 - collector core (memory_limiter, otlp_grpc / otlp_http exporters, queue, retry, TLS):
   open-telemetry/opentelemetry-collector at tag v0.159.0 (commit 69c0873044e80fe1f0647a0bc5afec6244bcad76),
   read from a full clone: the pinned release.
-- collector-contrib (tail_sampling, loadbalancing, k8sattributes): open-telemetry/opentelemetry-collector-contrib
-  NOT at v0.159.0. The repository is too large to clone here; the search index returned one stored version of
-  each config.go, older than v0.159.0:
+- collector-contrib (tail_sampling, load_balancing, k8s_attributes): NOT read at v0.159.0. The repository is too
+  large to clone here and the search index holds older stored versions of each config.go, read for the keys:
+  open-telemetry/opentelemetry-collector-contrib
   processor/tailsamplingprocessor/config.go @ 497862f69939b03daed1915653227b6defa85c0f,
   exporter/loadbalancingexporter/config.go @ 870de3632d376a989b61459319e6e8754ec1532c,
-  processor/k8sattributesprocessor/config.go @ b0f975e0c037047ca9bbffd13264a55ececf9b03. The keys used here
-  exist there; contrib removes keys only after a deprecation, so a removal after those commits is possible
-  but unseen. Re-read at v0.159.0 when a way to read the tag exists.
+  processor/k8sattributesprocessor/config.go @ b0f975e0c037047ca9bbffd13264a55ececf9b03 (all before 2025).
+  Newer keys and the component renames come from a secondary source that states it traced them to the contrib
+  source at v0.154.0 (load_balancing) and v0.156.0 (tail_sampling): ollygarden/opentelemetry-agent-skills
+  skills/otel-collector/components/load_balancing/configuration.md @ 604a19772c119c7ee05d508855f1b5af65f078f4 and
+  tail_sampling/{configuration,policies}.md @ f332abb4fa92336414d2d4950244c1ac2954415c; the rename
+  `loadbalancing` -> `load_balancing` is contrib PR #48533 (merged 2026-05-19, in v0.153.0, the old name kept as
+  a deprecated alias). The keys used here are in every one of these; a removal between v0.156.0 and v0.159.0
+  is possible but unseen. Re-read at v0.159.0 when a way to read the tag exists.
 - the chart (presets, schema, defaults): open-telemetry/opentelemetry-helm-charts tag
   opentelemetry-collector-0.170.0 (tests/schemas/helm/README.md).
 """
@@ -31,7 +36,7 @@ import jsonschema
 import pytest
 import yaml
 
-from qm_otel.cli.render import RULES, render_all, stale
+from qm_otel.cli.render import RULES, render_all
 from qm_otel.cli.render.dashboards import dashboard_files
 from qm_otel.cli.render.kubernetes import (
     AGENT,
@@ -81,11 +86,15 @@ OTLP_HTTP = frozenset({"endpoint", "tls", "headers", "timeout", "compression", "
                        "traces_endpoint", "metrics_endpoint", "logs_endpoint", "profiles_endpoint", "encoding"})
 
 # --- collector-contrib, stored versions (see the module docstring) -------------------------------------------
-#: processor/tailsamplingprocessor/config.go Config, PolicyCfg (sharedPolicyCfg squashed) and the three configs used
-TAIL_SAMPLING = frozenset({"decision_wait", "num_traces", "expected_new_traces_per_sec", "policies"})
-POLICY = frozenset({"name", "type", "latency", "numeric_attribute", "probabilistic", "status_code",
-                    "string_attribute", "rate_limiting", "span_count", "trace_state", "boolean_attribute",
-                    "ottl_condition", "composite", "and"})
+#: processor/tailsamplingprocessor/config.go Config (+ the v0.156.0 keys of the secondary source), PolicyCfg
+#: (sharedPolicyCfg squashed: name, type, one block per policy type) and the three policy configs used
+TAIL_SAMPLING = frozenset({"decision_wait", "num_traces", "expected_new_traces_per_sec", "policies",
+                           "sampling_strategy", "decision_wait_after_root_received", "sample_on_first_match",
+                           "block_on_overflow", "drop_pending_traces_on_shutdown", "maximum_trace_size_bytes",
+                           "decision_cache"})
+POLICY = frozenset({"name", "type", "always_sample", "latency", "numeric_attribute", "probabilistic", "status_code",
+                    "string_attribute", "rate_limiting", "bytes_limiting", "span_count", "trace_state", "trace_flags",
+                    "boolean_attribute", "ottl_condition", "composite", "and", "not", "drop"})
 POLICY_CONFIGS = {
     "status_code": frozenset({"status_codes"}),
     "latency": frozenset({"threshold_ms", "upper_threshold_ms"}),
@@ -93,16 +102,18 @@ POLICY_CONFIGS = {
 }
 #: internal/sampling/status_code.go: the accepted status codes
 STATUS_CODES = frozenset({"OK", "ERROR", "UNSET"})
-#: exporter/loadbalancingexporter/config.go Config, ResolverSettings, DNSResolver; protocol.otlp is the OTLP
-#: exporter's Config (endpoint taken from the resolver); routing keys: traceID (default), service, metric, resource
-LOADBALANCING = frozenset({"protocol", "resolver", "routing_key"})
-RESOLVERS = frozenset({"static", "dns", "k8s"})
+#: exporter/loadbalancingexporter/config.go Config, ResolverSettings, DNSResolver (+ the v0.154.0 keys of the
+#: secondary source); protocol.otlp is the OTLP exporter's Config, its endpoint set per resolved backend
+LOADBALANCING = frozenset({"protocol", "resolver", "routing_key", "routing_attributes", "timeout",
+                           "retry_on_failure", "sending_queue"})
+RESOLVERS = frozenset({"static", "dns", "k8s", "aws_cloud_map"})
 DNS_RESOLVER = frozenset({"hostname", "port", "interval", "timeout"})
-ROUTING_KEYS = frozenset({"traceID", "service", "metric", "resource"})
+#: the routing keys a traces pipeline accepts (v0.154.0: traceID (default), service, attributes)
+TRACE_ROUTING_KEYS = frozenset({"traceID", "service", "attributes"})
 
 #: the components each values file may use, and the table that checks each
 PROCESSORS = {"memory_limiter", "k8s_attributes", "attributes/scrub", "resource/loki", "tail_sampling"}
-EXPORTERS = {"loadbalancing", "otlp_grpc", "otlp_http"}
+EXPORTERS = {"load_balancing", "otlp_grpc", "otlp_http"}
 
 
 @functools.cache
@@ -138,7 +149,9 @@ def effective(path: str) -> dict[str, Any]:
 
 
 def test_the_committed_files_are_what_render_writes() -> None:
-    assert not set(stale(ROOT)) & set(files()), "run `qm-otel render` and commit the result"
+    for path, content in files().items():
+        assert (ROOT / path).read_text(encoding="utf-8") == content, f"{path}: run `qm-otel render` and commit it"
+    assert set(files()) <= set(render_all()), "registered in render's list (so `render --check` covers them)"
 
 
 def test_the_collector_is_the_compose_release() -> None:
@@ -170,8 +183,10 @@ def test_the_latency_threshold_follows_the_conventions(tmp_path: Path) -> None:
     override.write_text("[requests]\nslow_ms = 750\n")
     changed = load_with_overrides(str(override))
     assert tail_sampling_policies(changed)[1]["latency"] == {"threshold_ms": 750}
-    assert set(stale(ROOT, changed)) >= {GATEWAY_VALUES}
-    gateway = yaml.safe_load(render_all(changed)[GATEWAY_VALUES])
+    changed_files = kubernetes_files(changed)
+    assert changed_files[GATEWAY_VALUES] != files()[GATEWAY_VALUES]
+    assert changed_files[AGENT_VALUES] == files()[AGENT_VALUES]
+    gateway = yaml.safe_load(changed_files[GATEWAY_VALUES])
     assert gateway["config"]["processors"]["tail_sampling"]["policies"][1]["latency"]["threshold_ms"] == 750
     assert gateway == yaml.safe_load(yaml.safe_dump(gateway_values(changed)))
 
@@ -196,11 +211,11 @@ def test_the_agent_routes_traces_by_trace_id_to_the_gateways_headless_service() 
     assert (agent["mode"], agent["fullnameOverride"], agent["namespaceOverride"]) == ("daemonset", AGENT, NAMESPACE)
     assert (gateway["mode"], gateway["fullnameOverride"], gateway["namespaceOverride"]) == (
         "deployment", GATEWAY, NAMESPACE)
-    lb = agent["config"]["exporters"]["loadbalancing"]
+    lb = agent["config"]["exporters"]["load_balancing"]
     assert lb["routing_key"] == "traceID"
     assert lb["resolver"] == {"dns": {"hostname": f"{GATEWAY}.{NAMESPACE}.svc.cluster.local", "port": "4317"}}
     assert gateway["service"]["clusterIP"] == "None"  # headless: DNS answers with every replica
-    assert agent["config"]["service"]["pipelines"]["traces"]["exporters"] == ["loadbalancing"]
+    assert agent["config"]["service"]["pipelines"]["traces"]["exporters"] == ["load_balancing"]
     assert gateway["config"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(":4317")
 
 
@@ -276,9 +291,9 @@ def test_a_wrong_key_fails_the_chart_schema() -> None:
 def check_exporter(name: str, config: dict[str, Any]) -> None:
     kind = name.split("/", maxsplit=1)[0]
     assert kind in EXPORTERS, f"{name}: no recorded table"
-    if kind == "loadbalancing":
+    if kind == "load_balancing":
         assert set(config) <= LOADBALANCING
-        assert config["routing_key"] in ROUTING_KEYS
+        assert config["routing_key"] in TRACE_ROUTING_KEYS
         assert set(config["resolver"]) <= RESOLVERS
         assert set(config["resolver"]["dns"]) <= DNS_RESOLVER
         assert set(config["protocol"]) == {"otlp"}

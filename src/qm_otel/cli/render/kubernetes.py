@@ -2,7 +2,7 @@
 
 - ``deploy/kubernetes/collector/agent-values.yaml``: the official ``opentelemetry-collector`` chart as a
   DaemonSet (OTLP in on each node's hostPort, the chart's ``kubernetesAttributes`` preset, credential
-  scrubbing); traces go to the gateway through the ``loadbalancing`` exporter, routed by trace ID, so
+  scrubbing); traces go to the gateway through the ``load_balancing`` exporter, routed by trace ID, so
   every span of a trace lands on one gateway replica; metrics and logs go straight to Mimir and Loki.
 - ``deploy/kubernetes/collector/gateway-values.yaml``: the same chart as a Deployment behind a headless
   Service; it tail-samples whole traces with :func:`tail_sampling_policies` (from the conventions) and
@@ -164,7 +164,8 @@ def agent_values() -> dict[str, Any]:
             "processors": {**base["processors"], "memory_limiter": _MEMORY_LIMITER, **_compose_processors()},
             "exporters": {
                 **base["exporters"],
-                "loadbalancing": {
+                # `loadbalancing` until contrib v0.153.0 (PR #48533), a deprecated alias since
+                "load_balancing": {
                     "routing_key": "traceID",
                     "protocol": {"otlp": {"timeout": "5s", "tls": {"insecure": True},
                                           "sending_queue": _QUEUE, "retry_on_failure": _RETRY}},
@@ -177,7 +178,7 @@ def agent_values() -> dict[str, Any]:
                                    "retry_on_failure": _RETRY},
             },
             "service": {"pipelines": {
-                "traces": {"receivers": ["otlp"], "processors": receive, "exporters": ["loadbalancing"]},
+                "traces": {"receivers": ["otlp"], "processors": receive, "exporters": ["load_balancing"]},
                 "metrics": {"receivers": ["otlp"], "processors": receive, "exporters": ["otlp_http/mimir"]},
                 "logs": {"receivers": ["otlp"], "processors": [*receive, "resource/loki"],
                          "exporters": ["otlp_http/loki"]},
@@ -193,7 +194,7 @@ def gateway_values(c: Conventions, keep_percent: float = KEEP_PERCENT) -> dict[s
         **_common(GATEWAY, "deployment"),
         "ports": {**_common(GATEWAY, "deployment")["ports"], "otlp-http": {"enabled": False}},
         "replicaCount": 2,
-        # headless: the agents' loadbalancing exporter resolves each replica's address
+        # headless: the agents' load_balancing exporter resolves each replica's address
         "service": {"clusterIP": "None"},
         "config": {
             "receivers": {**base["receivers"], "otlp": _otlp_receiver(http=False)},
