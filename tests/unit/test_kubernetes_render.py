@@ -251,10 +251,18 @@ def test_pipelines_use_only_defined_components_memory_limiter_first() -> None:
 def test_backends_come_from_the_one_table() -> None:
     agent = values(AGENT_VALUES)["config"]["exporters"]
     gateway = values(GATEWAY_VALUES)["config"]["exporters"]
-    assert agent["otlp_http/mimir"]["endpoint"] == BACKENDS["mimir"]
+    assert agent["otlp_http/prometheus"]["endpoint"] == BACKENDS["prometheus"]
     assert agent["otlp_http/loki"]["endpoint"] == BACKENDS["loki"]
     assert gateway["otlp_grpc/tempo"]["endpoint"] == BACKENDS["tempo"]
     assert all(f".{NAMESPACE}" in endpoint for endpoint in BACKENDS.values())
+
+
+@pytest.mark.parametrize(("backend", "values_file"), [
+    ("tempo", "tempo-values.yaml"), ("loki", "loki-values.yaml"), ("prometheus", "kube-prometheus-stack-values.yaml")])
+def test_the_backends_values_name_the_same_endpoints(backend: str, values_file: str) -> None:
+    """deploy/kubernetes/backends/ (written separately) documents the Service each collector exporter targets."""
+    text = (ROOT / "deploy/kubernetes/backends" / values_file).read_text(encoding="utf-8")
+    assert BACKENDS[backend].removeprefix("http://") in text
 
 
 def test_scrubbing_is_the_compose_collectors() -> None:

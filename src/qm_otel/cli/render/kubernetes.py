@@ -3,7 +3,7 @@
 - ``deploy/kubernetes/collector/agent-values.yaml``: the official ``opentelemetry-collector`` chart as a
   DaemonSet (OTLP in on each node's hostPort, the chart's ``kubernetesAttributes`` preset, credential
   scrubbing); traces go to the gateway through the ``load_balancing`` exporter, routed by trace ID, so
-  every span of a trace lands on one gateway replica; metrics and logs go straight to Mimir and Loki.
+  every span of a trace lands on one gateway replica; metrics and logs go straight to Prometheus and Loki.
 - ``deploy/kubernetes/collector/gateway-values.yaml``: the same chart as a Deployment behind a headless
   Service; it tail-samples whole traces with :func:`tail_sampling_policies` (from the conventions) and
   sends the kept ones to Tempo.
@@ -12,8 +12,9 @@
 - ``deploy/kubernetes/prometheus-rules.yaml``: the compose rule file's groups as a ``PrometheusRule``.
 
 Why metrics and logs skip the gateway: only traces need a decision across spans from many pods (tail
-sampling); metrics and logs are never sampled, and Mimir's and Loki's own distributors already spread
-the load, so a second hop would add latency and gateway memory for nothing. The scrubbing runs on the
+sampling); metrics and logs are never sampled, and Loki's distributors (and Prometheus's OTLP receiver, or
+Mimir's distributors when it replaces Prometheus) take them from many senders, so a second hop would add
+latency and gateway memory for nothing. The scrubbing runs on the
 agent, the first collector every signal passes.
 
 The backends' Service names live in :data:`BACKENDS` only (the backends' own values are written
@@ -75,8 +76,9 @@ BACKENDS = {
     "tempo": f"tempo-distributor.{NAMESPACE}:4317",
     # Loki: the gateway's native OTLP endpoint; otlp_http appends /v1/logs
     "loki": f"http://loki-gateway.{NAMESPACE}/otlp",
-    # Mimir: the nginx gateway's OTLP endpoint; otlp_http appends /v1/metrics (Mimir serves /otlp/v1/metrics)
-    "mimir": f"http://mimir-nginx.{NAMESPACE}/otlp",
+    # Prometheus (kube-prometheus-stack, release `kube-prometheus-stack`, enableOTLPReceiver): its OTLP
+    # receiver; otlp_http appends /v1/metrics. With mimir-distributed instead: http://mimir-nginx.<ns>/otlp
+    "prometheus": f"http://kube-prometheus-stack-prometheus.{NAMESPACE}:9090/api/v1/otlp",
 }
 #: the share (percent) of traces with no error and no slow request that the gateway keeps
 KEEP_PERCENT = 10.0
@@ -172,14 +174,14 @@ def agent_values() -> dict[str, Any]:
                     # a headless Service: DNS returns every gateway pod, the ring is rebuilt as they change
                     "resolver": {"dns": {"hostname": f"{GATEWAY}.{NAMESPACE}.svc.cluster.local", "port": "4317"}},
                 },
-                "otlp_http/mimir": {"endpoint": BACKENDS["mimir"], "sending_queue": _QUEUE,
-                                    "retry_on_failure": _RETRY},
+                "otlp_http/prometheus": {"endpoint": BACKENDS["prometheus"], "sending_queue": _QUEUE,
+                                         "retry_on_failure": _RETRY},
                 "otlp_http/loki": {"endpoint": BACKENDS["loki"], "sending_queue": _QUEUE,
                                    "retry_on_failure": _RETRY},
             },
             "service": {"pipelines": {
                 "traces": {"receivers": ["otlp"], "processors": receive, "exporters": ["load_balancing"]},
-                "metrics": {"receivers": ["otlp"], "processors": receive, "exporters": ["otlp_http/mimir"]},
+                "metrics": {"receivers": ["otlp"], "processors": receive, "exporters": ["otlp_http/prometheus"]},
                 "logs": {"receivers": ["otlp"], "processors": [*receive, "resource/loki"],
                          "exporters": ["otlp_http/loki"]},
             }},
