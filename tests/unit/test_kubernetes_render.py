@@ -225,6 +225,8 @@ def test_otlp_in_on_every_node_and_the_presets() -> None:
     assert agent["ports"]["otlp"]["enabled"]
     assert agent["ports"]["otlp-http"]["hostPort"] == 4318
     assert agent["ports"]["otlp-http"]["enabled"]
+    assert agent["service"] == {"type": "ClusterIP", "annotations": {}, "enabled": True,
+                                "internalTrafficPolicy": "Local"}
     assert agent["presets"]["kubernetesAttributes"]["enabled"] is True
     assert agent["presets"]["logsCollection"]["enabled"] is False
 
@@ -255,6 +257,12 @@ def test_backends_come_from_the_one_table() -> None:
     assert agent["otlp_http/loki"]["endpoint"] == BACKENDS["loki"]
     assert gateway["otlp_grpc/tempo"]["endpoint"] == BACKENDS["tempo"]
     assert all(f".{NAMESPACE}" in endpoint for endpoint in BACKENDS.values())
+
+
+def test_the_instrumentation_sends_to_the_agents_local_service() -> None:
+    """deploy/kubernetes/instrumentation.yaml (written separately) points the apps at this Service."""
+    text = (ROOT / "deploy/kubernetes/instrumentation.yaml").read_text(encoding="utf-8")
+    assert f"endpoint: http://{AGENT}.{NAMESPACE}.svc.cluster.local:4318" in text
 
 
 @pytest.mark.parametrize(("backend", "values_file"), [

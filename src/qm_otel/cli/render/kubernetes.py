@@ -154,6 +154,11 @@ def agent_values() -> dict[str, Any]:
     receive = ["memory_limiter", "k8s_attributes", "attributes/scrub"]
     return {
         **_common(AGENT, "daemonset"),
+        # OTLP in on the node two ways: the chart's hostPorts (4317/4318 on the node's IP), and a Service
+        # `qm-otel-agent` whose internalTrafficPolicy Local keeps each pod's traffic on its own node (what
+        # deploy/kubernetes/instrumentation.yaml points the apps at). Local has no fallback: while the node's
+        # agent restarts, its pods' exports fail and the SDK retries.
+        "service": {"enabled": True, "internalTrafficPolicy": "Local"},
         "presets": {
             # k8s_attributes (the chart's processor, its RBAC and K8S_NODE_NAME filter); named in the pipelines
             # below so it runs after memory_limiter, not first as the preset would prepend it
