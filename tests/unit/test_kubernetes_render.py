@@ -191,6 +191,17 @@ def test_the_latency_threshold_follows_the_conventions(tmp_path: Path) -> None:
     assert gateway == yaml.safe_load(yaml.safe_dump(gateway_values(changed)))
 
 
+def test_every_request_logged_as_slow_keeps_its_trace(tmp_path: Path) -> None:
+    """The request log: duration_ms > slow_ms. The latency policy: int(trace duration in ms) >= threshold_ms."""
+    for slow_ms in (2000, 1500.5):
+        override = tmp_path / f"slow-{slow_ms}.toml"  # load_with_overrides caches by path
+        override.write_text(f"[requests]\nslow_ms = {slow_ms}\n")
+        threshold = tail_sampling_policies(load_with_overrides(str(override)))[1]["latency"]["threshold_ms"]
+        for duration_ms in (slow_ms + 0.001, slow_ms + 0.999, slow_ms + 1, slow_ms * 3):
+            assert int(duration_ms) >= threshold, (slow_ms, duration_ms)
+        assert int(slow_ms - 1) < threshold
+
+
 def test_the_share_is_a_render_argument_and_checked() -> None:
     c = load_with_overrides(None)
     assert tail_sampling_policies(c, 25)[2]["probabilistic"]["sampling_percentage"] == 25

@@ -102,6 +102,11 @@ def tail_sampling_policies(c: Conventions, keep_percent: float = KEEP_PERCENT) -
     The processor keeps a trace when any policy samples it (no policy inverts or drops), so the three
     policies are OR-ed: every error trace, every trace slower than ``[requests].slow_ms``, and
     ``keep_percent`` % of the rest.
+
+    The latency policy keeps a trace when its whole duration (earliest span start to latest span end), cut to
+    whole milliseconds, is ``>= threshold_ms`` (internal/sampling/latency.go); the request log calls a request
+    slow when it took ``> slow_ms``. ``threshold_ms = floor(slow_ms)`` keeps every trace whose request was
+    logged as slow (its server span alone is longer), plus those within a millisecond under the edge.
     """
     if not 0 <= keep_percent <= 100:
         message = f"keep_percent is {keep_percent!r}; expected a percentage from 0 to 100"
@@ -109,7 +114,7 @@ def tail_sampling_policies(c: Conventions, keep_percent: float = KEEP_PERCENT) -
     return [
         {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
         {"name": "slow-requests", "type": "latency",
-         "latency": {"threshold_ms": math.ceil(c.slow_request_ms)}},
+         "latency": {"threshold_ms": math.floor(c.slow_request_ms)}},
         {"name": "share-of-the-rest", "type": "probabilistic",
          "probabilistic": {"sampling_percentage": keep_percent}},
     ]
