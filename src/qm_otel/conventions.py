@@ -135,6 +135,8 @@ class Conventions:
     degradation: Degradation
     breaker: BreakerDefaults
     alert_policy: AlertPolicy
+    #: the share (percent) of traces with no error and no slow request the collector gateway keeps
+    tail_keep_percent: float
 
     def level_for_status(self, status: str) -> str:
         """The log level a record with ``status`` is written at."""
@@ -159,6 +161,7 @@ _SCHEMA: dict[str, Any] = {
     "bands": {"*": {"unit": None, "better": None, "optimal_below": None, "acceptable_max": None, "warning_max": None,
                     "optimal_above": None, "acceptable_min": None, "warning_min": None}},
     "requests": {"slow_ms": None},
+    "tail_sampling": {"keep_percent": None},
     "alerts": {"error_rate_percent_above": None, "cache_hit_rate_percent_below": None, "memory_mb_above": None,
                "response_time_ms_above": None},
     "degradation": {"cache_hit_rate_below": None, "window": None, "min_lookups": None},
@@ -323,7 +326,11 @@ def load(data: dict[str, Any], source: str = PATH.name) -> Conventions:
     )
     breaker = _breaker(read, read.need(data, "breaker", "", dict), statuses)
     policy = _alert_policy(read, read.need(data, "alert_policy", "", dict))
-    return Conventions(tuple(components), dict(statuses), outcomes, bands, slow, alerts, degradation, breaker, policy)
+    keep = float(read.need(read.need(data, "tail_sampling", "", dict), "keep_percent", "tail_sampling.", _NUMBER))
+    if not 0 <= keep <= 100:
+        raise read.fail(f"key tail_sampling.keep_percent has {_toml_value(keep)}; expected a number from 0 to 100")
+    return Conventions(tuple(components), dict(statuses), outcomes, bands, slow, alerts, degradation, breaker, policy,
+                       keep)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

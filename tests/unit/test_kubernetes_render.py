@@ -53,7 +53,7 @@ from qm_otel.cli.render.kubernetes import (
     kubernetes_files,
     tail_sampling_policies,
 )
-from qm_otel.conventions import load_with_overrides
+from qm_otel.conventions import ConventionsError, load_with_overrides
 from tests.unit.test_collector_filelog import COLLECTOR_IMAGE as COMPOSE_COLLECTOR_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,11 +202,26 @@ def test_every_request_logged_as_slow_keeps_its_trace(tmp_path: Path) -> None:
         assert int(slow_ms - 1) < threshold
 
 
-def test_the_share_is_a_render_argument_and_checked() -> None:
-    c = load_with_overrides(None)
-    assert tail_sampling_policies(c, 25)[2]["probabilistic"]["sampling_percentage"] == 25
+def test_the_share_is_a_convention(tmp_path: Path) -> None:
+    assert load_with_overrides(None).tail_keep_percent == 10
+    override = tmp_path / "share.toml"
+    override.write_text("[tail_sampling]\nkeep_percent = 2.5\n")
+    changed = load_with_overrides(str(override))
+    assert tail_sampling_policies(changed)[2]["probabilistic"] == {"sampling_percentage": 2.5}
+    assert tail_sampling_policies(changed)[:2] == tail_sampling_policies(load_with_overrides(None))[:2]
+    assert tail_sampling_policies(changed, keep_percent=25)[2]["probabilistic"]["sampling_percentage"] == 25
     with pytest.raises(ValueError, match="keep_percent is 150; expected a percentage from 0 to 100"):
-        tail_sampling_policies(c, 150)
+        tail_sampling_policies(changed, 150)
+
+
+@pytest.mark.parametrize(("value", "shown"), [("150", "the number 150"), ("-1", "the number -1"),
+                                               ('"ten"', 'the string "ten"')])
+def test_a_bad_share_names_the_key_the_value_and_what_is_allowed(tmp_path: Path, value: str, shown: str) -> None:
+    override = tmp_path / "bad-share.toml"  # each case its own tmp_path: load_with_overrides caches by path
+    override.write_text(f"[tail_sampling]\nkeep_percent = {value}\n")
+    expected = "a number from 0 to 100" if "number" in shown else "a number"
+    with pytest.raises(ConventionsError, match=f"key tail_sampling.keep_percent has {shown}; expected {expected}"):
+        load_with_overrides(str(override))
 
 
 def test_the_decision_wait_outlasts_the_slow_request_threshold() -> None:

@@ -47,7 +47,6 @@ __all__ = [
     "DASHBOARD_CONFIGMAPS",
     "GATEWAY",
     "GATEWAY_VALUES",
-    "KEEP_PERCENT",
     "NAMESPACE",
     "PROMETHEUS_RULES",
     "agent_values",
@@ -80,8 +79,6 @@ BACKENDS = {
     # receiver; otlp_http appends /v1/metrics. With mimir-distributed instead: http://mimir-nginx.<ns>/otlp
     "prometheus": f"http://kube-prometheus-stack-prometheus.{NAMESPACE}:9090/api/v1/otlp",
 }
-#: the share (percent) of traces with no error and no slow request that the gateway keeps
-KEEP_PERCENT = 10.0
 #: how long the gateway waits after a trace's first span before deciding (spans of a trace arriving later
 #: than this are decided alone); qm-otel's slow-request threshold must fit well inside it
 DECISION_WAIT_S = 10
@@ -96,19 +93,20 @@ _QUEUE = {"enabled": True, "num_consumers": 4, "sizer": "requests", "queue_size"
 _RETRY = {"enabled": True, "initial_interval": "1s", "max_interval": "30s", "max_elapsed_time": "10m"}
 
 
-def tail_sampling_policies(c: Conventions, keep_percent: float = KEEP_PERCENT) -> list[dict[str, Any]]:
+def tail_sampling_policies(c: Conventions, keep_percent: float | None = None) -> list[dict[str, Any]]:
     """The gateway's tail-sampling policies: errors, slow traces (the conventions' slow request), a share.
 
     The processor keeps a trace when any policy samples it (no policy inverts or drops), so the three
     policies are OR-ed: every error trace, every trace slower than ``[requests].slow_ms``, and
-    ``keep_percent`` % of the rest.
+    ``[tail_sampling].keep_percent`` % of the rest (``keep_percent``, when given, replaces it).
 
     The latency policy keeps a trace when its whole duration (earliest span start to latest span end), cut to
     whole milliseconds, is ``>= threshold_ms`` (internal/sampling/latency.go); the request log calls a request
     slow when it took ``> slow_ms``. ``threshold_ms = floor(slow_ms)`` keeps every trace whose request was
     logged as slow (its server span alone is longer), plus those within a millisecond under the edge.
     """
-    if not 0 <= keep_percent <= 100:
+    share = c.tail_keep_percent if keep_percent is None else keep_percent
+    if not 0 <= share <= 100:
         message = f"keep_percent is {keep_percent!r}; expected a percentage from 0 to 100"
         raise ValueError(message)
     return [
@@ -116,7 +114,7 @@ def tail_sampling_policies(c: Conventions, keep_percent: float = KEEP_PERCENT) -
         {"name": "slow-requests", "type": "latency",
          "latency": {"threshold_ms": math.floor(c.slow_request_ms)}},
         {"name": "share-of-the-rest", "type": "probabilistic",
-         "probabilistic": {"sampling_percentage": keep_percent}},
+         "probabilistic": {"sampling_percentage": share}},
     ]
 
 
@@ -199,7 +197,7 @@ def agent_values() -> dict[str, Any]:
     }
 
 
-def gateway_values(c: Conventions, keep_percent: float = KEEP_PERCENT) -> dict[str, Any]:
+def gateway_values(c: Conventions, keep_percent: float | None = None) -> dict[str, Any]:
     """The Deployment: whole traces in (by trace ID), tail-sampled by the conventions, out to Tempo."""
     base = _remove_chart_defaults()
     return {
@@ -279,7 +277,7 @@ def _dump(*documents: object) -> str:
         yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True) for doc in documents)
 
 
-def kubernetes_files(c: Conventions | None = None, keep_percent: float = KEEP_PERCENT) -> dict[str, str]:
+def kubernetes_files(c: Conventions | None = None, keep_percent: float | None = None) -> dict[str, str]:
     """Every Kubernetes file ``render`` writes: repository-relative path → content."""
     c = c or load_with_overrides(None)
     return {
