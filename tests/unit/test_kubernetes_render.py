@@ -254,6 +254,8 @@ def test_otlp_in_on_every_node_and_the_presets() -> None:
     assert agent["service"] == {"type": "ClusterIP", "annotations": {}, "enabled": True,
                                 "internalTrafficPolicy": "Local"}
     assert agent["presets"]["kubernetesAttributes"]["enabled"] is True
+    # _config.tpl at the chart tag: the preset's processor is `k8s_attributes` only with the rewrite on
+    assert values(AGENT_VALUES)["rewriteDeprecatedComponentNames"] is True
     assert agent["presets"]["logsCollection"]["enabled"] is False
 
 

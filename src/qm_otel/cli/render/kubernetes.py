@@ -162,6 +162,9 @@ def agent_values() -> dict[str, Any]:
         # deploy/kubernetes/instrumentation.yaml points the apps at). Local has no fallback: while the node's
         # agent restarts, its pods' exports fail and the SDK retries.
         "service": {"enabled": True, "internalTrafficPolicy": "Local"},
+        # the preset names its processor k8s_attributes (contrib's current name) only while this is true,
+        # the chart's default at 0.170.0; pinned, because the pipelines below name it so
+        "rewriteDeprecatedComponentNames": True,
         "presets": {
             # k8s_attributes (the chart's processor, its RBAC and K8S_NODE_NAME filter); named in the pipelines
             # below so it runs after memory_limiter, not first as the preset would prepend it
