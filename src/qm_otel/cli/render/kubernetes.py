@@ -264,7 +264,10 @@ def prometheus_rule(c: Conventions) -> dict[str, Any]:
 
 
 class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (the dashboards' JSON) as literal blocks, readable and exact."""
+    """Multi-line strings (the dashboards' JSON) as literal blocks, readable and exact; no anchors/aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:  # noqa: ARG002 - PyYAML's signature
+        return True
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
