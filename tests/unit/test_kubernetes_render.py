@@ -55,6 +55,7 @@ from qm_otel.cli.render.kubernetes import (
 )
 from qm_otel.conventions import ConventionsError, load_with_overrides
 from tests.unit.test_collector_filelog import COLLECTOR_IMAGE as COMPOSE_COLLECTOR_IMAGE
+from tests.unit.test_collector_filelog import OPERATORS, RECEIVER
 
 ROOT = Path(__file__).resolve().parents[2]
 HELM = ROOT / "tests" / "schemas" / "helm"
@@ -306,6 +307,29 @@ def test_scrubbing_is_the_compose_collectors() -> None:
     agent = values(AGENT_VALUES)["config"]["processors"]
     assert agent["attributes/scrub"] == compose["attributes/scrub"]
     assert agent["resource/loki"] == compose["resource/loki"]
+
+
+#: what the logsCollection preset writes when it is switched on (templates/_config.tpl
+#: "opentelemetry-collector.logsCollectionConfig" at the chart tag, storeCheckpoints on as the values set it)
+PRESET_FILELOG = {
+    "include": ["/var/log/pods/*/*/*.log"],
+    "exclude": ["/var/log/pods/observability_qm-otel-agent*_*/opentelemetry-collector/*.log"],
+    "start_at": "end",
+    "retry_on_failure": {"enabled": True},
+    "storage": "file_storage",
+    "include_file_path": True,
+    "include_file_name": False,
+    "operators": [{"type": "container", "id": "container-parser", "max_log_size": 102400}],
+}
+
+
+def test_the_logs_collection_preset_would_write_keys_the_pinned_filelog_has() -> None:
+    """Off by default; switched on, the chart's filelog receiver must hold at the pinned collector too."""
+    assert set(PRESET_FILELOG) <= RECEIVER  # tests/unit/test_collector_filelog.py's table (stanza sources)
+    for operator in PRESET_FILELOG["operators"]:
+        keys, where = OPERATORS[operator["type"]]
+        assert set(operator) <= keys, where
+    assert values(AGENT_VALUES)["presets"]["logsCollection"] == {"enabled": False, "storeCheckpoints": True}
 
 
 # --- the chart's schema -------------------------------------------------------------------------------------------
