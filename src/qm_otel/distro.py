@@ -51,16 +51,15 @@ def _instrument_new_apps() -> None:
     constructor instruments the app. FastAPI is imported (when installed) before Starlette's class
     is replaced, so FastAPI keeps its own base class and an app is instrumented once.
     """
-    from qm_otel.integrations.fastapi import instrument_app
-
     try:
         import fastapi
-    except ImportError:
+    except ImportError:  # qm-otel[fastapi] is optional: the application brings its own, or serves no HTTP
         fastapi = None  # type: ignore[assignment]
     try:
         import starlette.applications
     except ImportError:
         return
+    from qm_otel.integrations.fastapi import instrument_app
     if fastapi is not None:
         fastapi_base: Any = fastapi.FastAPI
 

@@ -25,8 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 # the classes themselves: under opentelemetry-instrument, ``fastapi.FastAPI`` and
 # ``starlette.applications.Starlette`` are replaced by subclasses (see qm_otel.distro)
-from fastapi.applications import FastAPI
 from starlette.applications import Starlette
+
+try:
+    from fastapi.applications import FastAPI
+except ImportError:  # a Starlette application without FastAPI: qm-otel[fastapi] is optional
+    _FASTAPI: tuple[type, ...] = ()
+else:
+    _FASTAPI = (FastAPI,)
 
 from qm_otel import _state
 from qm_otel.config import Settings
@@ -139,7 +145,7 @@ def instrument_app(app: Any) -> None:
     if not isinstance(app, Starlette):
         message = f"qm_otel.instrument_app() expects a FastAPI or Starlette application, got {type(app).__name__}"
         raise TypeError(message)
-    if isinstance(app, FastAPI):
+    if isinstance(app, _FASTAPI):
         _native_telemetry_off(app)
     if not getattr(app, _CORRELATION_TAG, False):
         server_span = not getattr(app, _CONTRIB_FLAG, False)
