@@ -26,14 +26,13 @@ from qm_otel.cli.render.alerts import loki_rules, prometheus_rules
 from qm_otel.cli.render.alerts._prometheus import burn_factors, slow_bucket_edge
 from qm_otel.cli.render.alerts._rule import duration
 from qm_otel.conventions import ConventionsError, conventions, load_with_overrides
+from tests.support.logql import grammar_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOKS = ROOT / "docs/runbooks.md"
 PROMTOOL = shutil.which("promtool")
-NPM = shutil.which("npm")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None and not os.environ.get("CI"),
                                     reason="promtool (Debian package prometheus) not installed")
-LOGQL_GRAMMAR = "@grafana/lezer-logql@0.4.2"
 
 
 def rule_file(path: str) -> list[dict[str, Any]]:
@@ -240,17 +239,7 @@ process.stdout.write(JSON.stringify(exprs.map((expr) => {
 
 @pytest.fixture(scope="module")
 def logql_grammar() -> Path:
-    """Grafana's LogQL grammar, in .cache/ (scripts/install test puts it there; installed here if it did not)."""
-    if NPM is None or shutil.which("node") is None:
-        if os.environ.get("CI"):
-            pytest.fail("node and npm are needed to parse the Loki rules")
-        pytest.skip("node/npm not installed")
-    where = ROOT / ".cache/npm-logql"
-    if not (where / "node_modules/@grafana/lezer-logql").is_dir():
-        where.mkdir(parents=True, exist_ok=True)
-        subprocess.run([str(NPM), "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(where),
-                        LOGQL_GRAMMAR], check=True, capture_output=True, timeout=600)
-    return where
+    return grammar_dir()
 
 
 def logql_errors(grammar: Path, exprs: list[str]) -> list[list[int]]:

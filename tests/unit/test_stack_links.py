@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -46,11 +45,11 @@ from qm_otel.cli.links import (
     trace_spans,
 )
 from qm_otel.correlation import trace_id_for
+from tests.support.logql import grammar_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASOURCES = ROOT / "dashboards/provisioning/datasources/datasources.yaml"
 VERIFY = ROOT / "scripts/verify-stack"
-LOGQL_GRAMMAR = "@grafana/lezer-logql@0.4.2"
 CORRELATION_ID = "0af76519-16cd-43dd-8448-eb211c80319c"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 ROOT_SPAN = "b7ad6b7169203331"
@@ -96,18 +95,7 @@ process.stdout.write(JSON.stringify(exprs.map((expr) => {
 
 @pytest.fixture(scope="module")
 def logql_grammar() -> Path:
-    """Grafana's LogQL grammar in .cache/npm-logql (scripts/install test puts it there; installed here if not)."""
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        if os.environ.get("CI"):
-            pytest.fail("node and npm are needed to parse the datasource's LogQL")
-        pytest.skip("node/npm not installed")
-    where = ROOT / ".cache/npm-logql"
-    if not (where / "node_modules/@grafana/lezer-logql").is_dir():
-        where.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(where), LOGQL_GRAMMAR],
-                       check=True, capture_output=True, timeout=600)
-    return where
+    return grammar_dir()
 
 
 def logql_shapes(grammar: Path, exprs: list[str]) -> list[dict[str, Any]]:
