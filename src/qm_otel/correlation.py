@@ -41,6 +41,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.span import TraceState
 
 from qm_otel import instruments
+from qm_otel.sdk_internals import checked_trace_state
 
 __all__ = [
     "CORRELATION_ATTRIBUTE",
@@ -263,18 +264,6 @@ TRACESTATE_MEMBERS = 32
 _TRACESTATE_READ_MAX = 8192
 
 
-class _CheckedTraceState(TraceState):
-    """A ``TraceState`` of members :func:`parse_tracestate` has checked by the Level 2 grammar.
-
-    The SDK's constructor checks keys by Level 1's grammar and would drop the keys Level 2 added
-    (``foo@``, ``t@`` with a 15-character system, a tenant of 242 characters).
-    """
-
-    def __init__(self, members: dict[str, str]) -> None:
-        super().__init__()
-        self._dict = members
-
-
 def parse_tracestate(lines: Sequence[str]) -> TraceState:
     """The ``tracestate`` in ``lines`` (the header's field lines, or their RFC 9110 combination), by Level 2's rules.
 
@@ -303,7 +292,7 @@ def parse_tracestate(lines: Sequence[str]) -> TraceState:
             if match is None or count > TRACESTATE_MEMBERS:
                 return TraceState()
             members.setdefault(match[1], match[2])
-    return _CheckedTraceState(members) if members else TraceState()
+    return checked_trace_state(members) if members else TraceState()
 
 
 #: ``traceparent``: version, trace ID, parent ID, flags, and what a later version may add (the SDK's pattern)

@@ -15,6 +15,8 @@ qm-otel's fast paths do what the SDK does, cheaper, by reading names the SDK doe
   ``_meter_config``, the SDK's attribute cleaning and hashing, ``View._match``);
 - **fast encoding**: attributes read from ``BoundedAttributes._dict``, and the exporter's ``export``
   re-bound to qm-otel's encoder;
+- **tracestate**: a ``tracestate`` read by Trace Context Level 2's grammar is stored in the API's
+  ``TraceState`` without its Level 1 re-check (``TraceState._dict``);
 - **set-up again**: after ``shutdown()`` a new ``setup()`` clears the API's set-once guards of the
   global providers (``_TRACER_PROVIDER_SET_ONCE`` and the like), as the API's own test utilities do;
 - **queue-full counting**: the SDK's batch processor logs its drops on the logger of
@@ -43,6 +45,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.sdk.version import __version__ as SDK_VERSION
+from opentelemetry.trace.span import TraceState
 
 try:  # the API's entry-point scan, cached for the process: the one opentelemetry-instrument's loader made
     from opentelemetry.util._importlib_metadata import entry_points
@@ -79,6 +82,7 @@ __all__ = [
     "aggregation_customised",
     "attribute_dict",
     "check",
+    "checked_trace_state",
     "clean_attribute_value",
     "consumer_reader_count",
     "entry_points",
@@ -118,6 +122,8 @@ FAST_PATHS: dict[str, str] = {
     "fast histograms": "the request histograms record through the SDK's instruments (more CPU per request)",
     "fast encoding": "batches are encoded by the SDK's encoder (more CPU per batch)",
     "set-up again": "a setup() after shutdown() cannot replace the global providers",
+    "tracestate": "tracestate keys that Trace Context Level 2 added (e.g. foo@, a 242-character tenant) are dropped "
+                  "by the API's Level 1 check",
     "queue-full counting": "items the SDK drops from a full queue are not counted in qm_otel.telemetry.dropped",
 }
 #: the SDK's private attribute names read here (the ownership test looks for them elsewhere)
@@ -292,6 +298,24 @@ def attribute_dict(attributes: Any) -> Any:
     return inner if isinstance(inner, dict) else attributes
 
 
+# -- tracestate by Trace Context Level 2
+
+
+def checked_trace_state(members: dict[str, str]) -> TraceState:
+    """A ``TraceState`` holding ``members`` as they are: checked by Level 2's grammar, in their order.
+
+    The API's constructor checks keys by Level 1's grammar and would drop the keys Level 2 added
+    (``foo@``, ``t@`` with a 15-character system, a tenant of 242 characters); where its dict has
+    moved, that constructor it is (said once).
+    """
+    state = TraceState()
+    if isinstance(getattr(state, "_dict", None), dict):
+        state._dict = members
+        return state
+    fell_back("tracestate", "TraceState has no _dict")
+    return TraceState(list(members.items()))
+
+
 # -- set-up again
 
 
@@ -359,6 +383,9 @@ def _probes() -> dict[str, Callable[[], str | None]]:
 
         return _assigns(BoundedAttributes, "_dict")
 
+    def tracestate() -> str | None:
+        return _assigns(TraceState, "_dict")
+
     def globals_() -> str | None:
         return (_has("opentelemetry.trace", "_TRACER_PROVIDER_SET_ONCE", "_TRACER_PROVIDER")
                 or _has("opentelemetry.metrics._internal", "_METER_PROVIDER_SET_ONCE", "_METER_PROVIDER")
@@ -369,6 +396,7 @@ def _probes() -> dict[str, Callable[[], str | None]]:
         "fast histograms": histograms,
         "log lane": log_lane,
         "fast encoding": encoding,
+        "tracestate": tracestate,
         "set-up again": globals_,
         "queue-full counting": lambda: _has(SDK_BATCH_LOGGER, "BatchProcessor"),
     }
