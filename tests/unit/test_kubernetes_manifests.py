@@ -57,6 +57,8 @@ class Chart:
     values: str
     schema: str | None = None
     passthrough: dict[Path_, Passthrough] = field(default_factory=dict)
+    #: an overlay's base: the values file (under deploy/kubernetes) it is given after, as a second `-f`
+    base: str | None = None
 
 
 LOKI = Chart(
@@ -118,6 +120,8 @@ COLLECTOR = Chart(
     schema="opentelemetry-collector-0.170.0.values.schema.json",
     passthrough={("config",): Passthrough()},
 )
+COLLECTOR_AGENT_OVERLAY = Chart(values=COLLECTOR.values, schema=COLLECTOR.schema, passthrough=COLLECTOR.passthrough,
+                                base="collector/agent-values.yaml")
 
 VALUES_FILES: dict[str, Chart] = {
     "backends/loki-values.yaml": LOKI,
@@ -125,6 +129,7 @@ VALUES_FILES: dict[str, Chart] = {
     "backends/kube-prometheus-stack-values.yaml": KUBE_PROMETHEUS_STACK,
     "collector/agent-values.yaml": COLLECTOR,
     "collector/gateway-values.yaml": COLLECTOR,
+    "collector/agent-logs-values.yaml": COLLECTOR_AGENT_OVERLAY,
 }
 
 
@@ -329,6 +334,10 @@ def test_values_file_matches_its_chart(path: Path) -> None:
     chart = VALUES_FILES.get(relative)
     assert chart is not None, f"{relative}: neither Kubernetes objects nor a values file claimed in VALUES_FILES"
     errors = values_errors(_load_yaml(path), chart)
+    if chart.base is not None:
+        # helm -f base -f overlay: the two files merge (maps merge, the rest replaces), then onto the defaults
+        both = _coalesce(_load_yaml(DEPLOY / chart.base), _load_yaml(path))
+        errors += [f"with {chart.base}: {e}" for e in values_errors(both, chart)]
     assert not errors, "\n".join(errors)
 
 

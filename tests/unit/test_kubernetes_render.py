@@ -29,6 +29,9 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import logging
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ from qm_otel.cli.render import RULES, render_all
 from qm_otel.cli.render.dashboards import dashboard_files
 from qm_otel.cli.render.kubernetes import (
     AGENT,
+    AGENT_LOGS_VALUES,
     AGENT_VALUES,
     BACKENDS,
     CHART_VERSION,
@@ -49,13 +53,17 @@ from qm_otel.cli.render.kubernetes import (
     GATEWAY_VALUES,
     NAMESPACE,
     PROMETHEUS_RULES,
+    QM_OTEL_LINE,
     gateway_values,
     kubernetes_files,
     tail_sampling_policies,
 )
 from qm_otel.conventions import ConventionsError, load_with_overrides
+from qm_otel.logs.formatters import JsonFormatter
 from tests.unit.test_collector_filelog import COLLECTOR_IMAGE as COMPOSE_COLLECTOR_IMAGE
-from tests.unit.test_collector_filelog import OPERATORS, RECEIVER
+from tests.unit.test_collector_filelog import FIELD, LAYOUT_TYPES, ON_ERROR, OPERATORS, RECEIVER, SEVERITY_NAMES
+from tests.unit.test_collector_filelog import RETRY as FILELOG_RETRY
+from tests.unit.test_collector_filelog import receiver as compose_filelog
 
 ROOT = Path(__file__).resolve().parents[2]
 HELM = ROOT / "tests" / "schemas" / "helm"
@@ -330,6 +338,125 @@ def test_the_logs_collection_preset_would_write_keys_the_pinned_filelog_has() ->
         keys, where = OPERATORS[operator["type"]]
         assert set(operator) <= keys, where
     assert values(AGENT_VALUES)["presets"]["logsCollection"] == {"enabled": False, "storeCheckpoints": True}
+
+
+# --- pod logs through filelog: the opt-in overlay -----------------------------------------------------------------
+
+def agent_with_logs() -> dict[str, Any]:
+    """helm -f agent-values.yaml -f agent-logs-values.yaml: both files onto the chart's values."""
+    return coalesce(effective(AGENT_VALUES), values(AGENT_LOGS_VALUES))  # type: ignore[no-any-return]
+
+
+def pod_log_receiver() -> dict[str, Any]:
+    """The filelog receiver the chart writes with the overlay: the preset's, the overlay's config over it."""
+    return coalesce(PRESET_FILELOG, agent_with_logs()["config"]["receivers"]["filelog"])  # type: ignore[no-any-return]
+
+
+#: the compose chain's steps only Docker's json-file lines need, by (type, id or field): Docker's container
+#: parser (the preset's detects CRI-O/containerd/docker), the opt-in filter and the moves out of the logging
+#: driver's `attrs` (every pod's lines come here; service.name comes from the line), Docker's 16 KiB parts
+DOCKER_ONLY = [("container", "docker"), ("filter", "opted_in"), ("recombine", "long_lines"),
+               ("move", "attributes.attrs.OTEL_SERVICE_NAME"), ("move", "attributes.attrs.QM_OTEL_ENVIRONMENT"),
+               ("remove", "attributes.attrs")]
+
+
+def test_the_pod_log_chain_is_the_compose_filelog_chain_minus_the_docker_only_steps() -> None:
+    compose = compose_filelog()["operators"]
+    step = [(op["type"], op.get("id") or op.get("from") or op.get("field")) for op in compose]
+    assert [s for s in step if s in DOCKER_ONLY] == DOCKER_ONLY
+    expected = [op for op, s in zip(compose, step, strict=True) if s not in DOCKER_ONLY]
+    # the one change: a line is parsed as JSON only when it starts as qm-otel's do
+    (parser,) = (op for op in expected if op.get("id") == "qm_otel_line")
+    expected[expected.index(parser)] = {**parser, "if": QM_OTEL_LINE}
+    operators = pod_log_receiver()["operators"]
+    assert operators[0] == PRESET_FILELOG["operators"][0]  # the preset's container parser, first as there
+    assert operators[1:] == expected
+    assert operators[-1] == compose[-1]  # the message becomes the body last
+
+
+def qm_otel_line_pattern() -> re.Pattern[str]:
+    """The RE2 pattern in QM_OTEL_LINE (an expr single-quoted string, no escapes), as a Python pattern."""
+    match = re.fullmatch(r"body matches '([^']*)'", QM_OTEL_LINE)
+    assert match is not None
+    return re.compile(match.group(1))
+
+
+def test_only_qm_otel_json_lines_are_parsed() -> None:
+    formatter = JsonFormatter(service="orders")
+    record = logging.LogRecord('app."quoted"', logging.WARNING, "app.py", 7, "hi %s", ("there",), None)
+    record.order_id = 7
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failed = logging.LogRecord("app", logging.ERROR, "app.py", 9, "failed", None, sys.exc_info())
+    for line in (formatter.format(record), formatter.format(failed)):
+        assert qm_otel_line_pattern().match(line), line
+    for other in ('{"level":"info","ts":1733550000.1,"msg":"loki line"}', '{"timestamp":"x","msg":"y"}',
+                  'level=info msg="logfmt"', "Traceback (most recent call last):", "{", ""):
+        assert not qm_otel_line_pattern().match(other), other
+    # every later step is conditional on what the parser writes; on_error keeps a broken line as a body
+    operators = pod_log_receiver()["operators"]
+    after = operators[[op.get("id") for op in operators].index("qm_otel_line") + 1:]
+    assert all("if" in op for op in after)
+    assert next(op for op in operators if op.get("id") == "qm_otel_line")["on_error"] == "send_quiet"
+
+
+def test_the_merged_agent_has_a_logs_pipeline_from_filelog_to_loki() -> None:
+    agent = agent_with_logs()
+    assert agent["presets"]["logsCollection"] == {**effective(AGENT_VALUES)["presets"]["logsCollection"],
+                                                  "enabled": True}
+    assert agent["presets"]["logsCollection"]["storeCheckpoints"] is True  # offsets survive an agent restart
+    pipelines = agent["config"]["service"]["pipelines"]
+    logs = pipelines["logs"]
+    assert logs["receivers"] == ["otlp", "filelog"]  # what the preset's append (uniq) leaves too
+    assert logs["exporters"] == ["otlp_http/loki"]
+    assert logs["processors"] == effective(AGENT_VALUES)["config"]["service"]["pipelines"]["logs"]["processors"]
+    assert logs["processors"][0] == "memory_limiter"
+    assert {"k8s_attributes", "attributes/scrub", "resource/loki"} <= set(logs["processors"])
+    assert not [name for name, p in pipelines.items() if name != "logs" and "filelog" in p.get("receivers", [])]
+    assert agent["config"]["exporters"]["otlp_http/loki"]["endpoint"] == BACKENDS["loki"]
+    # only the preset, the filelog receiver and the logs pipeline's receivers: the rest is agent-values.yaml's
+    overlay = values(AGENT_LOGS_VALUES)
+    assert set(overlay) == {"presets", "config"}
+    assert set(overlay["config"]) == {"receivers", "service"}
+    assert set(overlay["config"]["receivers"]) == {"filelog"}
+    chart_validator().validate(agent)
+
+
+def test_the_pod_log_receiver_keys_are_in_the_recorded_tables() -> None:
+    config = pod_log_receiver()
+    assert set(config) <= RECEIVER
+    assert set(config["retry_on_failure"]) <= FILELOG_RETRY
+    assert config["retry_on_failure"] == compose_filelog()["retry_on_failure"]
+    assert config["start_at"] == compose_filelog()["start_at"] == "beginning"
+    assert config["storage"] == "file_storage"
+    assert config["include_file_path"] is True  # the container parser reads k8s.* from log.file.path
+    for operator in config["operators"]:
+        kind = operator["type"]
+        keys, where = OPERATORS[kind]
+        assert set(operator) <= keys, f"{kind}: {set(operator) - keys} not in {where}"
+        assert operator.get("on_error", "send") in ON_ERROR
+        for key in ("parse_from", "parse_to", "from", "to", "field"):
+            if key in operator:
+                assert FIELD.fullmatch(operator[key]), f"{kind}.{key}: {operator[key]}"
+        if kind == "severity_parser":
+            assert set(operator["mapping"]) <= SEVERITY_NAMES
+        if kind == "time_parser":
+            assert operator["layout_type"] in LAYOUT_TYPES
+    (container,) = (op for op in config["operators"] if op["type"] == "container")
+    assert "format" not in container  # detected per line: CRI-O, containerd, docker
+    assert "add_metadata_from_filepath" not in container  # default true: k8s.pod.name etc. from the path
+
+
+def test_the_overlay_header_says_to_turn_otlp_log_export_off() -> None:
+    text = files()[AGENT_LOGS_VALUES]
+    header = text.split("\npresets:", 1)[0]
+    assert "OTEL_LOGS_EXPORTER=none" in header
+    assert "-f agent-values.yaml -f agent-logs-values.yaml" in header
+    docs = (ROOT / "docs/kubernetes.md").read_text(encoding="utf-8")
+    section = docs.split("### Pod logs through the collector", 1)[1].split("\n## ", 1)[0]
+    assert "OTEL_LOGS_EXPORTER" in section
+    assert "collector/agent-logs-values.yaml" in section
 
 
 # --- the chart's schema -------------------------------------------------------------------------------------------
