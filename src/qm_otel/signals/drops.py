@@ -21,6 +21,8 @@ import os
 import re
 from urllib.parse import urlsplit
 
+from opentelemetry.util.re import parse_env_headers
+
 from qm_otel import instruments
 from qm_otel.logs.handler import EXPORT_LOGGER
 from qm_otel.sdk_internals import SDK_BATCH_LOGGER
@@ -177,6 +179,6 @@ def _headers(variable: str) -> tuple[str, list[str]]:
     """Where the exporter's headers come from (the signal's ``variable``, else the general one), and their names."""
     for name in (variable, "OTEL_EXPORTER_OTLP_HEADERS"):
         value = os.environ.get(name, "").strip()
-        if value:
-            return name, sorted({pair.partition("=")[0].strip().lower() for pair in value.split(",") if "=" in pair})
+        if value:  # read as the exporter reads it (names lower-cased, URL-decoded)
+            return name, sorted(parse_env_headers(value, liberal=True))
     return "", []
