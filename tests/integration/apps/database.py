@@ -56,5 +56,5 @@ def find_user(email: str) -> dict[str, int]:
 def report() -> dict[str, int]:
     """A statement written with its values inline: the spans must not carry them."""
     with engine.connect() as connection:
-        count = connection.execute(text("SELECT count(*) FROM users WHERE email = 'ann@example.com' OR id > 4141"))
+        count = connection.execute(text("SELECT count(*) FROM users WHERE email = 'ann@example.com' OR id > 73412985"))
         return {"count": int(count.scalar_one())}
