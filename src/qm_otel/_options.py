@@ -101,3 +101,13 @@ class SetupOptions(TypedDict, total=False):
     #: ratio sampling that keeps its ratio for UUID- and hash-derived trace IDs (parent-based); also used for
     #: OTEL_TRACES_SAMPLER=(parentbased_)traceidratio with OTEL_TRACES_SAMPLER_ARG
     trace_sample_ratio: float | None
+    #: process and CPython metrics of every worker process (process.cpu.time, process.memory.usage,
+    #: process.thread.count, process.open_file_descriptor.count, cpython.gc.*, ...) through the contrib system-
+    #: metrics instrumentation; false keeps only process.memory.usage (the memory band)
+    runtime_metrics: bool | None
+    #: for ASGI apps: the qm_otel.event_loop.lag histogram, the qm_otel.event_loop.blocked counter and one WARNING
+    #: record (with the blocking code's stack and the blocked request's trace) per stall of the event loop longer
+    #: than event_loop_block_ms
+    event_loop_watchdog: bool | None
+    #: a loop that has not turned for this long is blocked (the watchdog's threshold)
+    event_loop_block_ms: float | str | None

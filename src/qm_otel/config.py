@@ -264,6 +264,10 @@ def _switch_interval(name: str, value: Any) -> float | None:
     return float(_number(name, value, float, lambda n: 0.05 <= n <= 100))
 
 
+def _block_threshold(name: str, value: Any) -> float:
+    return float(_number(name, value, float, lambda n: 10 <= n <= 60_000))
+
+
 def _regex_list(name: str, value: Any) -> tuple[str, ...]:
     items = [item.strip() for item in value.split(",")] if isinstance(value, str) else list(value)
     patterns = tuple(item for item in items if item)
@@ -429,6 +433,21 @@ class Settings:
         "ratio sampling that keeps its ratio for UUID- and hash-derived trace IDs (parent-based); also used "
         "for `OTEL_TRACES_SAMPLER=(parentbased_)traceidratio` with `OTEL_TRACES_SAMPLER_ARG`",
         default_doc="unset: the SDK's `OTEL_TRACES_SAMPLER`")
+    runtime_metrics: bool = setting(
+        True, "QM_OTEL_RUNTIME_METRICS", _bool, "true or false",
+        "process and CPython metrics of every worker process (`process.cpu.time`, `process.memory.usage`, "
+        "`process.thread.count`, `process.open_file_descriptor.count`, `cpython.gc.*`, ...) through the contrib "
+        "system-metrics instrumentation; `false` keeps only `process.memory.usage` (the memory band)")
+    event_loop_watchdog: bool = setting(
+        True, "QM_OTEL_EVENT_LOOP_WATCHDOG", _bool, "true or false",
+        "for ASGI apps: the `qm_otel.event_loop.lag` histogram, the `qm_otel.event_loop.blocked` counter and one "
+        "WARNING record (with the blocking code's stack and the blocked request's trace) per stall of the event "
+        "loop longer than `event_loop_block_ms`")
+    event_loop_block_ms: float | None = setting(
+        None, "QM_OTEL_EVENT_LOOP_BLOCK_MS", _block_threshold, "milliseconds from 10 to 60000",
+        "a loop that has not turned for this long is blocked (the watchdog's threshold)", accepts="float | str",
+        default_doc="the response-time band's error edge in the conventions (`[bands.response_time].warning_max`, "
+                    "200 ms)")
     #: whether the ratio sampler follows a sampled parent (False only for OTEL_TRACES_SAMPLER=traceidratio)
     sample_parent_based: bool = True
     #: names of the settings given explicitly (keyword argument or QM_OTEL_* variable)
