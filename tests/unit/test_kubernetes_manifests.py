@@ -59,6 +59,9 @@ class Chart:
     passthrough: dict[Path_, Passthrough] = field(default_factory=dict)
     #: an overlay's base: the values file (under deploy/kubernetes) it is given after, as a second `-f`
     base: str | None = None
+    #: a dependency's values key -> that subchart's values.yaml at the version the chart pins (Helm hands
+    #: the subtree to the subchart, whose own defaults then hold the keys the parent does not repeat)
+    subcharts: dict[Path_, str] = field(default_factory=dict)
 
 
 LOKI = Chart(
@@ -111,6 +114,8 @@ KUBE_PROMETHEUS_STACK = Chart(
             keys=frozenset({"datasourceUid", "traceIdLabelName", "urlDisplayLabel"})
         ),
     },
+    # Chart.yaml at 88.5.3: dependency grafana 12.11.1 (grafana-community/helm-charts)
+    subcharts={("grafana",): "grafana-12.11.1.values.yaml"},
 )
 
 # The opentelemetry-collector chart's values are rendered by `qm-otel render` and checked in depth by
@@ -278,6 +283,10 @@ def values_errors(values: Any, chart: Chart) -> list[str]:
                 errors.extend(_passthrough_error(path, through, chart.passthrough[through]))
             continue
         missing = _missing_in_defaults(defaults, path)
+        sub = next((p for p in chart.subcharts if path[: len(p)] == p and len(path) > len(p)), None)
+        if missing is not None and sub is not None:
+            in_sub = _missing_in_defaults(_load_yaml(HELM / chart.subcharts[sub]), path[len(sub) :])
+            missing = None if in_sub is None else len(sub) + in_sub
         if missing is not None and not (chart.schema and _schema_has(_helm_schema(chart.schema), path)):
             errors.append(
                 f"{'.'.join(path)}: no `{path[missing]}` at {'.'.join(path[:missing]) or '<root>'} in {chart.values}"
@@ -439,9 +448,22 @@ def test_a_broken_manifest_fails(doc: dict[str, Any], expected: str) -> None:
             "promoteAttributes",
         ),
         ({"loki": {"rulerConfig": {"storage": "local"}}}, LOKI, "loki-7.3.0.values.schema.json"),
+        # a key neither kube-prometheus-stack nor its Grafana subchart knows (folderAnnotation is the real one)
+        ({"grafana": {"sidecar": {"dashboards": {"folderAnnotations": "x"}}}}, KUBE_PROMETHEUS_STACK,
+         "folderAnnotations"),
     ],
-    ids=["top-level", "nested", "passthrough-reference", "tempo", "passthrough-keys", "kps-otlp", "values-schema"],
+    ids=["top-level", "nested", "passthrough-reference", "tempo", "passthrough-keys", "kps-otlp", "values-schema",
+         "subchart"],
 )
 def test_a_broken_values_file_fails(values: dict[str, Any], chart: Chart, expected: str) -> None:
     errors = values_errors(values, chart)
     assert any(expected in e for e in errors), errors
+
+
+def test_a_subchart_key_the_parent_lacks_is_checked_in_the_subchart() -> None:
+    # kube-prometheus-stack's values.yaml has no folderAnnotation; the Grafana subchart's has it (null)
+    kps_defaults = _load_yaml(HELM / KUBE_PROMETHEUS_STACK.values)
+    assert "folderAnnotation" not in kps_defaults["grafana"]["sidecar"]["dashboards"]
+    values = {"grafana": {"sidecar": {"dashboards": {"folderAnnotation": "grafana_folder",
+                                                     "provider": {"foldersFromFilesStructure": True}}}}}
+    assert values_errors(values, KUBE_PROMETHEUS_STACK) == []
