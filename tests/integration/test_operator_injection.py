@@ -414,3 +414,56 @@ def test_nothing_in_the_directory_shadows_the_application(injected: Injected) ->
     assert {"fastapi", "starlette", "pydantic", "pydantic_core", "anyio", "uvicorn", "h11"} <= files.keys()
     assert {name: path.startswith(app_root) for name, path in files.items()} == dict.fromkeys(files, True), files
     assert shutil.which("opentelemetry-instrument", path=str(injected.app_python.parent)) is None
+
+
+def _served_then_stopped(app_python: Path, env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    """Serve operator_app with ``env``, answer one request, send SIGTERM; the exit status and the output."""
+    port = svc.free_port()
+    process = subprocess.Popen(
+        [str(app_python.parent / "uvicorn"), "operator_app:app", "--app-dir",
+         str(svc.ROOT / "tests" / "integration" / "apps"), "--host", "127.0.0.1", "--port", str(port)],
+        env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.communicate()[1].decode()[-4000:]
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/work/1", timeout=1).status_code == 200
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the app never listened"
+                time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            out, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+    return process.returncode, (out + err).decode("utf-8", "replace")
+
+
+def test_sigterm_ends_the_injected_app_as_it_ends_the_bare_one(injected: Injected) -> None:
+    """The exit status on SIGTERM is uvicorn's own, with or without the injection.
+
+    uvicorn (0.30 and later) re-raises a captured SIGTERM once its graceful shutdown is over, so the
+    process ends by the signal (-15 here, 143 as a pod's exit code) whether or not qm-otel is loaded;
+    qm-otel's SIGTERM handler flushes and then lets the signal end the process as before.
+    """
+    base = {"PATH": f"{injected.app_python.parent}:/usr/bin:/bin", "HOME": str(injected.target.parent),
+            "LANG": "C.UTF-8"}
+    bare_status, bare_output = _served_then_stopped(injected.app_python, base, injected.target.parent)
+    receiver = OtlpReceiver().start()
+    try:
+        env = operator_environment(str(injected.target), receiver.endpoint) | base
+        status, output = _served_then_stopped(injected.app_python, env, injected.target.parent)
+        spans, _, _ = receiver.snapshot()
+    finally:
+        receiver.stop()
+    assert "qm_otel" not in bare_output
+    assert any(s.name == "GET /work/{n}" for s in spans), "the injected app was not instrumented"
+    assert status == bare_status == -signal.SIGTERM, (status, bare_status, output[-3000:])
+    for text in (bare_output, output):
+        assert "Finished server process" in text, text[-3000:]
+        assert "Traceback" not in text, text[-3000:]
