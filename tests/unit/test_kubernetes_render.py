@@ -18,8 +18,20 @@ must be in these tables. Where each table was read (say so when a table was not 
   skills/otel-collector/components/load_balancing/configuration.md @ 604a19772c119c7ee05d508855f1b5af65f078f4 and
   tail_sampling/{configuration,policies}.md @ f332abb4fa92336414d2d4950244c1ac2954415c; the rename
   `loadbalancing` -> `load_balancing` is contrib PR #48533 (merged 2026-05-19, in v0.153.0, the old name kept as
-  a deprecated alias). The keys used here are in every one of these; a removal between v0.156.0 and v0.159.0
-  is possible but unseen. Re-read at v0.159.0 when a way to read the tag exists.
+  a deprecated alias). The keys used here are in every one of these.
+  Between those and the pinned tag, the release notes, as for the compose stack's contrib components
+  (tests/unit/test_collector_filelog.py): the Splunk distribution's CHANGELOG.md (signalfx/splunk-otel-collector
+  @ 331f8e15ae2b599a983af0ef7775f81d5c40977c) reproduces contrib's entries for v0.154.0-v0.158.0, and for
+  these three components they remove no key and rename none: tail_sampling adds a feature gate
+  (usetracestate), an and_sub_policy nesting and a metric, and since v0.156.0 treats `threshold_ms` as an
+  exclusive lower bound when `upper_threshold_ms` is unset (#49593: "slower than" the threshold, as the
+  conventions' slow request is); load_balancing fixes leaks and adds logs routing keys; k8s_attributes adds
+  `pod_delete_grace_period` and drops a feature gate. The v0.159.0 distribution manifest
+  (open-telemetry/opentelemetry-collector-releases tag v0.159.0, commit f817832365a9a2b829bc7c25feffcf8834585dea,
+  distributions/otelcol-contrib/manifest.yaml) builds all three at v0.159.0, and that release's notes
+  break only kafkatopicsobserver. What stays unread: contrib's own v0.159.0 entries, and each config.go at the
+  tag (the repository is 1.37 GB, over the fetch limit; no registry here carries a collector binary to run
+  `otelcol-contrib validate`).
 - the chart (presets, schema, defaults): open-telemetry/opentelemetry-helm-charts tag
   opentelemetry-collector-0.170.0 (tests/schemas/helm/README.md).
 """
