@@ -73,6 +73,9 @@ VARIANTS = (
             logs_per_request=2),
     Variant("qm-nocode", "qm-otel `setup()`, code location off", MAIN, "benchmarks.apps.qm_setup", logs_per_request=2,
             env={"QM_OTEL_LOG_CODE_LOCATION": "false"}),
+    # the same app and set-up without the event-loop watchdog (issue 25): its cost per request is the difference
+    Variant("qm-nowatch", "qm-otel `setup()`, event-loop watchdog off", MAIN, "benchmarks.apps.qm_setup",
+            logs_per_request=2, env={"QM_OTEL_EVENT_LOOP_WATCHDOG": "false"}),
     # the same app and set-up; log records go only to stdout (JSON lines) for a collector's filelog receiver
     Variant("qm-filelog", "qm-otel `setup()`, logs via the collector's filelog (OTLP log export off)", MAIN,
             "benchmarks.apps.qm_setup", logs_per_request=0, env={"OTEL_LOGS_EXPORTER": "none"},

@@ -256,6 +256,34 @@ def _logs(run: Run) -> list[str]:
                     f"{_ratio(_log_ratios(run, name))} |" for name in names]
 
 
+def _spread(values: Sequence[float]) -> float:
+    """How far a variant's figure moved between rounds: max / min - 1 (0 with fewer than two rounds)."""
+    return max(values) / min(values) - 1 if len(values) > 1 and min(values) > 0 else 0.0
+
+
+def _watchdog(run: Run) -> list[str]:
+    """The event-loop watchdog's cost (issue 25): qm-setup against qm-nowatch, beside the rounds' own spread."""
+    on, off = TARGET_VARIANT, "qm-nowatch"
+    if not (run.results.get(on) and run.results.get(off)):
+        return []
+    rps_ratio, cpu_diff = _ratios(run, on, off, rps), _diffs(run, on, off, cpu)
+    noise = max(_spread([rps(r) for r in run.results[key]]) for key in (on, off))
+    cost = abs(statistics.median(rps_ratio) - 1)
+    verdict = "within the run-to-run noise" if cost <= noise else "**beyond the run-to-run noise**"
+    return [
+        "## The event-loop watchdog's cost (watchdog on: `qm-setup`; off: `qm-nowatch`)",
+        "",
+        "| figure | per round | median |",
+        "|---|---|---|",
+        f"| requests/s on ÷ off | {', '.join(f'{v:.3f}×' for v in rps_ratio)} | {_ratio(rps_ratio)} |",
+        f"| CPU µs/request on − off (in-process) | {', '.join(f'{v:+.0f}' for v in cpu_diff)} | "
+        f"{statistics.median(cpu_diff):+.0f} |" if cpu_diff else "| CPU µs/request on − off | - | - |",
+        "",
+        f"Requests/s moved by up to {noise:.1%} between rounds of the same variant; the watchdog's median "
+        f"difference is {cost:.1%}: {verdict}.",
+    ]
+
+
 def targets(run: Run) -> list[Target]:
     """Issue 21's targets, for the ``qm-setup`` variant; a target with a variant missing has no values."""
     qm = TARGET_VARIANT
@@ -290,7 +318,8 @@ def _targets(run: Run) -> list[str]:
 
 def render(run: Run) -> str:
     """The Markdown report."""
-    sections = [_header(run), _http(run), _cpu(run), _startup(run), _logs(run), _targets(run), PROFILE_NOTES]
+    sections = [_header(run), _http(run), _cpu(run), _startup(run), _logs(run), _targets(run), _watchdog(run),
+                PROFILE_NOTES]
     return "\n".join(line for section in sections for line in [*section, ""]).rstrip("\n").replace(
         "\n\n\n", "\n\n") + "\n"
 

@@ -122,6 +122,24 @@ def test_the_report_takes_medians_over_rounds_and_ratios_within_them() -> None:
     assert re.search(rf"\| bare app \| 600 \(400{DASH}1,000\) \|", text)
 
 
+@pytest.mark.parametrize(("nowatch_rps", "verdict"), [((505, 478, 492), "within the run-to-run noise"),
+                                                       ((600, 580, 590), "**beyond the run-to-run noise**")])
+def test_the_watchdog_section_sets_its_cost_against_the_rounds_spread(nowatch_rps: tuple[int, ...],
+                                                                      verdict: str) -> None:
+    variants = [v for v in bench.VARIANTS if v.key in {"bare", "qm-setup", "qm-nowatch"}]
+    setup = [_round(500, 20, 300, 0.6), _round(480, 30, 450, 0.8), _round(490, 28, 600, 0.9)]
+    results = {"bare": setup, "qm-setup": setup,
+               "qm-nowatch": [_round(r, 20, c, 0.6) for r, c in zip(nowatch_rps, (298, 447, 590), strict=True)]}
+    run = report.Run(variants, results, [], {"cpu": "test"}, [], short=False, minutes=1.0)
+    section = report.render(run).split("## The event-loop watchdog's cost")[1].split("\n## ")[0]
+    assert verdict in section
+    assert "+2, +3, +10" in section  # CPU on - off, round by round
+    # without the watchdog-off variant there is no section
+    alone = report.Run(variants[:2], {k: results[k] for k in ("bare", "qm-setup")}, [], {}, [], short=False,
+                       minutes=1.0)
+    assert "watchdog" not in report.render(alone)
+
+
 def test_each_round_starts_elsewhere() -> None:
     keys = [v.key for v in bench.VARIANTS]
     orders = [round_order(keys, index, 3) for index in range(3)]
