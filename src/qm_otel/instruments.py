@@ -2,7 +2,7 @@
 
 | instrument (OTel)               | Prometheus name                        | what                                    |
 |---------------------------------|----------------------------------------|-----------------------------------------|
-| ``process.memory.usage``        | ``process_memory_usage_bytes``         | resident set size (RSS), bytes          |
+| ``process.memory.usage``        | ``process_memory_usage_bytes``         | resident set size (RSS), bytes (*)      |
 | ``qm_otel.startup.duration``    | ``qm_otel_startup_duration_seconds``   | ``setup()`` duration, attribute band    |
 | ``qm_otel.cache.requests``      | ``qm_otel_cache_requests_total``       | lookups by ``cache`` and ``result``     |
 | ``qm_otel.cache.hit_ratio``     | ``qm_otel_cache_hit_ratio``            | hit ratio over the last lookups (0-1)   |
@@ -20,6 +20,10 @@
 :func:`current` returns it (before ``setup()``: one made on the API's global meter, which forwards
 to the provider ``setup()`` installs later). Observable instruments get their callbacks from the
 modules that own the observed state (breakers, caches), handed in by the metrics builder.
+
+(*) With runtime metrics on, ``process.memory.usage`` is the system-metrics instrumentation's
+(:mod:`qm_otel.runtime_metrics`, with the other process and CPython metrics), and :func:`observe` makes
+none: one instrument of that name per provider, the same RSS in bytes, no attributes, either way.
 
 Units: no ``"1"`` for ratios and flags, which would make Prometheus append ``_ratio`` to the name.
 """
@@ -87,12 +91,17 @@ class Instruments:
 
 
 def observe(
-    provider: metrics.MeterProvider, *, breaker_states: Observer, cache_ratios: Observer, degraded: Observer
+    provider: metrics.MeterProvider, *, breaker_states: Observer, cache_ratios: Observer, degraded: Observer,
+    memory: bool = True,
 ) -> None:
-    """Make the observable instruments on ``provider``, with the callbacks of the state they observe."""
+    """Make the observable instruments on ``provider``, with the callbacks of the state they observe.
+
+    ``memory``: ``process.memory.usage`` too (False when the runtime metrics report it).
+    """
     meter = provider.get_meter("qm_otel", __version__)
-    meter.create_observable_up_down_counter(
-        "process.memory.usage", callbacks=[_memory], unit="By", description="Resident memory of the process")
+    if memory:
+        meter.create_observable_up_down_counter(
+            "process.memory.usage", callbacks=[_memory], unit="By", description="The amount of physical memory in use.")
     meter.create_observable_gauge(
         "qm_otel.cache.hit_ratio", callbacks=[cache_ratios], unit="",
         description="Hit ratio over each cache's last lookups")
@@ -140,4 +149,4 @@ def resident_memory_bytes() -> int | None:
 def _memory(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
     del options
     rss = resident_memory_bytes()
-    return [] if rss is None else [metrics.Observation(rss, {"process.memory.type": "rss"})]
+    return [] if rss is None else [metrics.Observation(rss)]  # no attributes: as the instrumentation's

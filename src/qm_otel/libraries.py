@@ -44,7 +44,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes, AttributeValue
 
-from qm_otel import _state
+from qm_otel import _state, runtime_metrics
 from qm_otel.redaction import sanitize_statement
 from qm_otel.sdk_internals import entry_points
 
@@ -65,9 +65,12 @@ _logger = logging.getLogger("qm_otel")
 
 #: instrumentations qm-otel does itself: loading their entry points too would double them (the log
 #: handler; httpx, which qm-otel instruments when it is imported — ``httpx2`` is the same package's
-#: instrumentor for the httpx 2 line, whose loading imports httpx; and the server span, which
-#: qm-otel makes for FastAPI and Starlette apps)
-WIRED_BY_SETUP = frozenset({"logging", "httpx", "httpx2", "fastapi", "starlette"})
+#: instrumentor for the httpx 2 line, whose loading imports httpx; the server span, which
+#: qm-otel makes for FastAPI and Starlette apps; and the system metrics, which the metrics builder
+#: instruments with the process and CPython metrics only, :mod:`qm_otel.runtime_metrics`: its
+#: entry point would load the default configuration, every ``system.*`` and deprecated
+#: ``process.runtime.*`` metric)
+WIRED_BY_SETUP = frozenset({"logging", "httpx", "httpx2", "fastapi", "starlette", runtime_metrics.ENTRY_POINT})
 _GROUP = "opentelemetry_instrumentor"
 _DISABLED = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 #: span attributes that hold a statement's text (old and stable database semantic conventions)
@@ -393,7 +396,7 @@ def instrument_on_import(entry_point: EntryPoint, *, check_dependencies: bool = 
     """:func:`instrument` with the pipeline in force, now or when the library (the entry point's name) is imported.
 
     Whether it is instrumented or waiting. An entry point whose name is not a module that can be
-    imported (``system_metrics``, say) is instrumented now. ``check_dependencies``: the wrapper's
+    imported (one named after no library) is instrumented now. ``check_dependencies``: the wrapper's
     dependency check first, at the same moment (for a library not imported yet, at its import:
     reading every instrumentation's requirements costs ``setup()`` about 20 ms here).
     """
@@ -512,6 +515,7 @@ def uninstrument_all() -> None:
     """
     _WAITING.clear()
     logging.getLogger(_LOADER_LOGGER).removeFilter(_LOADER_FILTER)
+    runtime_metrics.uninstrument()  # the next setup() instruments the runtime metrics on its provider
     while _INSTRUMENTED:
         name, instrumentor = _INSTRUMENTED.popitem()
         try:

@@ -1,4 +1,4 @@
-"""The meter provider: the periodic OTLP reader or the Prometheus endpoint, and qm-otel's instruments.
+"""The meter provider: the periodic OTLP reader or the Prometheus endpoint, qm-otel's instruments, the runtime metrics.
 
 Every reader of the provider collects qm-otel's fast request histograms too
 (:func:`qm_otel.signals.histograms.install` wraps their collect callbacks), so
@@ -14,7 +14,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from qm_otel import instruments
+from qm_otel import instruments, runtime_metrics
 from qm_otel.breaker import state_observations
 from qm_otel.caches import degraded_observations, ratio_observations
 from qm_otel.config import Settings
@@ -35,13 +35,17 @@ def build_meter_provider(
     if "prometheus" in settings.metrics_exporter:
         readers.append(prometheus_reader(settings))
     readers.extend(extra)
-    provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+    provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False,
+                             views=runtime_metrics.views())
     histograms.install(provider)  # before any histogram is made: each reader merges the fast ones into its data
     metrics.set_meter_provider(provider)
+    # the process and CPython metrics (settings.runtime_metrics); process.memory.usage is qm-otel's own without them
+    reported = runtime_metrics.install(provider, enabled=settings.runtime_metrics)
     instruments.observe(
         provider,
         breaker_states=state_observations,
         cache_ratios=ratio_observations,
         degraded=degraded_observations,
+        memory=runtime_metrics.MEMORY not in reported,
     )
     return provider, instruments.Instruments.create(provider)
