@@ -120,6 +120,8 @@ class AlertPolicy:
     error_logs_per_minute_above: float
     slow_request_logs_above: float
     runbook_base_url: str
+    #: stalls of the event loop per minute and service (5-minute rate) that raise QmOtelEventLoopBlocked
+    event_loop_stalls_per_minute_above: float
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,8 @@ _SCHEMA: dict[str, Any] = {
     "degradation": {"cache_hit_rate_below": None, "window": None, "min_lookups": None},
     "alert_policy": {"slo_availability_percent": None, "slo_period_days": None, "slow_request_percent_above": None,
                      "breaker_flap_openings": None, "breaker_flap_window_minutes": None,
-                     "error_logs_per_minute_above": None, "slow_request_logs_above": None, "runbook_base_url": None},
+                     "error_logs_per_minute_above": None, "slow_request_logs_above": None, "runbook_base_url": None,
+                     "event_loop_stalls_per_minute_above": None},
     "breaker": {"failure_threshold": None, "window_s": None, "recovery_s": None,
                 "transitions": {"*": {"from": None, "to": None, "level": None, "status": None, "message": None}}},
 }
@@ -289,6 +292,7 @@ def _alert_policy(read: _Reader, table: Any) -> AlertPolicy:
         read.positive(table, "error_logs_per_minute_above", where),
         read.positive(table, "slow_request_logs_above", where),
         read.need(table, "runbook_base_url", where, str),
+        read.positive(table, "event_loop_stalls_per_minute_above", where),
     )
 
 

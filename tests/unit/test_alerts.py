@@ -51,7 +51,7 @@ def test_at_least_twelve_rules_cover_the_issues_list() -> None:
         "QmOtelHighErrorRate", "QmOtelSlowResponses", "QmOtelLowCacheHitRate", "QmOtelHighMemory",
         "QmOtelSlowStartup", "QmOtelCircuitBreakerOpen", "QmOtelCircuitBreakerFlapping", "QmOtelDegradedMode",
         "QmOtelServiceAbsent", "QmOtelTelemetryDropped", "QmOtelCollectorExportFailing", "QmOtelSlowRequests",
-        "QmOtelErrorBudgetFastBurn", "QmOtelErrorBudgetSlowBurn", "QmOtelErrorLogRate",
+        "QmOtelErrorBudgetFastBurn", "QmOtelErrorBudgetSlowBurn", "QmOtelErrorLogRate", "QmOtelEventLoopBlocked",
     }
 
 
@@ -100,6 +100,11 @@ def test_rules_carry_the_conventions_thresholds() -> None:
     assert rules["QmOtelSlowRequests"]["expr"].endswith(f"> {c.alert_policy.slow_request_percent_above:g}")
     assert rules["QmOtelCircuitBreakerFlapping"]["expr"].endswith(
         f"[{c.alert_policy.breaker_flap_window_minutes}m])) >= {c.alert_policy.breaker_flap_openings}")
+    blocked = rules["QmOtelEventLoopBlocked"]
+    assert blocked["expr"] == ("60 * sum by (service_name) (rate(qm_otel_event_loop_blocked_total[5m])) > "
+                               f"{c.alert_policy.event_loop_stalls_per_minute_above:g}")
+    assert blocked["for"] == "10m"  # sustained: a burst of stalls (a cold start) stays pending
+    assert f"default {c.bands['response_time'].warning:g} ms" in blocked["annotations"]["description"]
 
 
 def test_the_breaker_alert_counts_half_open_as_not_closed() -> None:
@@ -120,6 +125,7 @@ def test_a_changed_policy_moves_the_rules_and_their_tests(tmp_path: Path) -> Non
     override = tmp_path / "ours.toml"
     override.write_text("[alert_policy]\nslo_availability_percent = 99.5\nbreaker_flap_openings = 5\n"
                         "runbook_base_url = \"https://runbooks.example/qm-otel.md\"\n"
+                        "event_loop_stalls_per_minute_above = 4\n"
                         "[breaker]\nrecovery_s = 45\n[requests]\nslow_ms = 5000\n")
     c = load_with_overrides(str(override))
     files = render_all(c)
@@ -132,6 +138,10 @@ def test_a_changed_policy_moves_the_rules_and_their_tests(tmp_path: Path) -> Non
     assert rules["QmOtelHighErrorRate"]["annotations"]["runbook_url"] == (
         "https://runbooks.example/qm-otel.md#qmotelhigherrorrate")
     assert "duration_ms > 5000" in files[LOKI_RULES]
+    assert rules["QmOtelEventLoopBlocked"]["expr"].endswith("[5m])) > 4")
+    tests = yaml.safe_load(files[RULE_TESTS])["tests"]
+    blocked = next(t for t in tests if t["alert_rule_test"][0]["alertname"] == "QmOtelEventLoopBlocked")
+    assert blocked["input_series"][0]["values"] == "0+2.5x20 50x20"  # (4 + 1) / 2 a minute in each of two
 
 
 def test_every_prometheus_rule_has_a_promtool_test() -> None:
@@ -155,11 +165,17 @@ def test_promtool_checks_and_unit_tests_the_rules() -> None:
     assert tests.returncode == 0, tests.stdout + tests.stderr
 
 
+#: QmOtelEventLoopBlocked's for: as the rule file holds it (the line after its expression)
+_BLOCKED_FOR = "blocked_total[5m])) > 1\n    for: {}\n"
+
+
 @needs_promtool
 @pytest.mark.parametrize(("before", "after", "alert"), [
     ("> 5\n", "> 7\n", "QmOtelHighErrorRate"),
     ('state!="CLOSED"', 'state="OPEN"', "QmOtelCircuitBreakerOpen"),  # the issue's HALF_OPEN reset
     ("(target_info)", "(up)", "QmOtelServiceAbsent"),
+    ("blocked_total[5m])) > 1\n", "blocked_total[5m])) > 3\n", "QmOtelEventLoopBlocked"),
+    (_BLOCKED_FOR.format("10m"), _BLOCKED_FOR.format("3m"), "QmOtelEventLoopBlocked"),  # the burst would fire
 ])
 def test_promtool_tests_fail_when_a_rule_drifts_from_its_test(tmp_path: Path, before: str, after: str,
                                                                alert: str) -> None:
@@ -271,9 +287,41 @@ def test_docs_dashboards_md_describes_every_alert_with_its_for() -> None:
     ("[alert_policy]\nslo_period = 30\n",
      "unknown key alert_policy.slo_period; did you mean alert_policy.slo_period_days?"),
     ("[alert_policy]\nrunbook_base_url = 3\n", "alert_policy.runbook_base_url has the number 3; expected a string"),
+    ("[alert_policy]\nevent_loop_stalls_per_minute_above = 0\n",
+     "alert_policy.event_loop_stalls_per_minute_above has the number 0; expected a positive number"),
+    ("[alert_policy]\nevent_loop_stalls_per_minute_above = \"1\"\n",
+     'alert_policy.event_loop_stalls_per_minute_above has the string "1"; expected a number'),
 ])
 def test_a_bad_alert_policy_names_the_key(tmp_path: Path, text: str, message: str) -> None:
     override = tmp_path / "bad.toml"
     override.write_text(text)
     with pytest.raises(ConventionsError, match=re.escape(message)):
         load_with_overrides(str(override))
+
+
+# --- QmOtelEventLoopBlocked's runbook: the queries that find the blocking code ------------------------
+
+#: the watchdog's record (issue 25): its logger, and the attributes the runbook's queries filter or group on,
+#: as OTLP names them; Loki's OTLP ingestion keeps them as structured metadata with the dots turned to
+#: underscores (pkg/loghttp/push/otlp.go: otlptranslator.NormalizeLabel) and the logger, the OTLP
+#: instrumentation scope, as scope_name
+WATCHDOG_LOGGER = "qm_otel.event_loop"
+WATCHDOG_ATTRIBUTES = ("code.file.path", "code.line.number", "code.function.name", "http.route",
+                       "event_loop.blocked_ms")
+
+
+def runbook_blocks(anchor: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)\n```", runbook_sections()[anchor], flags=re.DOTALL)
+
+
+def test_the_event_loop_runbook_queries_name_the_watchdogs_record_as_loki_stores_it(logql_grammar: Path) -> None:
+    queries = runbook_blocks("qmoteleventloopblocked", "logql")
+    assert len(queries) == 3
+    assert all(f'| scope_name="{WATCHDOG_LOGGER}"' in query for query in queries)
+    assert all(query.startswith(('{service_name="', "sum by (")) for query in queries)
+    used = set(re.findall(r"\b(code_\w+|http_route|event_loop_\w+)\b", " ".join(queries)))
+    assert used == {name.replace(".", "_") for name in WATCHDOG_ATTRIBUTES}
+    assert logql_errors(logql_grammar, queries) == [[] for _ in queries], queries
+    # the span event on the blocked request's server span, in TraceQL's event scope (Tempo 3.0.3:
+    # pkg/traceql/expr.y, EVENT_COLON NAME; docs/sources/tempo/traceql/construct-traceql-queries.md)
+    assert runbook_blocks("qmoteleventloopblocked", "traceql") == ['{ event:name = "qm_otel.event_loop.blocked" }']

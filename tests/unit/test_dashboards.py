@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,11 @@ import yaml
 
 from qm_otel import instruments
 from qm_otel.cli.render.dashboards import BOARDS, DASHBOARDS, band_thresholds
+from qm_otel.cli.render.dashboards.overview import RUNTIME
 from qm_otel.cli.render.dashboards.panels import COLOURS, alert_thresholds
+from qm_otel.cli.render.dashboards.performance import LAG, STALLS
 from qm_otel.conventions import Band, Conventions, conventions
+from tests.integration.test_prometheus_workers import otlp_to_prometheus
 from tests.unit.test_conventions import EDGES
 from tests.unit.test_render import colour_of
 
@@ -65,7 +69,21 @@ def runtime_metric_names() -> set[str]:
     return {*table, f"{histogram}_count", f"{histogram}_bucket", "http_server_active_requests"}
 
 
-METRICS = runtime_metric_names() | COLLECTOR_METRICS
+#: the event-loop watchdog's instruments (issue 25's contract: name, unit, kind, monotonic) and their
+#: histogram series, as Prometheus's OTLP receiver names them
+EVENT_LOOP_INSTRUMENTS = [("qm_otel.event_loop.lag", "s", "histogram", None),
+                          ("qm_otel.event_loop.blocked", "{stall}", "sum", True)]
+EVENT_LOOP_METRICS = {f"{LAG}_{part}" for part in ("bucket", "sum", "count")} | {STALLS}
+#: the process and CPython metrics the runtime-metrics feature reports through the contrib
+#: system-metrics instrumentation (test_the_runtime_panels_chart_what_the_instrumentation_reports)
+SYSTEM_METRICS = set(RUNTIME.values())
+#: the instrumentation's metrics the runtime-metrics feature keeps (issue 25, item 1)
+SYSTEM_CONFIG = {"process.cpu.time": ["user", "system"], "process.cpu.utilization": None,
+                 "process.memory.usage": None, "process.memory.virtual": None, "process.thread.count": None,
+                 "process.open_file_descriptor.count": None, "process.context_switches": ["involuntary", "voluntary"],
+                 "cpython.gc.collections": None, "cpython.gc.collected_objects": None,
+                 "cpython.gc.uncollectable_objects": None}
+METRICS = runtime_metric_names() | COLLECTOR_METRICS | EVENT_LOOP_METRICS | SYSTEM_METRICS
 
 
 def committed() -> dict[str, dict[str, Any]]:
@@ -134,13 +152,72 @@ def test_only_metric_names_that_the_runtime_or_the_pinned_collector_emit() -> No
     assert "qm_otel_breaker_state" in runtime
     used = {metric for d in committed().values() for _, t in targets(d, "prometheus")
             for metric, _ in SELECTOR.findall(t["expr"])}
-    assert used - runtime - COLLECTOR_METRICS == set()
+    assert used - runtime - COLLECTOR_METRICS - EVENT_LOOP_METRICS - SYSTEM_METRICS == set()
+    assert used >= {f"{LAG}_bucket", STALLS} | SYSTEM_METRICS
     variables = [v["query"]["query"] for d in committed().values() for v in d["templating"]["list"]
                  if v["type"] == "query"]
     assert {re.search(r"label_values\((\w+),", q).group(1) for q in variables} <= runtime | COLLECTOR_METRICS  # type: ignore[union-attr]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert compose["services"]["otel-collector"]["image"] == COLLECTOR_IMAGE, (
         "the collector changed: check the otelcol_* names against its metadata.yaml files, then update the test")
+
+
+_REPORTED = """
+import json
+from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+reader = InMemoryMetricReader()
+SystemMetricsInstrumentor(config=json.loads(input())).instrument(meter_provider=MeterProvider(metric_readers=[reader]))
+found = []
+for rm in reader.get_metrics_data().resource_metrics:
+    for sm in rm.scope_metrics:
+        for m in sm.metrics:
+            kind = type(m.data).__name__.lower()
+            found.append([m.name, m.unit or "", kind, getattr(m.data, "is_monotonic", None),
+                          sorted({key for point in m.data.data_points for key in point.attributes})])
+print(json.dumps(found))
+"""
+
+
+def test_the_runtime_panels_chart_what_the_instrumentation_reports() -> None:
+    """The overview's runtime series are the contrib instrumentation's metrics under Prometheus's OTLP names.
+
+    The instrumentation runs in a child process (it is a process-wide singleton) on an in-memory
+    reader; each metric's name, unit and kind go through Prometheus's translation
+    (``UnderscoreEscapingWithSuffixes``, test_prometheus_workers.otlp_to_prometheus), and the labels the
+    panels group by are attributes it writes.
+    """
+    run = subprocess.run([sys.executable, "-c", _REPORTED], input=json.dumps(SYSTEM_CONFIG), capture_output=True,
+                         text=True, check=True, timeout=60)
+    reported = {otlp_to_prometheus(name, unit, kind, monotonic): {key.replace(".", "_") for key in keys}
+                for name, unit, kind, monotonic, keys in json.loads(run.stdout)}
+    assert set(reported) >= SYSTEM_METRICS, SYSTEM_METRICS - set(reported)
+    overview = committed()["dashboards/qm-otel-service.json"]
+    for panel, target in targets(overview, "prometheus"):
+        for metric, _ in SELECTOR.findall(target["expr"]):
+            if metric in SYSTEM_METRICS:
+                grouped = {label.strip() for by in re.findall(r"by \(([^)]*)\)", target["expr"])
+                           for label in by.split(",")}
+                assert grouped - {"instance"} <= reported[metric], (panel["title"], grouped)
+    # the CPU panel: the rate of the time, the same name on both paths (the utilisation gauge's unit "1"
+    # is "_ratio" over OTLP only)
+    assert "process_cpu_utilization_ratio" in reported
+    assert not any("utilization" in t["expr"] for _, t in targets(overview, "prometheus"))
+
+
+def test_the_event_loop_panels_chart_the_watchdogs_instruments_by_their_prometheus_names() -> None:
+    names = {otlp_to_prometheus(*instrument) for instrument in EVENT_LOOP_INSTRUMENTS}
+    assert names == {LAG, STALLS}
+    board = committed()["dashboards/qm-otel-conventions.json"]
+    exprs = {p["title"]: [t["expr"] for t in p["targets"]] for p in board["panels"] if "Event-loop" in p["title"]}
+    assert len(exprs) == 4
+    lag = exprs["Event-loop lag p50 / p99 by instance"]
+    assert [e.split("(")[1].split(",")[0] for e in lag] == ["0.5", "0.99"]
+    assert all(f"sum by (instance, le) (rate({LAG}_bucket{{" in e for e in lag)
+    by_route = exprs["Event-loop stalls per minute by route"][0]
+    assert by_route.startswith("label_replace(60 * sum by (http_route) (rate(qm_otel_event_loop_blocked_total{")
+    assert '"http_route", "")' in by_route  # a stall outside any request gets a name instead of no legend
 
 
 def test_units_are_grafana_units_and_memory_is_mebibytes() -> None:
@@ -152,6 +229,9 @@ def test_units_are_grafana_units_and_memory_is_mebibytes() -> None:
     memory = panel_named(committed()["dashboards/qm-otel-conventions.json"], "Resident memory")
     assert memory["fieldConfig"]["defaults"]["unit"] == "mbytes"
     assert memory["targets"][0]["expr"].endswith(f"/ {1024 * 1024}")
+    # the overview's per-process RSS stays in bytes, its memory-band colours scaled to bytes (MB = 2^20)
+    per_process = panel_named(committed()["dashboards/qm-otel-service.json"], "Resident memory per process")
+    assert per_process["fieldConfig"]["defaults"]["unit"] == "bytes"
 
 
 #: (file, panel title) → (band quantity, scale) or ("error_rate", alert)
@@ -174,22 +254,37 @@ BANDED = {
     ("dashboards/qm-otel-conventions.json", "Response time p95 over time"): ("response_time", 1.0),
     ("dashboards/qm-otel-conventions.json", "Error rate"): ("error_rate", None),
     ("dashboards/qm-otel-conventions.json", "Error rate over time"): ("error_rate", None),
+    ("dashboards/qm-otel-service.json", "Resident memory per process"): ("memory", 1024 * 1024),
+    # the watchdog's default threshold, the response-time band's error edge (ms)
+    ("dashboards/qm-otel-conventions.json", "Event-loop lag p99"): ("response_time_error_edge", None),
+    ("dashboards/qm-otel-conventions.json", "Event-loop lag p50 / p99 by instance"): (
+        "response_time_error_edge", None),
+    # QmOtelEventLoopBlocked's stall rate ([alert_policy])
+    ("dashboards/qm-otel-conventions.json", "Event-loop stalls per minute"): ("event_loop_stalls", None),
+    ("dashboards/qm-otel-conventions.json", "Event-loop stalls per minute by route"): ("event_loop_stalls", None),
 }
 
 
 def expected_thresholds(c: Conventions, quantity: str, scale: float | None) -> dict[str, Any]:
+    if quantity == "response_time_error_edge":
+        return alert_thresholds(c.bands["response_time"].warning)
+    if quantity == "event_loop_stalls":
+        return alert_thresholds(c.alert_policy.event_loop_stalls_per_minute_above)
     if scale is None:
         return alert_thresholds(c.alerts["error_rate_percent_above"])
     return band_thresholds(c.bands[quantity], scale)
 
 
 def shifted(c: Conventions) -> Conventions:
-    """A copy with every band edge and the error-rate alert moved (order kept)."""
+    """A copy with every band edge, the error-rate alert and the event-loop stall rate moved (order kept)."""
     def move(band: Band) -> Band:
         return dataclasses.replace(band, optimal=band.optimal + 3, acceptable=band.acceptable + 2,
                                    warning=band.warning + 1)
     alerts = {**c.alerts, "error_rate_percent_above": c.alerts["error_rate_percent_above"] + 1}
-    return dataclasses.replace(c, bands={name: move(b) for name, b in c.bands.items()}, alerts=alerts)
+    policy = dataclasses.replace(c.alert_policy, event_loop_stalls_per_minute_above=(
+        c.alert_policy.event_loop_stalls_per_minute_above + 1))
+    return dataclasses.replace(c, bands={name: move(b) for name, b in c.bands.items()}, alerts=alerts,
+                               alert_policy=policy)
 
 
 def test_thresholds_are_the_conventions_bands_and_follow_a_change() -> None:

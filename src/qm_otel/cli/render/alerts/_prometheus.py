@@ -14,12 +14,14 @@ from qm_otel.cli.render.alerts._rule import Rule, duration
 from qm_otel.conventions import Conventions
 from qm_otel.integrations.server import DURATION_BUCKETS
 
-__all__ = ["BURN_WINDOWS", "MIB", "burn_factors", "prometheus_rules", "slow_bucket_edge"]
+__all__ = ["BURN_WINDOWS", "EVENT_LOOP_STALLS", "MIB", "burn_factors", "prometheus_rules", "slow_bucket_edge"]
 
 MIB = 1024 * 1024
 WINDOW = "5m"
 REQUESTS = "http_server_request_duration_seconds"
 SERVER_ERRORS = 'http_response_status_code=~"5.."'
+#: the watchdog's counter of event-loop stalls (qm_otel.event_loop.blocked, unit {stall}; by http_route)
+EVENT_LOOP_STALLS = "qm_otel_event_loop_blocked_total"
 #: the SRE workbook's multiwindow, multi-burn-rate table (chapter "Alerting on SLOs"): share of the
 #: period's error budget spent, long window, short window (1/12 of the long one); page or ticket
 BURN_WINDOWS = (
@@ -107,6 +109,8 @@ def _runtime_rules(c: Conventions) -> list[Rule]:
     hits = f'sum by (service_name, cache) (rate(qm_otel_cache_requests_total{{result="hit"}}[{WINDOW}]))'
     lookups = f"sum by (service_name, cache) (rate(qm_otel_cache_requests_total[{WINDOW}]))"
     flap_window = f"{policy.breaker_flap_window_minutes}m"
+    stalls = policy.event_loop_stalls_per_minute_above
+    block_ms = c.bands["response_time"].warning  # the watchdog's default threshold: the error band's edge
     return [
         Rule("QmOtelLowCacheHitRate",
              # "or ... * 0": a cache with no hit at all has no hit series; its rate is 0, not absent
@@ -138,6 +142,13 @@ def _runtime_rules(c: Conventions) -> list[Rule]:
              "0s", "warning", "{service_name}: circuit breaker {breaker} is flapping",
              f"Breaker {{breaker}} opened {{value}} times in the last {flap_window} (threshold "
              f"{policy.breaker_flap_openings}): its dependency fails intermittently.", ".0f"),
+        Rule("QmOtelEventLoopBlocked",
+             f"60 * sum by (service_name) (rate({EVENT_LOOP_STALLS}[{WINDOW}])) > {stalls:g}",
+             "10m", "warning", "{service_name}: the event loop keeps blocking",
+             f"The event loop stalled {{value}} times a minute over the last {WINDOW} (threshold {stalls:g}): "
+             f"something in an async path blocks it past the watchdog's threshold (default {block_ms:g} ms), and "
+             "every request on that loop waits meanwhile. Each stall is a WARNING record of logger "
+             "qm_otel.event_loop naming the blocking line and the request."),
         Rule("QmOtelDegradedMode", "max by (service_name) (qm_otel_degraded) == 1", "5m", "warning",
              "{service_name} is in degraded mode",
              f"A cache hit rate fell below {c.degradation.cache_hit_rate_below:g} % over its last "

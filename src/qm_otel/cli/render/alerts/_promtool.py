@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qm_otel.cli.render.alerts._prometheus import MIB, REQUESTS, burn_factors, slow_bucket_edge
+from qm_otel.cli.render.alerts._prometheus import EVENT_LOOP_STALLS, MIB, REQUESTS, burn_factors, slow_bucket_edge
 from qm_otel.cli.render.alerts._rule import Rule
 from qm_otel.conventions import Conventions
 
@@ -158,10 +158,29 @@ def _runtime(cases: _Cases, c: Conventions) -> None:
     ], "QmOtelSlowStartup", [("5m", [({**SVC, "instance": "a"}, startup + 1)]), ("15m", [])])
     _breakers(cases)
 
+    _event_loop(cases, c)
+
     cases.add("degraded mode: fires after 5m, silent when not degraded, resolves", [
         _series("qm_otel_degraded", SVC, "1x10 0x10"),
         _series("qm_otel_degraded", QUIET, "0x20"),
     ], "QmOtelDegradedMode", [("2m", []), ("8m", [(SVC, 1)]), ("15m", [])])
+
+
+def _event_loop(cases: _Cases, c: Conventions) -> None:
+    per_minute = c.alert_policy.event_loop_stalls_per_minute_above
+    # checkout: two worker processes stall at (the threshold + 1) / 2 a minute each for 20 minutes, one
+    # inside a route, one outside any request (no http_route); then none. quiet: half the threshold for
+    # 40 minutes. burst: 20 times the threshold's 5 minutes' worth in one minute, then none: pending
+    # for about 5 minutes, never for the 10 of the rule's for:, so it never fires
+    each = (per_minute + 1) / 2
+    burst = 20 * 5 * per_minute
+    stalling = f"0+{each:g}x20 {20 * each:g}x20"
+    cases.add("event loop blocked: fires on sustained stalls, silent below and on one burst, resolves", [
+        _series(EVENT_LOOP_STALLS, {**SVC, "instance": "a", "http_route": "/report"}, stalling),
+        _series(EVENT_LOOP_STALLS, {**SVC, "instance": "b"}, stalling),
+        _series(EVENT_LOOP_STALLS, {**QUIET, "instance": "c", "http_route": "/report"}, f"0+{per_minute / 2:g}x40"),
+        _series(EVENT_LOOP_STALLS, {"service_name": "burst", "instance": "d"}, f"0 {burst:g}+0x39"),
+    ], "QmOtelEventLoopBlocked", [("5m", []), ("15m", [(SVC, 2 * each)]), ("40m", [])])
 
 
 def _breakers(cases: _Cases) -> None:

@@ -1,8 +1,16 @@
-"""Service overview (RED): request rate, errors, and latency by route with the response-time bands.
+"""Service overview (RED): request rate, errors, and latency by route with the response-time bands; the runtime.
 
 Latency stays in seconds, the unit of ``http.server.request.duration``, so the exemplars (trace IDs
 attached to the histogram, in seconds) sit on the curves they belong to; the band edges are scaled
 to seconds instead.
+
+The runtime (issue 25): the process and CPython metrics of the contrib system-metrics
+instrumentation, one series per worker process (``instance``: ``service.instance.id``, a UUID per
+process, in the stack; the scrape target with the Prometheus exporter). Names as Prometheus 3's OTLP
+receiver writes them (``process.cpu.time``, s → ``process_cpu_time_seconds_total``; units in braces
+are dropped). The CPU panel charts the rate of ``process.cpu.time``, not ``process.cpu.utilization``:
+a gauge of unit ``1`` is ``process_cpu_utilization_ratio`` over OTLP but ``process_cpu_utilization``
+from the Prometheus exporter, and the time's rate is the same series on both paths.
 """
 
 from __future__ import annotations
@@ -23,13 +31,27 @@ from qm_otel.cli.render.dashboards.panels import (
 )
 from qm_otel.conventions import Conventions
 
-__all__ = ["UID", "error_share", "overview", "quantile"]
+__all__ = ["RUNTIME", "UID", "error_share", "overview", "quantile"]
 
 UID = "qm-otel-service"
 _REQUESTS = "http_server_request_duration_seconds_count"
 _BUCKETS = "http_server_request_duration_seconds_bucket"
 _SERVER_ERRORS = 'http_response_status_code=~"5.."'
 _MS = 0.001
+_MIB = 1024 * 1024
+#: the runtime panels' series (contrib system-metrics instrumentation 0.66b1, Prometheus names)
+RUNTIME = {
+    "cpu": "process_cpu_time_seconds_total",  # attribute type: user, system
+    "rss": "process_memory_usage_bytes",  # the memory band's metric (no attribute)
+    "virtual": "process_memory_virtual_bytes",
+    "threads": "process_thread_count",
+    "fds": "process_open_file_descriptor_count",
+    "switches": "process_context_switches_total",  # attribute type: voluntary, involuntary
+    "gc": "cpython_gc_collections_total",  # attribute cpython.gc.generation: 0, 1, 2
+    "collected": "cpython_gc_collected_objects_total",
+    "uncollectable": "cpython_gc_uncollectable_objects_total",
+}
+_GENERATION = "cpython_gc_generation"
 
 
 def quantile(q: float, by: str = "") -> str:
@@ -88,8 +110,59 @@ def _latency(layout: Layout, c: Conventions) -> list[Panel]:
     ]
 
 
+def _per_instance(metric: str) -> str:
+    """A gauge per worker process (``max``: one series per process and name, whichever path wrote it)."""
+    return f"max by (instance) ({selector(metric)})"
+
+
+def _runtime(layout: Layout, c: Conventions) -> list[Panel]:
+    memory = c.bands["memory"]
+    r = RUNTIME
+    return [
+        panel(layout, "timeseries", "CPU per process (user + system)",
+              [prom(f"sum by (instance) ({rate(r['cpu'])})", "{{instance}}")], unit="percentunit", width=8,
+              description=("CPU seconds per second of each worker process (rate of process.cpu.time, user and "
+                           "system): 100 % is one core busy. A process near 100 % is CPU-bound: its event loop "
+                           "cannot serve other requests meanwhile.")),
+        panel(layout, "timeseries", "Resident memory per process", [prom(_per_instance(r["rss"]), "{{instance}}")],
+              unit="bytes", thresholds=band_thresholds(memory, _MIB), width=8,
+              description=f"process.memory.usage (RSS) of each worker process, MB = 2^20 bytes. {describe(memory)}"),
+        panel(layout, "timeseries", "Virtual memory per process", [prom(_per_instance(r["virtual"]), "{{instance}}")],
+              unit="bytes", width=8,
+              description="process.memory.virtual: address space reserved, mostly not in RAM; a steady climb "
+                          "with flat RSS is usually thread stacks or mapped files."),
+        panel(layout, "timeseries", "Garbage collections per second by generation",
+              [prom(f"sum by (instance, {_GENERATION}) ({rate(r['gc'])})",
+                    f"{{{{instance}}}} gen {{{{{_GENERATION}}}}}")], unit="cps", width=8,
+              description=("cpython.gc.collections per second and generation (0 young … 2 oldest). Generation 2 "
+                           "collections pause the whole process; many of them mean many long-lived objects.")),
+        panel(layout, "timeseries", "Objects collected per second (uncollectable: a leak)",
+              [prom(f"sum by (instance) ({rate(r['collected'])})", "{{instance}} collected"),
+               prom(f"sum by (instance) ({rate(r['uncollectable'])})", "{{instance}} uncollectable")],
+              unit="cps", width=8,
+              description=("cpython.gc.collected_objects and cpython.gc.uncollectable_objects per second: "
+                           "objects in reference cycles freed by the collector; uncollectable ones stay in "
+                           "gc.garbage for good.")),
+        panel(layout, "timeseries", "Context switches per second",
+              [prom(f"sum by (instance, type) ({rate(r['switches'])})", "{{instance}} {{type}}")], unit="cps",
+              width=8,
+              description=("process.context_switches per second. Involuntary: the OS took the CPU away (CPU "
+                           "contention, a CPU limit); voluntary: the process waited (I/O, locks).")),
+        panel(layout, "timeseries", "Threads per process", [prom(_per_instance(r["threads"]), "{{instance}}")],
+              width=12,
+              description=("process.thread.count. The event loop is one; the others are the SDK's exporters, "
+                           "the watchdog, and run_in_executor's pool. A climb without end is a thread leak.")),
+        panel(layout, "timeseries", "Open file descriptors per process",
+              [prom(_per_instance(r["fds"]), "{{instance}}")], width=12,
+              description=("process.open_file_descriptor.count: sockets, files and pipes. Growth without end "
+                           "is a leak of connections or files; at the process's limit (ulimit -n) accept() "
+                           "and open() fail.")),
+    ]
+
+
 def overview(c: Conventions) -> dict[str, Any]:
-    """Rate, errors and duration (RED) of one service, by route, coloured by the conventions."""
+    """Rate, errors and duration (RED) of one service, by route, coloured by the conventions; its runtime."""
     layout = Layout()
-    panels = [*_headline(layout, c), *_traffic(layout, c), *_latency(layout, c)]
-    return dashboard(UID, "Rate, errors and duration of one service, by route.", panels, [service_variable()])
+    panels = [*_headline(layout, c), *_traffic(layout, c), *_latency(layout, c), *_runtime(layout, c)]
+    return dashboard(UID, "Rate, errors and duration of one service, by route; the runtime of each worker process.",
+                     panels, [service_variable()])

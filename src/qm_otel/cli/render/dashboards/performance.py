@@ -3,6 +3,11 @@
 One row per quantity of the conventions' threshold table: the current value (stat) and its history
 (time series), both coloured by the four bands of ``conventions.toml``. The error rate has only an
 alert line (above it: error), so it has two colours.
+
+Then the event loop (issue 25): the watchdog's heartbeat lag (``qm_otel.event_loop.lag``, a histogram
+in seconds) and its stalls (``qm_otel.event_loop.blocked``, by ``http.route``), with one line: the
+watchdog's default threshold, the response-time band's error edge (``[bands.response_time].warning_max``),
+and the stall rate of QmOtelEventLoopBlocked (``[alert_policy].event_loop_stalls_per_minute_above``).
 """
 
 from __future__ import annotations
@@ -25,11 +30,16 @@ from qm_otel.cli.render.dashboards.panels import (
 )
 from qm_otel.conventions import Conventions
 
-__all__ = ["MIB", "UID", "performance"]
+__all__ = ["LAG", "MIB", "STALLS", "UID", "lag_quantile", "performance", "stalls_per_minute"]
 
 UID = "qm-otel-conventions"
 MIB = 1024 * 1024
 _CACHE = "qm_otel_cache_requests_total"
+#: the watchdog's metrics as Prometheus names them (histogram in seconds; counter, unit {stall})
+LAG = "qm_otel_event_loop_lag_seconds"
+STALLS = "qm_otel_event_loop_blocked_total"
+#: a stall outside any request has no http_route: shown under this name instead of an empty legend
+_NO_ROUTE = "(outside a request)"
 
 
 def _row(layout: Layout, title: str, current: str, history: str, legend: str, *, unit: str,
@@ -94,9 +104,52 @@ def _requests(layout: Layout, c: Conventions) -> list[Panel]:
     ]
 
 
+def lag_quantile(q: float, by: str = "") -> str:
+    """The ``q`` quantile of the event loop's heartbeat lag in milliseconds, per ``by`` (``instance``) or overall."""
+    labels = f"{by}, le" if by else "le"
+    return f"1000 * histogram_quantile({q:g}, sum by ({labels}) ({rate(f'{LAG}_bucket')}))"
+
+
+def stalls_per_minute(by: str = "") -> str:
+    """Event-loop stalls per minute; by route, a stall outside a request named :data:`_NO_ROUTE`."""
+    if not by:
+        return f"60 * sum ({rate(STALLS)})"
+    grouped = f"60 * sum by ({by}) ({rate(STALLS)})"
+    return f'label_replace({grouped}, "{by}", "{_NO_ROUTE}", "{by}", "")' if by == "http_route" else grouped
+
+
+def _event_loop(layout: Layout, c: Conventions) -> list[Panel]:
+    block_ms = c.bands["response_time"].warning  # the watchdog's default threshold: the error band's edge
+    stalls = c.alert_policy.event_loop_stalls_per_minute_above
+    lag_line, stall_line = alert_thresholds(block_ms), alert_thresholds(stalls)
+    lag = (f"How late the event loop ran the watchdog's heartbeat (qm_otel.event_loop.lag), per worker process: "
+           f"the time every request on that loop waited for it. Red above {block_ms:g} ms, the watchdog's default "
+           "threshold (the response-time band's error edge): above it the loop counts as blocked, and the "
+           "watchdog logs the blocking line (logger qm_otel.event_loop, WARNING).")
+    per_minute = (f"Stalls of the event loop over the watchdog's threshold (default {block_ms:g} ms) per minute, "
+                  f"by the route of the request that was running. Red above {stalls:g} a minute: "
+                  "QmOtelEventLoopBlocked fires when the service stays there. Each stall is one WARNING record "
+                  "naming the blocking line.")
+    return [
+        panel(layout, "stat", "Event-loop lag p99", [prom(f"max({lag_quantile(0.99, 'instance')})", "p99")],
+              unit="ms", thresholds=lag_line, width=6, height=6,
+              description=f"The worst worker process's p99. {lag}"),
+        panel(layout, "timeseries", "Event-loop lag p50 / p99 by instance",
+              [prom(lag_quantile(0.5, "instance"), "{{instance}} p50"),
+               prom(lag_quantile(0.99, "instance"), "{{instance}} p99")],
+              unit="ms", thresholds=lag_line, width=18, height=6, description=lag),
+        panel(layout, "stat", "Event-loop stalls per minute", [prom(f"{stalls_per_minute()} or vector(0)", "stalls")],
+              unit="short", thresholds=stall_line, width=6, height=6, description=per_minute),
+        panel(layout, "timeseries", "Event-loop stalls per minute by route",
+              [prom(stalls_per_minute("http_route"), "{{http_route}}")], unit="short", thresholds=stall_line,
+              width=18, height=6, custom={"drawStyle": "bars", "fillOpacity": 60, "stacking": {"mode": "normal"}},
+              description=per_minute),
+    ]
+
+
 def performance(c: Conventions) -> dict[str, Any]:
-    """Each quantity of the conventions' threshold table, coloured by its bands."""
+    """Each quantity of the conventions' threshold table, coloured by its bands; then the event loop."""
     layout = Layout()
-    panels = [*_startup_and_memory(layout, c), *_cache(layout, c), *_requests(layout, c)]
-    return dashboard(UID, "The conventions' threshold bands: start-up, memory, cache, response time, errors.",
-                     panels, [service_variable()])
+    panels = [*_startup_and_memory(layout, c), *_cache(layout, c), *_requests(layout, c), *_event_loop(layout, c)]
+    return dashboard(UID, "The conventions' threshold bands: start-up, memory, cache, response time, errors; "
+                     "the event loop's lag and stalls.", panels, [service_variable()])
