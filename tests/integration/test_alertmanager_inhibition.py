@@ -46,6 +46,7 @@ IMPLIES: dict[str, set[str]] = {
     "QmOtelErrorBudgetFastBurn": {"QmOtelErrorBudgetSlowBurn"},
     "QmOtelSlowRequests": {"QmOtelSlowRequestLogs"},
     "QmOtelDegradedMode": {"QmOtelLowCacheHitRate"},
+    "QmOtelEventLoopBlocked": {"QmOtelSlowResponses"},
 }
 #: a value for each label a rule aggregates by besides service_name (set per posted alert)
 EXTRA_LABELS = {"cache": "users", "instance": "demo:8000", "breaker": "inventory", "signal": "logs",
