@@ -21,7 +21,8 @@ from qm_otel.distro import QmOtelDistro
 from qm_otel.sdk_internals import entry_points
 from qm_otel.testing import Capture, reset
 
-OFF = {"traces_exporter": "none", "metrics_exporter": "none", "logs_exporter": "none", "log_format": "none"}
+OFF: dict[str, Any] = {"traces_exporter": "none", "metrics_exporter": "none", "logs_exporter": "none",
+                       "log_format": "none"}
 NAMES = {"process.cpu.time", "process.cpu.utilization", "process.memory.usage", "process.memory.virtual",
          "process.thread.count", "process.open_file_descriptor.count", "process.context_switches",
          "cpython.gc.collections", "cpython.gc.collected_objects", "cpython.gc.uncollectable_objects"}
@@ -151,7 +152,8 @@ def test_the_wrappers_load_after_setup_changes_nothing(caplog: pytest.LogCapture
     caplog.clear()
     with caplog.at_level("WARNING"):
         QmOtelDistro().load_instrumentor(_entry_point(), skip_dep_check=True)
-    assert [r for r in caplog.records if r.levelname != "INFO"] == []  # no "Attempting to instrument while already instrumented"
+    # no "Attempting to instrument while already instrumented"
+    assert [r for r in caplog.records if r.levelname != "INFO"] == []
     found = _collected(capture.metrics)
     assert _runtime(found) == NAMES
     assert all(len(found[name]) == 1 for name in NAMES)
