@@ -31,7 +31,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-from qm_otel import _state, libraries, sdk_internals
+from qm_otel import _state, event_loop, libraries, sdk_internals
 from qm_otel._options import SetupOptions
 from qm_otel._version import __version__
 from qm_otel.config import ConfigError, Settings, resolve_settings
@@ -129,6 +129,7 @@ class Telemetry:
             if self._closed:
                 return True
             self._closed = True
+            event_loop.stop()  # before the log handlers go: a stall still going is reported
             remove_log_handlers(self.log_handlers)
             libraries.uninstrument_all()
             state = _state.get()

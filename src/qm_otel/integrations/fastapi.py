@@ -34,7 +34,7 @@ except ImportError:  # a Starlette application without FastAPI: qm-otel[fastapi]
 else:
     _FASTAPI = (FastAPI,)
 
-from qm_otel import _state
+from qm_otel import _state, event_loop
 from qm_otel.config import Settings
 from qm_otel.integrations.asgi import CorrelationMiddleware, RequestLog, RequestLogMiddleware
 from qm_otel.integrations.health import health_routes
@@ -53,7 +53,11 @@ _CONTRIB_FLAG = "_is_instrumented_by_opentelemetry"
 
 
 def _flush_at_lifespan_end(app: Any) -> None:
-    """Flush (bounded) when the app's lifespan ends: uvicorn's graceful SIGTERM path skips ``atexit``."""
+    """Flush (bounded) when the app's lifespan ends: uvicorn's graceful SIGTERM path skips ``atexit``.
+
+    Its start starts the event-loop watchdog on the loop that serves (:mod:`qm_otel.event_loop`;
+    the server middleware also checks on each request, for a server that runs no lifespan).
+    """
     router = getattr(app, "router", None)
     original: Callable[[Any], Any] | None = getattr(router, "lifespan_context", None)
     if router is None or original is None or getattr(router, _FLUSH_TAG, False):
@@ -61,6 +65,7 @@ def _flush_at_lifespan_end(app: Any) -> None:
 
     @contextlib.asynccontextmanager
     async def lifespan(app_: Any) -> AsyncIterator[Any]:
+        event_loop.ensure_started()
         async with original(app_) as state:
             yield state
         active = _state.get()  # the pipeline running when the app stops, not the one it started with

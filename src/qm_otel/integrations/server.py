@@ -47,6 +47,7 @@ from opentelemetry.util.http import (
     sanitize_method,
 )
 
+from qm_otel import event_loop
 from qm_otel._version import __version__
 from qm_otel.correlation import mark_exception
 from qm_otel.integrations.scope import (
@@ -197,6 +198,8 @@ class ServerTelemetryMiddleware:
         self._capture_request = get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST)
         self._capture_response = get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE)
         self._sanitize = SanitizeValue(get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS))
+        #: the event-loop watchdog's epoch this middleware last saw (a new one: check the watchdog runs)
+        self._watchdog_epoch: object = None
 
     def _captured(self, message: Scope, regexes: list[str], normalise: Callable[[str], str]) -> dict[str, Any]:
         from opentelemetry.instrumentation.asgi import collect_custom_headers_attributes
@@ -237,6 +240,8 @@ class ServerTelemetryMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Trace, measure and log one HTTP or WebSocket connection; other scopes pass straight through."""
+        if self._watchdog_epoch is not event_loop.epoch:  # the lifespan or first request on this loop
+            self._watchdog_epoch = event_loop.ensure_started()
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
@@ -248,6 +253,7 @@ class ServerTelemetryMiddleware:
         span = request.span
         span_token = otel_context.attach(context)
         request.user, user_token = open_slot()
+        request_token = event_loop.REQUEST.set(request)  # where the event-loop watchdog finds the request
         if http := scope["type"] == "http":
             self._active.change(request.active, 1)
         request.request_size = _size(view.first.get("content-length"))
@@ -282,6 +288,7 @@ class ServerTelemetryMiddleware:
             if http:
                 self._measure(request)
             close_slot(user_token)
+            event_loop.REQUEST.reset(request_token)
             otel_context.detach(span_token)
             if token is not None:
                 otel_context.detach(token)
@@ -413,6 +420,16 @@ class _Request:
         self.close_code: int | None = None  # a WebSocket's, from whichever side closed it
         self.user: UserSlot | None = None
         self.finished = False
+
+    def where(self) -> tuple[str, str | None]:
+        """The request as the event-loop watchdog's record names it (``GET /items/{id}``), and its route template.
+
+        Called from the watchdog's thread while the loop is blocked inside the request: the route is
+        read from the scope the router has filled in by then (the path when it has not routed yet).
+        """
+        route = self.route or route_template(self.scope)
+        target = route or self.scope.get("path") or ""
+        return f"{self.method} {target}".strip(), route
 
 
 def _size(value: bytes | str | None) -> int | None:
