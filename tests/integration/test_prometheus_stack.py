@@ -8,7 +8,9 @@ the same label to the scraped series as a target label, so rules and dashboards 
 they meet in the stack.
 
 Proved here: every PromQL expression of every dashboard runs without an error; every panel of the
-service overview and the conventions dashboard returns data; every rule evaluates without an
+service overview and the conventions dashboard returns data (the runtime panels: the process and
+CPython metrics; the event-loop panels: the watchdog's lag and the stalls of ``/block``, a
+``time.sleep`` in an ``async def``); every rule evaluates without an
 error; a breaker forced open makes QmOtelCircuitBreakerOpen pending, then firing. The rules are
 rendered from a copy of the conventions whose breaker recovery time is 4 s, so that alert's
 ``for:`` (twice the recovery time: 1m in production) is 8 s here; nothing else changes.
@@ -40,6 +42,8 @@ pytestmark = pytest.mark.skipif(PROMETHEUS is None and not os.environ.get("CI"),
 
 SERVICE = "itest"  # OTEL_SERVICE_NAME in svc.base_env
 RECOVERY_S = 4.0
+#: the event-loop watchdog's default threshold (ms)
+BLOCK_MS = conventions().bands["response_time"].warning
 #: the dashboards whose every panel must show data: the service overview and the conventions
 PANELS_WITH_DATA = ("qm-otel-service", "qm-otel-conventions")
 #: what Grafana would put in for the dashboards' variables
@@ -107,6 +111,8 @@ def drive_traffic(stack: Stack) -> None:
     for _ in range(3):
         assert service.get("/fail").status_code == 500
         assert service.get("/sleep", params={"ms": "250"}).status_code == 200
+        # past the watchdog's threshold (the response-time band's error edge, 200 ms): a stall in /block
+        assert service.get("/block", params={"ms": f"{1.5 * BLOCK_MS:g}"}).status_code == 200
     slow.join()
 
 

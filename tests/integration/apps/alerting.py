@@ -1,6 +1,7 @@
 """A service with every kind of trouble the alert rules and dashboards watch, switched on by requests.
 
-- ``/ok``; ``/fail`` (a 500); ``/sleep?ms=`` (a slow request);
+- ``/ok``; ``/fail`` (a 500); ``/sleep?ms=`` (a slow request); ``/block?ms=`` (a slow request that blocks
+  the event loop: the watchdog's stall);
 - ``/lookup/{key}?hit=`` (a cache hit or miss: all misses put the service in degraded mode);
 - ``/pay`` through the ``payments`` breaker, whose dependency ``/switch?up=false`` takes down:
   3 failed calls open it, and it stays open for ``TEST_RECOVERY_S`` (default 300 s).
@@ -8,6 +9,7 @@
 
 import asyncio
 import os
+import time
 
 from fastapi import FastAPI, HTTPException
 
@@ -38,6 +40,12 @@ async def fail() -> dict[str, bool]:
 async def sleep(ms: float) -> dict[str, float]:
     await asyncio.sleep(ms / 1000)
     return {"slept_ms": ms}
+
+
+@app.get("/block")
+async def block(ms: float) -> dict[str, float]:
+    time.sleep(ms / 1000)  # a sync call in an async handler: the event loop serves nobody meanwhile
+    return {"blocked_ms": ms}
 
 
 @app.get("/lookup/{key}")

@@ -39,7 +39,7 @@ _CACHE = "qm_otel_cache_requests_total"
 LAG = "qm_otel_event_loop_lag_seconds"
 STALLS = "qm_otel_event_loop_blocked_total"
 #: a stall outside any request has no http_route: shown under this name instead of an empty legend
-_NO_ROUTE = "(outside a request)"
+_NO_ROUTE = "(outside any request)"
 
 
 def _row(layout: Layout, title: str, current: str, history: str, legend: str, *, unit: str,
