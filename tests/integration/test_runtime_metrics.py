@@ -1,6 +1,7 @@
 """Issue 25, item 1: the process and CPython metrics reach a real OTLP receiver from every uvicorn worker.
 
-Both launch paths (``setup()`` in the app, ``opentelemetry-instrument``), ``--workers 2``: each
+Both launch paths (``setup()`` in the app, ``opentelemetry-instrument``), ``uvicorn --workers 2``
+and, under the wrapper, gunicorn's two workers forked from a master that set up first: each
 worker exports its own set, with its unit, under its own ``process.pid``, and nothing of the
 instrumentation's default configuration (no ``system.*``, no ``process.runtime.*``). With
 ``QM_OTEL_RUNTIME_METRICS=false`` (or ``system_metrics`` in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``)
@@ -42,11 +43,21 @@ def _by_pid(points: list[MetricPoint]) -> dict[int, set[str]]:
     return found
 
 
-@pytest.mark.parametrize("launch", svc.LAUNCHES)
-def test_every_worker_exports_its_own_process_and_runtime_metrics(receiver: OtlpReceiver, launch: str) -> None:
+def _serve(launch: str, server: str, env: dict[str, str]) -> svc.Service:
     app, zero_code = svc.LAUNCHES[launch]
-    service = svc.start(app, svc.base_env(receiver.endpoint, **FAST), zero_code=zero_code,
-                        extra_args=("--workers", "2"))
+    if server == "uvicorn":
+        return svc.start(app, env, zero_code=zero_code, extra_args=("--workers", "2"))
+    port = svc.free_port()  # gunicorn forks its workers from the master, which set up first under the wrapper
+    command = [str(svc.BIN / "gunicorn"), app, "-w", "2", "-k", "uvicorn.workers.UvicornWorker",
+               "-b", f"127.0.0.1:{port}"]
+    return svc.launch([str(svc.BIN / "opentelemetry-instrument"), *command] if zero_code else command, port, env)
+
+
+@pytest.mark.parametrize(("launch", "server"), [
+    ("setup", "uvicorn"), ("opentelemetry-instrument", "uvicorn"), ("opentelemetry-instrument", "gunicorn")])
+def test_every_worker_exports_its_own_process_and_runtime_metrics(receiver: OtlpReceiver, launch: str,
+                                                                  server: str) -> None:
+    service = _serve(launch, server, svc.base_env(receiver.endpoint, **FAST))
     try:
         receiver.wait_for(lambda r: sum(names == set(EXPECTED) for names in _by_pid(r.snapshot()[2]).values()) >= 2,
                           timeout_s=30)
