@@ -5,6 +5,7 @@ Each blocking line carries a ``BLOCKS:`` marker: the tests find the line the rec
 """
 
 import asyncio
+import threading
 import time
 
 import httpx
@@ -48,6 +49,11 @@ async def stall(seconds: float) -> dict[str, float]:
 async def fine(n: int) -> dict[str, int]:
     await asyncio.sleep(0.001)
     return {"n": n}
+
+
+@app.get("/threads")
+async def threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate()]
 
 
 @app.get("/healthz")
