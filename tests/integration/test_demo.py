@@ -26,8 +26,8 @@ def run_demo(endpoint: str, columns: int | None = None) -> str:
 def test_demo_without_a_collector_keeps_and_draws_its_telemetry() -> None:
     out = run_demo(f"http://127.0.0.1:{svc.free_port()}")
     assert "telemetry → memory (no collector answered" in out
-    # one panel per traced request: 12 of the 14 calls (the health probes are not traced)
-    assert "12 request traces drawn" in out
+    # one panel per traced request: 13 of the 15 calls (the health probes are not traced)
+    assert "13 request traces drawn" in out
     assert out.count("GET /checkout/{sku} →") == 6
     assert out.count("GET /checkout/{sku} → 502") == 3  # the inventory outage ...
     assert "GET /checkout/{sku} → 503" in out  # ... opens the breaker: the next checkout is refused
@@ -46,6 +46,12 @@ def test_demo_without_a_collector_keeps_and_draws_its_telemetry() -> None:
     assert re.search(r"trace_id +6f9619ff8b86d011b42d00cf4fc964ff", out)
     assert out.count("not a valid id!") == 1  # only where the demo says what it sent (and that it was refused)
     assert "qm_otel.correlation.rejected" in out
+    # the handler that blocks the event loop: one watchdog record, naming the blocking line, in its trace
+    assert out.count("event-loop watchdog") == 1, out
+    stall = out.split("event-loop watchdog")[1]
+    assert re.search(r"event loop blocked for \d+ ms \(threshold 200 ms\) in GET /blocking", stall), stall
+    assert re.search(r"blocking line: \S*demo_service\.py:\d+ in blocking", stall), stall
+    assert re.search(r"time\.sleep\(0\.4\)", stall), stall  # the stack's last line is the call itself
 
 
 def test_demo_with_a_collector_exports_there_too(receiver: OtlpReceiver) -> None:

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 import qm_otel
-from qm_otel.cli.terminal import render
+from qm_otel.cli.terminal import draw_stalls, render
 from qm_otel.config import resolve_settings
 from qm_otel.testing import Capture
 
@@ -58,6 +58,8 @@ TRAFFIC = (
     # after the recovery time one trial call goes through, succeeds, and closes the breaker
     Call("GET", "/checkout/sku-6", "order-1006", wait_s=1.1),
     Call("GET", "/slow", "not a valid id!"),
+    # a handler that blocks the event loop: the watchdog's record names the blocking line
+    Call("GET", "/blocking", "order-1007"),
     Call("POST", "/events"),
     Call("GET", "/healthz"),
     Call("GET", "/readyz"),
@@ -166,6 +168,7 @@ def run_demo(app_path: str = "qm_otel.cli.demo_service:app", console: Console | 
         capture.metrics.get_metrics_data(),
     )
     console.print(f"{drawn} request traces drawn (/healthz and /readyz are not traced).")
+    draw_stalls(console, capture.logs.get_finished_logs())
     if online:
         console.print(
             "Grafana: http://127.0.0.1:3000/d/qm-otel-service (pick service qm-demo) — Explore: "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 
 import httpx
 from fastapi import FastAPI, HTTPException, Request
@@ -86,6 +87,17 @@ async def slow() -> dict[str, str]:
     """A route over the response-time bands."""
     await build_report()  # a span, a record with duration_ms and a qm_otel.timed.duration point
     return {"report": "ready"}
+
+
+@app.get("/blocking")
+async def blocking() -> dict[str, str]:
+    """A blocking call inside an ``async def`` handler: the event loop serves nobody while it sleeps.
+
+    The event-loop watchdog takes the stack while the loop is stuck and writes one WARNING record that
+    names the next line, with this request's trace (``qm-otel demo`` prints it).
+    """
+    time.sleep(0.4)  # the demo's deliberate mistake: `await asyncio.sleep(0.4)` would not block
+    return {"blocked": "0.4 s"}
 
 
 @app.post("/events")

@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["metrics_table", "render", "waterfall"]
+__all__ = ["draw_stalls", "metrics_table", "render", "waterfall"]
 
 _BAR_WIDTH = 40
 _LEVEL_STYLE = {"DEBUG": "dim", "INFO": "green", "WARN": "yellow", "ERROR": "red", "FATAL": "bold red"}
@@ -193,3 +193,25 @@ def render(
         console.print(Panel(_log_lines(untraced), title="logs outside any request"))
     console.print(metrics_table(metrics))
     return drawn
+
+
+#: the logger of the event-loop watchdog's records (:mod:`qm_otel.event_loop`)
+WATCHDOG_LOGGER = "qm_otel.event_loop"
+
+
+def draw_stalls(console: Console, logs: Sequence[ReadableLogRecord]) -> None:
+    """The event-loop watchdog's records: what blocked the loop, where, in which trace, and the stack."""
+    for readable in logs:
+        scope = readable.instrumentation_scope.name if readable.instrumentation_scope else ""
+        if scope != WATCHDOG_LOGGER:
+            continue
+        record = readable.log_record
+        attributes = dict(record.attributes or {})
+        where = f"{attributes.get('code.file.path')}:{attributes.get('code.line.number')}"
+        lines = [Text(str(record.body), style="bold yellow"),
+                 Text(f"blocking line: {where} in {attributes.get('code.function.name')}"),
+                 Text(f"trace_id {record.trace_id:032x} · span_id {record.span_id:016x}" if record.trace_id else
+                      "outside any request", style="dim")]
+        stack = str(attributes.get("code.stacktrace", "")).rstrip().splitlines()[-4:]
+        lines += [Text(line, style="dim") for line in stack]
+        console.print(Panel(Group(*lines), title="event-loop watchdog", border_style="yellow"))
