@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 import time
 import traceback
@@ -344,3 +345,30 @@ def test_after_fork_the_child_forgets_the_parents_watchdog() -> None:
         done.set()
         server.join(5)
         loop.close()
+
+
+def test_the_prometheus_names() -> None:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import REGISTRY, generate_latest
+
+    reader = PrometheusMetricReader()
+    try:
+        qm_otel.setup(**OFF, event_loop_block_ms=20, metric_readers=[reader])
+        tracer = trace.get_tracer("test")
+
+        async def handler() -> None:
+            server = tracer.start_span("GET /items/{id}", kind=SpanKind.SERVER)
+            token = event_loop.REQUEST.set(FakeRequest(server))
+            time.sleep(0.15)
+            event_loop.REQUEST.reset(token)
+            server.end()
+
+        _serve(handler)
+        text = generate_latest(REGISTRY).decode()
+    finally:
+        reset()  # the reader's shutdown takes its collector out of the registry
+    bounds = re.findall(r'^qm_otel_event_loop_lag_seconds_bucket\{.*le="([^"]+)".*\}', text, re.MULTILINE)
+    assert bounds == [*(str(float(b)) for b in event_loop.LAG_BUCKETS), "+Inf"]
+    [blocked] = re.findall(r"^qm_otel_event_loop_blocked_total\{(.*)\} (.*)$", text, re.MULTILINE)
+    assert 'http_route="/items/{id}"' in blocked[0]
+    assert blocked[1] == "1.0"
