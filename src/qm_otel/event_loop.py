@@ -156,7 +156,7 @@ def ensure_started() -> object:
         if active is not None:
             if active.running and not active.loop.is_closed():
                 return epoch
-            active.stop(report=False)
+            active.stop(report=False, join=False)  # its loop closed: its thread is ending on its own
         watchdog = _Watchdog(loop, _threshold_s(state), state.telemetry.meter_provider)
         watchdog.start()
         _ACTIVE = watchdog
@@ -172,6 +172,15 @@ def stop() -> None:
         epoch = object()
     if active is not None:
         active.stop(report=True)
+
+
+def _retire(watchdog: _Watchdog) -> None:
+    """A watchdog whose thread ended (its loop closed): the next lifespan or request starts a new one."""
+    global _ACTIVE, epoch  # noqa: PLW0603
+    with _LOCK:
+        if _ACTIVE is watchdog:
+            _ACTIVE = None
+            epoch = object()
 
 
 def _after_fork_in_child() -> None:
@@ -204,6 +213,7 @@ def _library_roots() -> tuple[str, ...]:
 
 
 _LIBRARY_ROOTS = _library_roots()
+_SELECTORS = f"{os.sep}selectors.py"
 _LIBRARY_PARTS = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
 
 
@@ -304,30 +314,31 @@ class _Watchdog:
             return
         now = time.monotonic()
         late = now - self._due
-        if self._resync:  # the loop was stopped in between: that wait is not lateness
-            self._resync = False
-        else:
-            if late > self.threshold_s:
-                self._stall_end = (self._turn + 1, late)
-            self._lag.record(late if late > 0.0 else 0.0)
         self._due = now + self.interval_s
+        self.loop.call_later(self.interval_s, self._beat)  # first: a failure below never ends the heartbeat
+        resync = self._resync
+        if resync:  # the loop was stopped in between: that wait is not lateness
+            self._resync = False
+        elif late > self.threshold_s:
+            self._stall_end = (self._turn + 1, late)
         self._turn += 1
-        self.loop.call_later(self.interval_s, self._beat)
+        if not resync:
+            self._lag.record(late if late > 0.0 else 0.0)
 
     # -- on the thread --
 
     def _run(self) -> None:
         wait = self.interval_s
-        while not self._wake.wait(wait):
-            if self._stopped:
-                break
-            try:
+        try:
+            while not self._wake.wait(wait) and not self._stopped:
                 wait = self._check()
-            except Exception:  # the watchdog never takes the process down; it stops
-                _logger.exception("qm-otel: the event-loop watchdog failed and stopped")
-                self._stopped = True
-            if wait <= 0.0:
-                break
+                if wait <= 0.0:
+                    break
+        except Exception:  # the watchdog never takes the process down: it stops, and says so
+            _logger.exception("qm-otel: the event-loop watchdog failed and stopped")
+        finally:
+            self._stopped = True
+            _retire(self)
 
     def _check(self) -> float:
         """Look at the loop once; return how long to sleep (0: stop, the loop is closed)."""
@@ -373,6 +384,9 @@ class _Watchdog:
         summary.reverse()  # innermost last, as a traceback reads
         if self._turn != turn:  # it turned while the stack was read: not blocked any more
             return None
+        innermost = summary[-1] if summary else None
+        if innermost is not None and innermost.name == "select" and innermost.filename.endswith(_SELECTORS):
+            return None  # waiting for I/O, not blocked: the loop thread has not had a CPU yet (a starved machine)
         stack = summary
         blocking = blocking_frame(stack)
         task = asyncio.current_task(self.loop)
@@ -432,12 +446,12 @@ class _Watchdog:
 
     # -- stopping --
 
-    def stop(self, *, report: bool) -> None:
+    def stop(self, *, report: bool, join: bool = True) -> None:
         """Stop the heartbeat and the thread; ``report``: a stall still going is reported once, as still blocked."""
         self._stopped = True
         self._wake.set()
         thread = self._thread
-        if thread.is_alive() and thread is not threading.current_thread():
+        if join and thread.is_alive() and thread is not threading.current_thread():
             thread.join(_JOIN_S)
         stall, self._stall = self._stall, None
         if report and stall is not None:

@@ -254,6 +254,8 @@ def test_the_thread_ends_when_its_loop_closes_and_a_new_loop_gets_its_own() -> N
     while _watchdog_threads() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert _watchdog_threads() == []
+    assert event_loop._ACTIVE is None
+    assert event_loop.epoch is not epochs[0]  # the server middleware's per-request compare sees the change
     asyncio.run(main())
     assert epochs[2] is not epochs[0]
     assert event_loop._ACTIVE is not None
