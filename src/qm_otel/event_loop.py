@@ -58,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import inspect
 import logging
 import os
 import sys
@@ -65,7 +66,9 @@ import sysconfig
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
@@ -84,9 +87,11 @@ __all__ = [
     "REQUEST",
     "THREAD_NAME",
     "WatchedRequest",
+    "blocking_frame",
     "cap_s",
     "ensure_started",
     "epoch",
+    "is_application",
     "stop",
 ]
 
@@ -226,12 +231,32 @@ def is_application(filename: str) -> bool:
     return not filename.startswith(_LIBRARY_ROOTS)
 
 
-def blocking_frame(stack: traceback.StackSummary) -> traceback.FrameSummary | None:
-    """The innermost frame of application code in ``stack`` (innermost last), else the innermost frame."""
+def blocking_frame(stack: traceback.StackSummary, coroutines: Sequence[bool] = ()) -> traceback.FrameSummary | None:
+    """The frame a blocked-loop record names, in ``stack`` (innermost last).
+
+    The innermost frame of application code; else (an application installed in site-packages) the
+    innermost frame of a coroutine (``coroutines``: a flag per frame), the ``async def`` that made
+    the blocking call; else the innermost frame.
+    """
     for frame in reversed(stack):
         if is_application(frame.filename):
             return frame
+    for frame, coroutine in zip(reversed(stack), reversed(coroutines), strict=False):
+        if coroutine:
+            return frame
     return stack[-1] if stack else None
+
+
+def _extract(frame: FrameType) -> tuple[traceback.StackSummary, list[bool]]:
+    """The innermost :data:`_MAX_FRAMES` frames from ``frame`` out, innermost last, and which run a coroutine."""
+    frames: list[tuple[FrameType, int]] = []
+    current: FrameType | None = frame
+    while current is not None and len(frames) < _MAX_FRAMES:
+        frames.append((current, current.f_lineno or 0))
+        current = current.f_back
+    frames.reverse()
+    stack = traceback.StackSummary.extract(iter(frames), limit=_MAX_FRAMES, lookup_lines=False)
+    return stack, [bool(f.f_code.co_flags & inspect.CO_COROUTINE) for f, _ in frames]
 
 
 def _task_context(task: asyncio.Task[Any]) -> contextvars.Context | None:
@@ -379,16 +404,14 @@ class _Watchdog:
         frame = sys._current_frames().get(self._loop_thread)  # the one way to another thread's stack
         if frame is None or self._turn != turn:
             return None
-        summary = traceback.StackSummary.extract(traceback.walk_stack(frame), limit=_MAX_FRAMES, lookup_lines=False)
+        stack, coroutines = _extract(frame)
         del frame
-        summary.reverse()  # innermost last, as a traceback reads
         if self._turn != turn:  # it turned while the stack was read: not blocked any more
             return None
-        innermost = summary[-1] if summary else None
+        innermost = stack[-1] if stack else None
         if innermost is not None and innermost.name == "select" and innermost.filename.endswith(_SELECTORS):
             return None  # waiting for I/O, not blocked: the loop thread has not had a CPU yet (a starved machine)
-        stack = summary
-        blocking = blocking_frame(stack)
+        blocking = blocking_frame(stack, coroutines)
         task = asyncio.current_task(self.loop)
         context = _task_context(task) if task is not None else None
         variables = list(context.items()) if context is not None else []

@@ -308,6 +308,12 @@ def test_the_blocking_frame_is_the_innermost_of_application_code() -> None:
     frame = event_loop.blocking_frame(only_libraries)
     assert frame is not None
     assert frame.name == "dumps"  # none of the application's: the innermost
+    installed = traceback.StackSummary.from_list([  # an application installed in site-packages
+        (pytest.__file__, 1, "main", None), (pytest.__file__, 10, "handler", None),
+        (pytest.__file__, 20, "helper", None), (json.__file__, 30, "dumps", None)])
+    frame = event_loop.blocking_frame(installed, [True, True, False, False])
+    assert frame is not None
+    assert frame.name == "handler"  # the innermost coroutine: the async def that made the blocking call
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # Python >= 3.12
