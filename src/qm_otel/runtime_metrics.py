@@ -2,10 +2,9 @@
 
 With ``runtime_metrics`` (``QM_OTEL_RUNTIME_METRICS``, on by default) the metrics builder instruments
 ``opentelemetry-instrumentation-system-metrics`` on the pipeline's meter provider with exactly these
-metrics (semantic-conventions names; unit, attributes; the Prometheus name), and no attributes where none is said:
+metrics (semantic-conventions names; unit, attributes; the Prometheus name), no attributes where none is said:
 
 - ``process.cpu.time`` (``s``; ``type``: ``user``, ``system``) → ``process_cpu_time_seconds_total``
-- ``process.cpu.utilization`` (``1``, 0-1 over all CPUs) → ``process_cpu_utilization``
 - ``process.memory.usage`` (``By``, the resident set size) → ``process_memory_usage_bytes``
 - ``process.memory.virtual`` (``By``) → ``process_memory_virtual_bytes``
 - ``process.thread.count`` → ``process_thread_count``
@@ -16,8 +15,15 @@ metrics (semantic-conventions names; unit, attributes; the Prometheus name), and
 - ``cpython.gc.uncollectable_objects`` (``{object}``; same) → ``cpython_gc_uncollectable_objects_total``
 
 (Prometheus names as qm-otel's Prometheus endpoint writes them, with the ``otel_scope_name`` label
-``opentelemetry.instrumentation.system_metrics``; the counters and ``process.cpu.utilization`` are
-what a dashboard rates or reads per ``process.pid``/``service.instance.id``: one set per worker.)
+``opentelemetry.instrumentation.system_metrics``, and as the collector path names them; one set per
+worker, told apart by the resource's ``process.pid`` and ``service.instance.id``.)
+
+Not ``process.cpu.utilization``, which the conventions define too: its unit ``1`` makes the two
+Prometheus paths disagree on its name (``process_cpu_utilization`` from the scrape endpoint,
+``process_cpu_utilization_ratio`` through the collector), and the instrumentation reads it with
+psutil's ``cpu_percent()``, the share since the previous reading, so two readers (``otlp,prometheus``,
+or two scrapers) each shorten the other's interval. ``rate(process_cpu_time_seconds_total[5m])``
+is the same figure, in CPUs, over a window the dashboard chooses.
 (the instrumentation also writes the gc metrics' old ``generation`` attribute, the same number as a
 string, "until a few releases after 1.40.0": :func:`views` keeps only ``cpython.gc.generation``. Its
 ``process.cpu.time`` and ``process.context_switches`` name their attribute ``type``, where the
@@ -63,7 +69,6 @@ MEMORY = "process.memory.usage"
 #: the instrumentation's configuration: metric → the values of its attribute it reports (None: no attribute)
 CONFIG: Mapping[str, list[str] | None] = {
     "process.cpu.time": ["user", "system"],
-    "process.cpu.utilization": None,
     MEMORY: None,
     "process.memory.virtual": None,
     "process.thread.count": None,

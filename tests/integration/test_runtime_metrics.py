@@ -18,7 +18,6 @@ from tests.support.otlp_receiver import MetricPoint, OtlpReceiver
 #: metric → (unit, OTLP kind, monotonic for a sum)
 EXPECTED = {
     "process.cpu.time": ("s", "sum", True),
-    "process.cpu.utilization": ("1", "gauge", None),
     "process.memory.usage": ("By", "sum", False),
     "process.memory.virtual": ("By", "sum", False),
     "process.thread.count": ("", "sum", False),
