@@ -213,8 +213,8 @@ def test_a_forked_child_reports_its_own_process() -> None:
         child = json.loads(pipe.read())
     os.waitpid(pid, 0)
     stop.set()
-    assert _cpu_user(parent) >= 0.35
-    assert child["cpu_user"] <= child["own_cpu_user"] + 0.01  # the child's CPU, not the parent's 0.4 s
-    assert child["cpu_user"] < 0.3
+    # (other at-fork handlers of the test process may work in the child: compare with its own readings)
+    assert _cpu_user(parent) >= child["own_cpu_user"] + 0.3  # the parent's figure is not the child's
+    assert child["cpu_user"] == pytest.approx(child["own_cpu_user"], abs=0.05)
+    assert parent["process.thread.count"][0][3][0] >= 5  # the 4 threads stay in the parent
     assert abs(child["threads"] - child["own_threads"]) <= 1  # (a helper thread may start or end in between)
-    assert parent["process.thread.count"][0][3][0] >= child["threads"] + 3  # the 4 threads stayed in the parent
