@@ -55,6 +55,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,8 +97,13 @@ def disabled(environ: Mapping[str, str]) -> bool:
 
 
 def config(environ: Mapping[str, str]) -> dict[str, list[str] | None]:
-    """:data:`CONFIG` less what ``OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS`` excludes (its patterns, fnmatch)."""
+    """:data:`CONFIG` less what ``OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS`` excludes (its patterns, fnmatch).
+
+    The ``cpython.*`` metrics on CPython only (on PyPy the instrumentation logs a WARNING for each instead).
+    """
     patterns = [pattern.strip() for pattern in environ.get(_EXCLUDED, "").split(",") if pattern.strip()]
+    if sys.implementation.name != "cpython":
+        patterns.append("cpython.*")
     return {name: None if values is None else list(values) for name, values in CONFIG.items()
             if not any(fnmatch.fnmatch(name, pattern) for pattern in patterns)}
 

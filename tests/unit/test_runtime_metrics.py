@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from importlib.metadata import EntryPoint
+from types import SimpleNamespace
 from typing import Any
 
 import psutil
@@ -109,6 +111,12 @@ def test_the_instrumentations_exclusion_patterns_are_honoured(monkeypatch: pytes
     assert _runtime(found) == {name for name in NAMES if not name.startswith("cpython.")}
     [(scope, _, _, _)] = found["process.memory.usage"]  # excluded there: qm-otel's own, still one
     assert scope == "qm_otel"
+
+
+def test_the_cpython_metrics_only_on_cpython(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert set(runtime_metrics.config({})) == NAMES
+    monkeypatch.setattr(sys, "implementation", SimpleNamespace(name="pypy"))
+    assert set(runtime_metrics.config({})) == {name for name in NAMES if not name.startswith("cpython.")}
 
 
 def test_a_setup_after_shutdown_reports_on_the_new_provider() -> None:
