@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from qm_otel import instruments
+from qm_otel import instruments, runtime_metrics
 from qm_otel.cli.render.dashboards import BOARDS, DASHBOARDS, band_thresholds
 from qm_otel.cli.render.dashboards.overview import RUNTIME
 from qm_otel.cli.render.dashboards.panels import COLOURS, alert_thresholds
@@ -77,12 +77,8 @@ EVENT_LOOP_METRICS = {f"{LAG}_{part}" for part in ("bucket", "sum", "count")} | 
 #: the process and CPython metrics the runtime-metrics feature reports through the contrib
 #: system-metrics instrumentation (test_the_runtime_panels_chart_what_the_instrumentation_reports)
 SYSTEM_METRICS = set(RUNTIME.values())
-#: the instrumentation's metrics the runtime-metrics feature keeps (issue 25, item 1)
-SYSTEM_CONFIG = {"process.cpu.time": ["user", "system"], "process.cpu.utilization": None,
-                 "process.memory.usage": None, "process.memory.virtual": None, "process.thread.count": None,
-                 "process.open_file_descriptor.count": None, "process.context_switches": ["involuntary", "voluntary"],
-                 "cpython.gc.collections": None, "cpython.gc.collected_objects": None,
-                 "cpython.gc.uncollectable_objects": None}
+#: the instrumentation's metrics the runtime-metrics feature keeps (issue 25, item 1): qm-otel's own selection
+SYSTEM_CONFIG = dict(runtime_metrics.CONFIG)
 METRICS = runtime_metric_names() | COLLECTOR_METRICS | EVENT_LOOP_METRICS | SYSTEM_METRICS
 
 
@@ -200,9 +196,9 @@ def test_the_runtime_panels_chart_what_the_instrumentation_reports() -> None:
                 grouped = {label.strip() for by in re.findall(r"by \(([^)]*)\)", target["expr"])
                            for label in by.split(",")}
                 assert grouped - {"instance"} <= reported[metric], (panel["title"], grouped)
-    # the CPU panel: the rate of the time, the same name on both paths (the utilisation gauge's unit "1"
-    # is "_ratio" over OTLP only)
-    assert "process_cpu_utilization_ratio" in reported
+    # the CPU panel: the rate of the time, the same name on both paths (qm-otel does not report the
+    # utilisation gauge, whose unit "1" is "_ratio" over OTLP only)
+    assert not any("utilization" in name for name in reported)
     assert not any("utilization" in t["expr"] for _, t in targets(overview, "prometheus"))
 
 

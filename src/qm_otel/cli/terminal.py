@@ -15,6 +15,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from qm_otel import runtime_metrics
+
 __all__ = ["draw_stalls", "metrics_table", "render", "waterfall"]
 
 _BAR_WIDTH = 40
@@ -101,7 +103,7 @@ _KEY_ATTRIBUTES = ("http.request.method", "http.route", "http.response.status_co
                    "breaker", "state", "outcome", "from", "to", "cache", "band")
 #: metrics left out of the terminal summary (still exported)
 _QUIET_METRICS = frozenset({"http.server.active_requests", "http.server.request.body.size",
-                            "http.server.response.body.size", "process.memory.usage"})
+                            "http.server.response.body.size"}) | runtime_metrics.NAMES
 
 
 def _number(value: float, unit: str) -> str:
