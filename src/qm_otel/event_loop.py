@@ -208,7 +208,7 @@ def _library_roots() -> tuple[str, ...]:
     roots: set[str] = set()
     for scheme_vars in ({}, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
         paths = sysconfig.get_paths(vars=scheme_vars) if scheme_vars else sysconfig.get_paths()
-        for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        for key in ("stdlib", "platstdlib", "purelib", "platlib", "scripts"):  # scripts: uvicorn's console script
             if paths.get(key):
                 roots.add(os.path.realpath(paths[key]) + os.sep)
                 roots.add(os.path.abspath(paths[key]) + os.sep)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sysconfig
 import threading
 import time
 import traceback
@@ -297,6 +298,7 @@ def test_the_blocking_frame_is_the_innermost_of_application_code() -> None:
     assert not event_loop.is_application(pytest.__file__)
     assert not event_loop.is_application(event_loop.__file__)
     assert not event_loop.is_application("<frozen importlib._bootstrap>")
+    assert not event_loop.is_application(os.path.join(sysconfig.get_paths()["scripts"], "uvicorn"))
     stack = traceback.StackSummary.from_list([
         (pytest.__file__, 1, "main", None), (HERE, 10, "handler", None), (HERE, 20, "helper", None),
         (json.__file__, 30, "dumps", None), (event_loop.__file__, 40, "wrap", None)])
