@@ -419,7 +419,10 @@ class _Watchdog:
         span, where, route = None, "outside any request", None
         if request is not None:
             span = request.span
-            where, route = request.where()
+            try:
+                where, route = request.where()
+            except Exception:  # a scope the route cannot be read from: the request is still the one blocked
+                where = "a request"
         stall = _Stall(turn, self._due, late, "".join(stack.format()),
                        blocking.filename if blocking else "", blocking.name if blocking else "",
                        (blocking.lineno or 0) if blocking else 0, variables, span, where, route)
