@@ -191,3 +191,20 @@ def test_each_stall_is_one_record_naming_the_blocking_line_and_the_blocked_reque
     assert watching_receiver.bounds["http.server.request.duration"]  # the fast histograms export beside it
     assert not [line for line in svc.stderr_text.splitlines() if "Traceback" in line]
 
+
+
+def test_off_starts_no_thread_and_makes_no_record_or_metric(watching_receiver: WatchingReceiver) -> None:
+    env = service.base_env(watching_receiver.endpoint, QM_OTEL_EVENT_LOOP_BLOCK_MS="100",
+                           QM_OTEL_EVENT_LOOP_WATCHDOG="false")
+    svc = service.start("tests.integration.apps.blocking_setup:app", env)
+    try:
+        assert "qm-otel-event-loop" not in svc.get("/threads").json()
+        assert svc.get("/sleep").status_code == 200
+        watching_receiver.wait_for(lambda r: any(p.name == "http.server.request.duration" and p.attributes.get(
+            "http.route") == "/sleep" for p in r.snapshot()[2]), timeout_s=30)
+    finally:
+        svc.terminate()
+    _, logs, points = watching_receiver.snapshot()
+    assert not [log for log in logs if log.attributes.get("event_loop.blocked_ms") is not None]
+    assert not [p for p in points if p.name.startswith("qm_otel.event_loop.")]
+    assert not [line for line in svc.lines if "qm_otel.event_loop" in line]
