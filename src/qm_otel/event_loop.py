@@ -73,11 +73,11 @@ from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.metrics import Counter, Histogram, MeterProvider
+from opentelemetry.metrics import Counter, Histogram
 from opentelemetry.trace import Span
 
 from qm_otel import _state
-from qm_otel._version import __version__
+from qm_otel.instruments import EVENT_LOOP_LAG_BUCKETS, Instruments
 
 __all__ = [
     "BLOCKED",
@@ -98,7 +98,7 @@ __all__ = [
 #: the instruments' names (``qm_otel_event_loop_lag_seconds``, ``qm_otel_event_loop_blocked_total`` in Prometheus)
 LAG, BLOCKED = "qm_otel.event_loop.lag", "qm_otel.event_loop.blocked"
 #: the lag histogram's bucket boundaries (seconds)
-LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
+LAG_BUCKETS = EVENT_LOOP_LAG_BUCKETS
 LOGGER = "qm_otel.event_loop"
 THREAD_NAME = "qm-otel-event-loop"
 EVENT = "qm_otel.event_loop.blocked"
@@ -162,7 +162,8 @@ def ensure_started() -> object:
             if active.running and not active.loop.is_closed():
                 return epoch
             active.stop(report=False, join=False)  # its loop closed: its thread is ending on its own
-        watchdog = _Watchdog(loop, _threshold_s(state), state.telemetry.meter_provider)
+        watchdog = _Watchdog(loop, _threshold_s(state), state.instruments or Instruments.create(
+            state.telemetry.meter_provider))
         watchdog.start()
         _ACTIVE = watchdog
         epoch = object()
@@ -300,18 +301,14 @@ class _Stall:
 class _Watchdog:
     """The heartbeat on one loop and the thread that watches it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, threshold_s: float, meter_provider: MeterProvider) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, threshold_s: float, instruments: Instruments) -> None:
         self.loop = loop
         self.threshold_s = threshold_s
         self.interval_s = threshold_s / 4
         self.cap_s = cap_s(threshold_s)
         self._loop_thread = threading.get_ident()
-        meter = meter_provider.get_meter("qm_otel", __version__)
-        self._lag: Histogram = meter.create_histogram(
-            LAG, unit="s", description="How late the event loop ran a heartbeat scheduled on it",
-            explicit_bucket_boundaries_advisory=LAG_BUCKETS)
-        self._blocked: Counter = meter.create_counter(
-            BLOCKED, unit="{stall}", description="Stalls of the event loop longer than the watchdog's threshold")
+        self._lag: Histogram = instruments.event_loop_lag
+        self._blocked: Counter = instruments.event_loop_blocked
         self._due = time.monotonic() + self.interval_s
         self._turn = 0
         self._stall_end: tuple[int, float] = (0, 0.0)  # (the turn that ended a stall, its lateness)

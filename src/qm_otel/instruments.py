@@ -15,6 +15,8 @@
 | ``qm_otel.correlation.rejected``| ``qm_otel_correlation_rejected_total`` | incoming IDs rejected, by reason        |
 | ``qm_otel.telemetry.dropped``   | ``qm_otel_telemetry_dropped_total``    | items dropped, by signal and reason     |
 | ``qm_otel.telemetry.retried``   | ``qm_otel_telemetry_retried_total``    | items delivered after a failed attempt  |
+| ``qm_otel.event_loop.lag``      | ``qm_otel_event_loop_lag_seconds``     | how late the loop ran its heartbeat     |
+| ``qm_otel.event_loop.blocked``  | ``qm_otel_event_loop_blocked_total``   | stalls over the threshold, by route     |
 
 ``setup()`` makes one :class:`Instruments` for its meter provider and keeps it in the state room;
 :func:`current` returns it (before ``setup()``: one made on the API's global meter, which forwards
@@ -41,8 +43,10 @@ from opentelemetry.metrics import _Gauge as Gauge  # the API's synchronous gauge
 from qm_otel import _state
 from qm_otel._version import __version__
 
-__all__ = ["Instruments", "Observer", "current", "observe", "resident_memory_bytes"]
+__all__ = ["EVENT_LOOP_LAG_BUCKETS", "Instruments", "Observer", "current", "observe", "resident_memory_bytes"]
 
+#: the event-loop lag histogram's bucket boundaries (seconds; :mod:`qm_otel.event_loop`)
+EVENT_LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 Observer = Callable[[metrics.CallbackOptions], Iterable[metrics.Observation]]
 
@@ -60,6 +64,8 @@ class Instruments:
     correlation_rejected: metrics.Counter
     telemetry_dropped: metrics.Counter
     telemetry_retried: metrics.Counter
+    event_loop_lag: metrics.Histogram
+    event_loop_blocked: metrics.Counter
 
     @classmethod
     def create(cls, provider: metrics.MeterProvider) -> Instruments:
@@ -87,6 +93,13 @@ class Instruments:
             telemetry_retried=meter.create_counter(
                 "qm_otel.telemetry.retried", unit="{item}",
                 description="Telemetry items delivered after at least one failed attempt, by signal"),
+            event_loop_lag=meter.create_histogram(
+                "qm_otel.event_loop.lag", unit="s",
+                description="How late the event loop ran a heartbeat scheduled on it",
+                explicit_bucket_boundaries_advisory=EVENT_LOOP_LAG_BUCKETS),
+            event_loop_blocked=meter.create_counter(
+                "qm_otel.event_loop.blocked", unit="{stall}",
+                description="Stalls of the event loop longer than the watchdog's threshold"),
         )
 
 
