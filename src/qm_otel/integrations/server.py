@@ -1,10 +1,8 @@
 """The server span, the HTTP server metrics and the request log of every request, in one middleware.
 
-qm-otel used to let the contrib ASGI/FastAPI instrumentation make the server span and metrics,
-with its own request-log middleware beside it. The profile (docs/benchmarks.md) showed that stack
-costing more than the application: the contrib middleware matches the request against every route
-before the app routes it again, collects its attributes through generic helpers and sets each of
-them twice, and each extra layer wraps ``send`` again. This middleware keeps the contrib
+It replaces the contrib ASGI/FastAPI instrumentation's middleware on qm-otel's request path, which
+matched the request against every route before the app routed it again and wrapped ``send`` once
+more per layer (docs/decisions/server-middleware.md). This middleware keeps the contrib
 semantics under the stable HTTP conventions — the same span (name ``METHOD /route/{template}``,
 kind, attributes, status, exception event, parent from the global propagator), the same
 instruments (``http.server.request.duration`` with its buckets, ``http.server.active_requests``,

@@ -1,10 +1,9 @@
 """One handler, one pass per record: the stdout line and the OTLP record from the same fields.
 
-qm-otel's default pipeline used to hang two handlers on the root logger, a ``StreamHandler``
-with qm-otel's formatter and the OTel ``LoggingHandler`` (opentelemetry-instrumentation-logging):
-every record ran the filters twice, took two locks, read the current context twice and looked
-its OTel logger up each time. :class:`TelemetryHandler` does both in one ``emit``, with the
-record's extras collected once for the JSON line and the OTLP attributes.
+:class:`TelemetryHandler` writes the stdout line and makes the OTLP record in one ``emit``: the
+filters run once, one lock is taken, the current context is read once, and the record's extras are
+collected once for the JSON line and the OTLP attributes (why not a ``StreamHandler`` beside the OTel
+``LoggingHandler``: docs/decisions/one-log-handler.md).
 
 The OTLP record is the one ``LoggingHandler`` makes — timestamp, observed timestamp, context,
 severity text and number, body, attributes (every non-reserved record attribute; ``otel.event.name``
