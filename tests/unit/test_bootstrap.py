@@ -82,17 +82,17 @@ def test_every_setting_is_a_typed_keyword_of_setup() -> None:
 
 
 def test_the_settings_table_is_declared_once_and_generates_the_rest() -> None:
-    from qm_otel.cli.render import OPTIONS, README, settings_files
+    from qm_otel.cli.render import OPTIONS, SETTINGS_PAGE, settings_files
     from qm_otel.config import PARAMS
 
     root = Path(__file__).resolve().parents[2]
     files = settings_files(root)
     assert files[OPTIONS] == (root / OPTIONS).read_text(encoding="utf-8"), "run `qm-otel render`"
-    assert files[README] == (root / README).read_text(encoding="utf-8"), "run `qm-otel render`"
-    readme = files[README]
+    assert files[SETTINGS_PAGE] == (root / SETTINGS_PAGE).read_text(encoding="utf-8"), "run `qm-otel render`"
+    page = files[SETTINGS_PAGE]
     for param in PARAMS:
-        assert f"| `{param.name}` | `{param.env}`" in readme
-        assert param.allowed in readme
+        assert f"| `{param.name}` | `{param.env}`" in page
+        assert param.allowed in page
 
 
 def test_an_unknown_keyword_is_a_config_error_naming_it() -> None:

@@ -1,4 +1,4 @@
-"""Settings: precedence, validation, and the README table that documents them."""
+"""Settings: precedence, validation, and the table in docs/settings.md that documents them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import qm_otel
 from qm_otel import _state
 from qm_otel.config import PARAMS, ConfigError, resolve_settings
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+SETTINGS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
 
 
 def test_defaults() -> None:
@@ -109,19 +109,19 @@ def test_any_env_text_parses_or_raises_config_error(name: str, raw: str) -> None
     assert message == "" or repr(name) in message
 
 
-def test_readme_table_lists_every_setting_with_its_variables_and_default() -> None:
-    rows = [line for line in README.read_text().splitlines() if line.startswith("| `")]
+def test_the_settings_table_lists_every_setting_with_its_variables_and_default() -> None:
+    rows = [line for line in SETTINGS_PAGE.read_text().splitlines() if line.startswith("| `")]
     table = {re.findall(r"`([^`]+)`", row)[0]: row for row in rows}
     for param in PARAMS:
-        assert param.name in table, f"README settings table lacks {param.name}"
+        assert param.name in table, f"docs/settings.md's table lacks {param.name}"
         row = table[param.name]
         for var in (param.env, *param.otel_env):
-            assert var in row, f"README row of {param.name} lacks {var}"
+            assert var in row, f"docs/settings.md's row of {param.name} lacks {var}"
         default = ",".join(param.default) if isinstance(param.default, tuple) else param.default
         if isinstance(default, bool):
             default = str(default).lower()
         if default not in (None, ""):
-            assert f"`{default}`" in row, f"README row of {param.name} lacks default {default!r}"
+            assert f"`{default}`" in row, f"docs/settings.md's row of {param.name} lacks default {default!r}"
 
 
 def test_an_inert_otel_variable_is_one_warning_and_the_settings_resolve() -> None:

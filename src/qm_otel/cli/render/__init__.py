@@ -4,7 +4,7 @@
   three consumers: change a number, run ``qm-otel render``); their Kubernetes forms and the collector's Helm
   values with the tail-sampling policy (:mod:`qm_otel.cli.render.kubernetes`);
 - from :class:`qm_otel.config.Settings`: ``setup()``'s typed keywords (``src/qm_otel/_options.py``)
-  and the README's settings table.
+  and the settings table of the settings reference (``docs/settings.md``).
 
 The files are committed; ``qm-otel render --check`` (and a test) fails when they are stale.
 """
@@ -18,7 +18,7 @@ import yaml
 from qm_otel.cli.render.alerts import alert_rules, alert_tests, loki_alert_rules
 from qm_otel.cli.render.dashboards import DASHBOARDS, dashboard_files
 from qm_otel.cli.render.kubernetes import kubernetes_files
-from qm_otel.cli.render.settings import options_module, splice_readme
+from qm_otel.cli.render.settings import options_module, splice_table
 from qm_otel.conventions import Conventions, load_with_overrides
 
 __all__ = ["GENERATED_HEADER", "render_all", "settings_files", "stale", "write"]
@@ -29,7 +29,7 @@ RULE_TESTS = "dashboards/alerts/qm-otel.rules.test.yml"
 LOKI_RULES = "dashboards/alerts/loki/qm-otel.rules.yml"
 DASHBOARD = next(iter(DASHBOARDS))  # the service overview, dashboards/qm-otel-service.json
 OPTIONS = "src/qm_otel/_options.py"
-README = "README.md"
+SETTINGS_PAGE = "docs/settings.md"
 
 
 def _yaml(data: object) -> str:
@@ -49,11 +49,11 @@ def render_all(conventions: Conventions | None = None) -> dict[str, str]:
 
 
 def settings_files(root: Path) -> dict[str, str]:
-    """The files the settings table generates under ``root`` (the README only where there is one)."""
+    """The files the settings table generates under ``root`` (the settings reference only where there is one)."""
     files = {OPTIONS: options_module()}
-    readme = root / README
-    if readme.exists():
-        files[README] = splice_readme(readme.read_text(encoding="utf-8"))
+    page = root / SETTINGS_PAGE
+    if page.exists():
+        files[SETTINGS_PAGE] = splice_table(page.read_text(encoding="utf-8"))
     return files
 
 
