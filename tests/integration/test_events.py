@@ -152,7 +152,7 @@ def test_unknown_components_are_counted_not_raised_in_production(receiver: OtlpR
     assert invalid == {"component": 1, "status": 1}
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+LOGS_GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide" / "logs.md"
 
 
 def loki_name(attribute: str) -> str:
@@ -161,7 +161,7 @@ def loki_name(attribute: str) -> str:
 
 
 def test_every_field_the_documented_logql_queries_use_exists_on_the_records(receiver: OtlpReceiver) -> None:
-    queries = re.findall(r"^(\{service_name=.*)$", README.read_text(), flags=re.MULTILINE)
+    queries = re.findall(r"^(\{service_name=.*)$", LOGS_GUIDE.read_text(), flags=re.MULTILINE)
     assert len(queries) >= 3
     service = svc.start("tests.integration.apps.correlated_setup:app", svc.base_env(receiver.endpoint))
     try:

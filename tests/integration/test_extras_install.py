@@ -34,7 +34,7 @@ from tests.support import service as svc
 
 pytestmark = pytest.mark.integration
 
-#: each extra a user installs, alone and in the combination the README shows
+#: each extra a user installs (docs/install.md), alone and in a combination
 EXTRAS = ("grpc", "db", "redis", "requests", "celery", "libraries", "cli", "cli,db")
 #: installs at a time: each waits on the network and resolves and unpacks on a core (2 here)
 _WORKERS = 3
