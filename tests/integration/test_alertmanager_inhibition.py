@@ -15,7 +15,6 @@ import contextlib
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import yaml
 
 from qm_otel.cli.render import LOKI_RULES, RULES
 from tests.support.polling import wait_for
-from tests.support.service import free_port
+from tests.support.service import free_port, launch
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "collector" / "alertmanager.yml"
@@ -78,19 +77,12 @@ def alertmanager(directory: Path) -> Iterator[str]:
     """Alertmanager with collector/alertmanager.yml, its data and log under ``directory``; yield its URL."""
     assert ALERTMANAGER is not None, "alertmanager is not installed (scripts/install installs it)"
     port = free_port()
-    with (directory / "alertmanager.log").open("wb") as log:
-        process = subprocess.Popen(
-            [ALERTMANAGER, f"--config.file={CONFIG}", f"--storage.path={directory / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_for(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, "alertmanager ready", 10)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    command = [ALERTMANAGER, f"--config.file={CONFIG}", f"--storage.path={directory / 'data'}",
+               f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
+    with launch(command, port, dict(os.environ)):
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, "alertmanager ready", 10)
+        yield url
 
 
 def test_alerts_are_grouped_and_inhibited_per_service(tmp_path: Path) -> None:

@@ -18,17 +18,15 @@ PLACES = ["in dependency", "in handler", "in task", "in executor", "in backgroun
 
 @pytest.fixture(scope="module")
 def module_receiver() -> Iterator[OtlpReceiver]:
-    server = OtlpReceiver().start()
-    yield server
-    server.stop()
+    with OtlpReceiver().start() as server:
+        yield server
 
 
 @pytest.fixture(scope="module", params=list(svc.CORRELATED))
 def service(request: pytest.FixtureRequest, module_receiver: OtlpReceiver) -> Iterator[svc.Service]:
     app, zero_code = svc.CORRELATED[request.param]
-    running = svc.start(app, svc.base_env(module_receiver.endpoint), zero_code=zero_code)
-    yield running
-    running.terminate()
+    with svc.start(app, svc.base_env(module_receiver.endpoint), zero_code=zero_code) as running:
+        yield running
 
 
 def server_span(receiver: OtlpReceiver, trace_id: str, name: str = "GET /log") -> Span:
@@ -160,8 +158,7 @@ def test_stdout_json_lines_carry_the_correlation(service: svc.Service, module_re
 
 
 def test_two_services_continue_one_trace(service: svc.Service, module_receiver: OtlpReceiver) -> None:
-    downstream = svc.start("tests.integration.apps.correlated_setup:app", svc.base_env(module_receiver.endpoint))
-    try:
+    with svc.start("tests.integration.apps.correlated_setup:app", svc.base_env(module_receiver.endpoint)) as downstream:
         corr = f"chain-{uuid.uuid4().hex[:8]}"
         response = service.get("/call", params={"url": f"{downstream.url}/log"},
                                headers={"X-Correlation-ID": corr})
@@ -179,14 +176,11 @@ def test_two_services_continue_one_trace(service: svc.Service, module_receiver: 
         assert downstream_span.parent_span_id == client.span_id
         assert downstream_span.resource["service.instance.id"] != upstream_span.resource["service.instance.id"]
         assert client.attributes["correlation.id"] == corr
-    finally:
-        downstream.terminate()
 
 
 def test_untrusted_edge_starts_a_new_trace(module_receiver: OtlpReceiver) -> None:
     env = svc.base_env(module_receiver.endpoint, QM_OTEL_TRUST_INCOMING_IDS="false")
-    edge = svc.start("tests.integration.apps.correlated_setup:app", env)
-    try:
+    with svc.start("tests.integration.apps.correlated_setup:app", env) as edge:
         corr = uuid.uuid4().hex
         traceparent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
         response = edge.get("/log", headers={"X-Correlation-ID": corr, "traceparent": traceparent})
@@ -196,22 +190,17 @@ def test_untrusted_edge_starts_a_new_trace(module_receiver: OtlpReceiver) -> Non
         assert span.parent_span_id == ""
         assert span.attributes["correlation.id"] == fresh
         assert span.attributes["correlation.incoming_id"] == corr
-    finally:
-        edge.terminate()
 
 
 def test_tracestate_is_forwarded_only_when_valid_and_within_512_characters(module_receiver: OtlpReceiver) -> None:
     trace_id, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
     traceparent = f"00-{trace_id}-{parent}-01"
     members = [f"k{n}={'v' * 40}" for n in range(20)]  # 20 valid members, 899 characters
-    service = svc.start("tests.integration.apps.outbound:app", svc.base_env(module_receiver.endpoint))
-    try:
+    with svc.start("tests.integration.apps.outbound:app", svc.base_env(module_receiver.endpoint)) as service:
         long = service.get("/relay", headers={"traceparent": traceparent, "tracestate": ",".join(members)}).json()
         invalid = service.get("/relay", headers={"traceparent": traceparent,
                                                  "tracestate": "a=1,B=2"}).json()  # an upper-case key
         duplicated = service.get("/relay", headers={"traceparent": traceparent, "tracestate": "a=1,b=2,a=3"}).json()
-    finally:
-        service.terminate()
     assert long["traceparent"].split("-")[1] == trace_id
     assert long["tracestate"] == ",".join(members[:11])  # the right-most went until 512 characters fit
     assert invalid["traceparent"].split("-")[1] == trace_id  # the valid traceparent is kept ...

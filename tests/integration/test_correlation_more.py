@@ -32,8 +32,7 @@ def sha_trace_id(value: str) -> str:
 @pytest.mark.parametrize("launch", STARLETTE)
 def test_a_plain_starlette_app_is_correlated(receiver: OtlpReceiver, launch: str) -> None:
     app, zero_code = STARLETTE[launch]
-    service = svc.start(app, svc.base_env(receiver.endpoint), zero_code=zero_code)
-    try:
+    with svc.start(app, svc.base_env(receiver.endpoint), zero_code=zero_code) as service:
         response = service.get("/things/7", headers={"X-Correlation-ID": "thing-7"})
         assert response.json() == {"correlation_id": "thing-7"}
         assert response.headers["x-correlation-id"] == "thing-7"
@@ -45,8 +44,6 @@ def test_a_plain_starlette_app_is_correlated(receiver: OtlpReceiver, launch: str
             lambda r: next((s for s in r.snapshot()[0] if s.trace_id == trace_id), None)
         )
         record = receiver.wait_for(lambda r: next((g for g in r.snapshot()[1] if g.body == "thing 7"), None))
-    finally:
-        service.terminate()
     assert span.name == "GET /things/{thing_id}"
     assert span.parent_span_id == ""
     assert span.attributes["correlation.id"] == "thing-7"
@@ -107,11 +104,9 @@ CORRELATION_HEADER = re.compile(rb"^x-correlation-id: ?(.*?)\r$", re.IGNORECASE 
 
 @pytest.fixture(scope="module")
 def fuzz_target() -> Iterator[tuple[svc.Service, OtlpReceiver]]:
-    receiver = OtlpReceiver().start()
-    service = svc.start("tests.integration.apps.correlated_setup:app", svc.base_env(receiver.endpoint))
-    yield service, receiver
-    service.terminate()
-    receiver.stop()
+    with (OtlpReceiver().start() as receiver,
+          svc.start("tests.integration.apps.correlated_setup:app", svc.base_env(receiver.endpoint)) as service):
+        yield service, receiver
 
 
 def raw_request(port: int, header_name: bytes, value: bytes) -> bytes:

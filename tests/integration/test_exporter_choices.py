@@ -46,11 +46,8 @@ def test_a_list_with_console_and_a_registered_exporter_exports_to_each(
                                         "opentelemetry_traces_exporter", "file",
                                         "tests.support.file_exporter:FileSpanExporter")
     env["PYTHONPATH"] = f"{site}{os.pathsep}{env['PYTHONPATH']}"
-    service = svc.start(app, env, zero_code=zero_code)
-    try:
+    with svc.start(app, env, zero_code=zero_code) as service:
         assert service.get("/work/5").status_code == 200
         receiver.wait_for(lambda r: any(s.name == "GET /work/{n}" for s in r.snapshot()[0]))
-    finally:
-        service.terminate()
     assert "GET /work/{n}" in spans_file.read_text().splitlines()  # the registered exporter
     assert '"name": "GET /work/{n}"' in service.output()  # the console exporter

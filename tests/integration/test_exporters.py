@@ -17,14 +17,11 @@ def test_grpc_transport_delivers_all_three_signals(receiver: OtlpReceiver, launc
     app, zero_code = LAUNCHES[launch]
     port = receiver.start_grpc()
     env = svc.base_env(f"http://127.0.0.1:{port}", OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
-    service = svc.start(app, env, zero_code=zero_code)
-    try:
+    with svc.start(app, env, zero_code=zero_code) as service:
         assert service.get("/work/1").status_code == 200
         receiver.wait_for(lambda r: any(s.name == "GET /work/{n}" for s in r.snapshot()[0]))
         receiver.wait_for(lambda r: any(g.body == "working 1" for g in r.snapshot()[1]))
         receiver.wait_for(lambda r: any(p.name == "http.server.request.duration" for p in r.snapshot()[2]))
-    finally:
-        service.terminate()
     assert receiver.snapshot()[0][0].resource["telemetry.distro.name"] == "qm-otel"
 
 
@@ -33,12 +30,9 @@ def test_each_signal_honours_its_own_exporter_setting(receiver: OtlpReceiver, la
     app, zero_code = LAUNCHES[launch]
     env = svc.base_env(receiver.endpoint, OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="console",
                        OTEL_LOGS_EXPORTER="otlp")
-    service = svc.start(app, env, zero_code=zero_code)
-    try:
+    with svc.start(app, env, zero_code=zero_code) as service:
         assert service.get("/work/5").status_code == 200
         receiver.wait_for(lambda r: any(g.body == "working 5" for g in r.snapshot()[1]))
-    finally:
-        service.terminate()
     spans, logs, points = receiver.snapshot()
     assert spans == []
     assert points == []
@@ -54,12 +48,9 @@ def test_each_signal_honours_its_own_exporter_setting(receiver: OtlpReceiver, la
 def test_uvicorn_workers_each_export_and_flush(receiver: OtlpReceiver, launch: str) -> None:
     app, zero_code = LAUNCHES[launch]
     env = svc.base_env(receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="600000", OTEL_BLRP_SCHEDULE_DELAY="600000")
-    service = svc.start(app, env, zero_code=zero_code, extra_args=("--workers", "2"))
-    try:
+    with svc.start(app, env, zero_code=zero_code, extra_args=("--workers", "2")) as service:
         for n in range(30):
             assert service.get(f"/work/{n}").status_code == 200
-    finally:
-        service.terminate()
     spans, logs, _ = receiver.snapshot()
     work = [s for s in spans if s.name == "GET /work/{n}"]
     assert len(work) == 30, service.errors()[-3000:]

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.support import service as svc
-from tests.support.otlp_receiver import OtlpReceiver, attributes, value_of
+from tests.support.otlp_receiver import Log, OtlpReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAY = ROOT / "collector/otel-collector.filelog.yaml"
@@ -91,62 +91,24 @@ MESSAGES = {"item looked up", "stock low", "stock gone", "payment declined",
 
 
 @dataclass
-class Exported:
-    """One OTLP log record, with what the shared receiver does not keep (scope, time)."""
-
-    resource: dict[str, Any]
-    scope: str
-    time_unix_nano: int
-    body: Any
-    severity_text: str
-    severity_number: int
-    trace_id: str
-    span_id: str
-    attributes: dict[str, Any]
-
-
-class Receiver(OtlpReceiver):
-    """The tests' OTLP receiver, keeping each log record's scope name and timestamp too."""
-
-    exported: list[Exported]
-
-    def _store_logs(self, request: Any) -> None:
-        super()._store_logs(request)
-        for rl in request.resource_logs:
-            resource = attributes(rl.resource.attributes)
-            for sl in rl.scope_logs:
-                for r in sl.log_records:
-                    self.exported.append(Exported(
-                        resource, sl.scope.name, r.time_unix_nano, value_of(r.body), r.severity_text,
-                        r.severity_number, r.trace_id.hex(), r.span_id.hex(), attributes(r.attributes)))
-
-
-@dataclass
 class Run:
     lines: list[str]
-    exported: list[Exported]
+    #: the records at the receiver (each with its scope name and timestamp)
+    exported: list[Log]
     env: dict[str, str]
 
 
 @pytest.fixture(scope="module")
 def run() -> Iterator[Run]:
-    receiver = Receiver()
-    receiver.exported = []
-    receiver.start()
-    env = svc.base_env(receiver.endpoint, QM_OTEL_ENVIRONMENT="staging", OTEL_SERVICE_NAME="shop")
-    try:
-        service = svc.start(APP, env, extra_args=("--factory",))
-        try:
+    with OtlpReceiver().start() as receiver:
+        env = svc.base_env(receiver.endpoint, QM_OTEL_ENVIRONMENT="staging", OTEL_SERVICE_NAME="shop")
+        with svc.start(APP, env, extra_args=("--factory",)) as service:
             for path, headers in CALLS:
                 service.get(path, headers=headers)
             receiver.wait_for(lambda r: {log.body for log in r.snapshot()[1]} >= MESSAGES)
             receiver.wait_for(lambda r: sum(1 for log in r.snapshot()[1]
                                             if log.attributes.get("event") == "http_request") >= len(CALLS))
-        finally:
-            service.terminate()
-        yield Run([line for line in service.output().splitlines() if line], list(receiver.exported), env)
-    finally:
-        receiver.stop()
+        yield Run([line for line in service.output().splitlines() if line], receiver.snapshot()[1], env)
 
 
 # --- Docker's json-file lines ----------------------------------------------------------------------

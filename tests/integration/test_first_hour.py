@@ -29,11 +29,8 @@ def test_a_bad_setting_under_the_wrapper_is_one_line_and_the_service_runs_withou
     receiver: OtlpReceiver,
 ) -> None:
     env = svc.base_env(receiver.endpoint, QM_OTEL_SHUTDOWN_TIMEOUT="-1")
-    service = svc.start(PLAIN, env, zero_code=True)
-    try:
+    with svc.start(PLAIN, env, zero_code=True) as service:
         assert service.get("/work/1").status_code == 200
-    finally:
-        service.terminate()
     lines = [line for line in service.errors().splitlines() if line.strip()]
     assert "Traceback" not in service.errors()
     qm_lines = [line for line in lines if line.startswith("qm-otel:")]
@@ -68,14 +65,11 @@ def test_routes_under_a_router_prefix_keep_the_prefix_everywhere(
     env = svc.base_env(receiver.endpoint)
     if fastapi_version == "oldest":
         env["PYTHONPATH"] = f"{request.getfixturevalue('oldest_fastapi')}{os.pathsep}{svc.ROOT}"
-    service = svc.start(PREFIXED, env)
-    try:
+    with svc.start(PREFIXED, env) as service:
         assert service.get("/api/v1/items/7").status_code == 200
         assert service.get("/wp-login.php").status_code == 404
         assert service.get("/api/v1/items/7/crash").status_code == 500
         receiver.wait_for(lambda r: len([s for s in r.snapshot()[0] if s.kind == 2]) == 3)
-    finally:
-        service.terminate()
     template = "/api/v1/items/{item_id}"
     by_path = {s.attributes["url.path"]: s for s in receiver.snapshot()[0] if s.kind == 2}
     assert by_path["/api/v1/items/7"].name == f"GET {template}"
@@ -108,11 +102,8 @@ def test_routes_under_a_router_prefix_keep_the_prefix_everywhere(
 
 
 def test_console_handlers_set_up_before_setup_are_replaced_and_named_once(receiver: OtlpReceiver) -> None:
-    service = svc.start("tests.integration.apps.basic_config:app", svc.base_env(receiver.endpoint))
-    try:
+    with svc.start("tests.integration.apps.basic_config:app", svc.base_env(receiver.endpoint)) as service:
         assert service.get("/hello").status_code == 200
-    finally:
-        service.terminate()
     everything = service.output() + service.errors()
     assert everything.count("hello once") == 1
     notes = [r for r in records(service) if "replaced the root logger's console handler" in str(r["message"])]
@@ -146,9 +137,8 @@ def test_a_websocket_connection_echoes_the_correlation_id_and_gets_a_request_log
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
-    service = svc.start("tests.integration.apps.websocket_app:app", svc.base_env(receiver.endpoint))
-    ws_url = service.url.replace("http://", "ws://")
-    try:
+    with svc.start("tests.integration.apps.websocket_app:app", svc.base_env(receiver.endpoint)) as service:
+        ws_url = service.url.replace("http://", "ws://")
         with connect(f"{ws_url}/ws/lobby", additional_headers={"X-Correlation-ID": "chat-42"}) as websocket:
             assert websocket.response.headers["X-Correlation-ID"] == "chat-42"
             websocket.send("hello")
@@ -158,8 +148,6 @@ def test_a_websocket_connection_echoes_the_correlation_id_and_gets_a_request_log
                 websocket.recv(timeout=10)
         with connect(f"{ws_url}/broken") as websocket, pytest.raises(ConnectionClosed):
             websocket.recv(timeout=10)
-    finally:
-        service.terminate()
     lines = {r["url_path"]: r for r in records(service) if r.get("event") == "websocket_connection"}
     lobby, broken = lines["/ws/lobby"], lines["/broken"]
     assert (lobby["action"], lobby["http_route"]) == ("WS /ws/{room}", "/ws/{room}")

@@ -51,13 +51,11 @@ def _server_span(receiver: OtlpReceiver, route: str, method: str = "GET") -> Spa
 
 
 @pytest.mark.parametrize("path", ["opentelemetry-instrument", "setup"])
-def test_database_calls_are_spans_of_the_request(path: str, database_url: str) -> None:
-    receiver = OtlpReceiver().start()
+def test_database_calls_are_spans_of_the_request(receiver: OtlpReceiver, path: str, database_url: str) -> None:
     env = base_env(receiver.endpoint, DATABASE_URL=database_url, OTEL_SERVICE_NAME=f"db-{path}")
     if path == "setup":
         env["QM_OTEL_TEST_SETUP"] = "1"
-    service = start(APP, env, zero_code=path == "opentelemetry-instrument")
-    try:
+    with start(APP, env, zero_code=path == "opentelemetry-instrument") as service:
         email = f"ann-{path}@example.com"
         assert httpx.post(f"{service.url}/users/{email}", timeout=30).status_code == 200
         assert service.get(f"/users/{email}").json()["id"] >= 1
@@ -67,9 +65,6 @@ def test_database_calls_are_spans_of_the_request(path: str, database_url: str) -
         # the database spans of both requests have arrived (the batch may split them)
         receiver.wait_for(lambda r: (sum(1 for s in _trace(r, lookup) if s.kind == CLIENT) >= 2
                           and any(s.kind == CLIENT for s in _trace(r, report))) or None)
-    finally:
-        service.terminate()
-        receiver.stop()
 
     for server in (lookup, report):
         spans = _trace(receiver, server)
@@ -110,18 +105,13 @@ def test_database_calls_are_spans_of_the_request(path: str, database_url: str) -
         assert "psycopg" in started, started
 
 
-def test_disabled_instrumentations_are_left_alone(database_url: str) -> None:
-    receiver = OtlpReceiver().start()
+def test_disabled_instrumentations_are_left_alone(receiver: OtlpReceiver, database_url: str) -> None:
     env = base_env(receiver.endpoint, DATABASE_URL=database_url, QM_OTEL_TEST_SETUP="1",
                    OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="sqlalchemy")
-    service = start(APP, env)
-    try:
+    with start(APP, env) as service:
         assert service.get("/report").json() == {"count": 0}
         report = _server_span(receiver, "/report")
         receiver.wait_for(lambda r: any(s.kind == CLIENT for s in _trace(r, report)) or None)
-    finally:
-        service.terminate()
-        receiver.stop()
     scopes = {s.scope for s in _trace(receiver, report) if s.kind == CLIENT}
     assert scopes == {"opentelemetry.instrumentation.psycopg"}
 
@@ -136,23 +126,19 @@ def sqlalchemy_2_1(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("path", ["opentelemetry-instrument", "setup"])
-def test_a_library_its_instrumentation_declines_is_named_in_one_line(path: str, database_url: str,
+def test_a_library_its_instrumentation_declines_is_named_in_one_line(receiver: OtlpReceiver, path: str,
+                                                                     database_url: str,
                                                                      sqlalchemy_2_1: tuple[str, str]) -> None:
     """Issue 22, item 3: which library, which version, which range is supported; not the loader's ERROR."""
     directory, version = sqlalchemy_2_1
-    receiver = OtlpReceiver().start()
     env = base_env(receiver.endpoint, DATABASE_URL=database_url, OTEL_SERVICE_NAME=f"declined-{path}")
     env["PYTHONPATH"] = f"{directory}:{env['PYTHONPATH']}"
     if path == "setup":
         env["QM_OTEL_TEST_SETUP"] = "1"
-    service = start(APP, env, zero_code=path == "opentelemetry-instrument")
-    try:
+    with start(APP, env, zero_code=path == "opentelemetry-instrument") as service:
         assert service.get("/report").json() == {"count": 0}  # the app runs on SQLAlchemy 2.1, untraced by it
         report = _server_span(receiver, "/report")
         receiver.wait_for(lambda r: any(s.kind == CLIENT for s in _trace(r, report)) or None)
-    finally:
-        service.terminate()
-        receiver.stop()
     expected = (f"qm-otel: not instrumenting sqlalchemy {version}: opentelemetry-instrumentation-sqlalchemy "
                 f"{metadata.version('opentelemetry-instrumentation-sqlalchemy')} supports sqlalchemy >= 1.0.0, < 2.1.0")
     everything = service.output() + service.errors()

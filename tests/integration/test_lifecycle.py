@@ -21,10 +21,9 @@ def test_sigterm_right_after_traffic_loses_nothing(receiver: OtlpReceiver, launc
     # a schedule delay far beyond the test: only the shutdown flush can deliver these
     env = svc.base_env(receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="600000", OTEL_BLRP_SCHEDULE_DELAY="600000",
                        QM_OTEL_METRIC_EXPORT_INTERVAL="600000")
-    service = svc.start(app, env, zero_code=zero_code)
-    for n in range(50):
-        assert service.get(f"/work/{n}").status_code == 200
-    service.terminate()
+    with svc.start(app, env, zero_code=zero_code) as service:
+        for n in range(50):
+            assert service.get(f"/work/{n}").status_code == 200
     spans, logs, points = receiver.snapshot()
     assert sum(s.name == "GET /work/{n}" for s in spans) == 50, service.errors()
     assert sum(str(g.body).startswith("working") for g in logs) == 50
@@ -36,12 +35,12 @@ def test_a_collector_that_is_down_never_blocks_the_app(launch: str) -> None:
     app, zero_code = LAUNCHES[launch]
     dead = f"http://127.0.0.1:{svc.free_port()}"  # nothing listens there
     env = svc.base_env(dead, QM_OTEL_SHUTDOWN_TIMEOUT="2")
-    service = svc.start(app, env, zero_code=zero_code)
-    for n in range(20):
-        response = service.get(f"/work/{n}")
-        assert response.status_code == 200
-        assert response.json() == {"n": n}
-    code = service.terminate(timeout_s=60)  # bounded: the flush gives up after the shutdown timeout
+    with svc.start(app, env, zero_code=zero_code) as service:
+        for n in range(20):
+            response = service.get(f"/work/{n}")
+            assert response.status_code == 200
+            assert response.json() == {"n": n}
+        code = service.terminate(timeout_s=60)  # bounded: the flush gives up after the shutdown timeout
     assert code in (0, -15)
     assert "Traceback" not in service.errors().split("Failed to export")[0]
 

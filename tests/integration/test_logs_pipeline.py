@@ -18,16 +18,13 @@ def test_sensitive_headers_and_query_values_never_reach_logs_or_spans(receiver: 
     app, zero_code = svc.CORRELATED[launch]
     env = svc.base_env(receiver.endpoint,
                        OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST="authorization,cookie,x-request-id")
-    service = svc.start(app, env, zero_code=zero_code)
-    try:
+    with svc.start(app, env, zero_code=zero_code) as service:
         response = service.get("/log", params={"token": SECRETS[0], "user": "1"},
                                headers={"Authorization": f"Bearer {SECRETS[1]}", "Cookie": f"session={SECRETS[2]}"})
         assert response.status_code == 200
         assert service.get("/fetch", params={"url": f"{service.url}/healthz"}).status_code == 200
         receiver.wait_for(lambda r: sum(g.attributes.get("event") == "http_request" for g in r.snapshot()[1]) >= 2)
         receiver.wait_for(lambda r: any(s.kind == 3 for s in r.snapshot()[0]))
-    finally:
-        service.terminate()
     spans, logs, points = receiver.snapshot()
     exported = repr(spans) + repr(logs) + repr(points)
     for secret in SECRETS:
@@ -48,12 +45,9 @@ def test_one_dictconfig_file_for_the_app_and_uvicorn(receiver: OtlpReceiver, lau
     env = svc.base_env(receiver.endpoint, QM_OTEL_LOG_CONFIG=str(LOGGING_CONFIG))
     del env["QM_OTEL_LOG_FORMAT"]
     extra = () if zero_code else ("--log-config", str(LOGGING_CONFIG))  # the wrapper sets it by itself
-    service = svc.start(app, env, zero_code=zero_code, extra_args=extra)
-    try:
+    with svc.start(app, env, zero_code=zero_code, extra_args=extra) as service:
         assert service.get("/log", headers={"X-Correlation-ID": "cfg-1"}).status_code == 200
         receiver.wait_for(lambda r: any(g.attributes.get("event") == "http_request" for g in r.snapshot()[1]))
-    finally:
-        service.terminate()
     lines = [line for line in service.lines if line.strip()]
     parsed = [json.loads(line) for line in lines]  # every stdout line is the file's JSON format
     handler = [p for p in parsed if p["message"] == "in handler"]

@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 import yaml
 from packaging.markers import default_environment
@@ -295,52 +294,27 @@ def test_the_environment_is_the_one_the_manifests_make() -> None:
 
 
 def test_the_app_runs_instrumented_on_its_own_framework(injected: Injected) -> None:
-    receiver = OtlpReceiver().start()
     started = time.monotonic()
-    try:
+    with OtlpReceiver().start() as receiver:
         env = operator_environment(str(injected.target), receiver.endpoint)
         # what the container image itself provides: its PATH and a home; nothing from this test process
         env |= {"PATH": f"{injected.app_python.parent}:/usr/local/bin:/usr/bin:/bin",
                 "HOME": str(injected.target.parent), "LANG": "C.UTF-8"}
         port = svc.free_port()
-        process = subprocess.Popen(
-            [str(injected.app_python.parent / "uvicorn"), "operator_app:app", "--app-dir",
-             str(svc.ROOT / "tests" / "integration" / "apps"), "--host", "127.0.0.1", "--port", str(port)],
-            env=env, cwd=injected.target.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert process.poll() is None, process.communicate()[1].decode()[-4000:]
-                try:
-                    httpx.get(base + "/healthz", timeout=1)
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline, "the app never listened"
-                    time.sleep(0.05)
+        command = [str(injected.app_python.parent / "uvicorn"), "operator_app:app", "--app-dir",
+                   str(svc.ROOT / "tests" / "integration" / "apps"), "--host", "127.0.0.1", "--port", str(port)]
+        with svc.launch(command, port, env, cwd=injected.target.parent) as service:
             served = time.monotonic()
-            versions = httpx.get(base + "/versions", timeout=10).json()
+            versions = service.get("/versions").json()
             ids = [str(uuid.uuid4()) for _ in range(5)]
-            answers = [httpx.get(f"{base}/work/{n}", headers={"X-Correlation-ID": cid}, timeout=10)
-                       for n, cid in enumerate(ids)]
-            ready = httpx.get(base + "/readyz", timeout=10)
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            try:
-                out, err = process.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                out, err = process.communicate()
+            answers = [service.get(f"/work/{n}", headers={"X-Correlation-ID": cid}) for n, cid in enumerate(ids)]
+            ready = service.get("/readyz")
+            code = service.terminate(timeout_s=30)
         stopped = time.monotonic()
-        stderr = err.decode("utf-8", "replace")
-        stdout = out.decode("utf-8", "replace")
+        stderr, stdout = service.errors(), service.output()
         spans, logs, points = receiver.snapshot()
-    finally:
-        receiver.stop()
     print(f"\noperator injection: fixture {injected.seconds}, app start {served - started:.1f} s, "
-          f"requests and SIGTERM {stopped - served:.1f} s, exit {process.returncode}")
+          f"requests and SIGTERM {stopped - served:.1f} s, exit {code}")
 
     # the application's own framework, from its own virtualenv, with qm-otel loaded beside it
     assert versions["fastapi"] == "0.110.0"
@@ -356,7 +330,7 @@ def test_the_app_runs_instrumented_on_its_own_framework(injected: Injected) -> N
     assert path.index(first) + 1 == path.index(second) < site, path
 
     # a clean exit: uvicorn's graceful shutdown, then the re-raised SIGTERM (143 in a pod), or 0
-    assert process.returncode in (0, -signal.SIGTERM), stderr[-4000:]
+    assert code in (0, -signal.SIGTERM), stderr[-4000:]
     assert "Traceback" not in stderr, stderr[-4000:]
     assert "Finished server process" in stdout + stderr
 
@@ -419,29 +393,12 @@ def test_nothing_in_the_directory_shadows_the_application(injected: Injected) ->
 def _served_then_stopped(app_python: Path, env: dict[str, str], cwd: Path) -> tuple[int, str]:
     """Serve operator_app with ``env``, answer one request, send SIGTERM; the exit status and the output."""
     port = svc.free_port()
-    process = subprocess.Popen(
-        [str(app_python.parent / "uvicorn"), "operator_app:app", "--app-dir",
-         str(svc.ROOT / "tests" / "integration" / "apps"), "--host", "127.0.0.1", "--port", str(port)],
-        env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.communicate()[1].decode()[-4000:]
-            try:
-                assert httpx.get(f"http://127.0.0.1:{port}/work/1", timeout=1).status_code == 200
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the app never listened"
-                time.sleep(0.05)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            out, err = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, err = process.communicate()
-    return process.returncode, (out + err).decode("utf-8", "replace")
+    command = [str(app_python.parent / "uvicorn"), "operator_app:app", "--app-dir",
+               str(svc.ROOT / "tests" / "integration" / "apps"), "--host", "127.0.0.1", "--port", str(port)]
+    with svc.launch(command, port, env, cwd=cwd) as service:
+        assert service.get("/work/1").status_code == 200
+        code = service.terminate(timeout_s=30)
+    return code, service.output() + service.errors()
 
 
 def test_sigterm_ends_the_injected_app_as_it_ends_the_bare_one(injected: Injected) -> None:
@@ -454,13 +411,10 @@ def test_sigterm_ends_the_injected_app_as_it_ends_the_bare_one(injected: Injecte
     base = {"PATH": f"{injected.app_python.parent}:/usr/bin:/bin", "HOME": str(injected.target.parent),
             "LANG": "C.UTF-8"}
     bare_status, bare_output = _served_then_stopped(injected.app_python, base, injected.target.parent)
-    receiver = OtlpReceiver().start()
-    try:
+    with OtlpReceiver().start() as receiver:
         env = operator_environment(str(injected.target), receiver.endpoint) | base
         status, output = _served_then_stopped(injected.app_python, env, injected.target.parent)
         spans, _, _ = receiver.snapshot()
-    finally:
-        receiver.stop()
     assert "qm_otel" not in bare_output
     assert any(s.name == "GET /work/{n}" for s in spans), "the injected app was not instrumented"
     assert status == bare_status == -signal.SIGTERM, (status, bare_status, output[-3000:])

@@ -13,13 +13,9 @@ the service runs: :func:`test_carried_over_variables` serves and exports with th
 
 from __future__ import annotations
 
-import gzip
 import re
-import threading
 import time
-import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +28,7 @@ from hypothesis import strategies as st
 
 from qm_otel.config import ConfigError, resolve_settings
 from tests.support import service as svc
-from tests.support.otlp_receiver import _ROUTES, OtlpReceiver
+from tests.support.otlp_receiver import OtlpReceiver
 
 DOC = svc.ROOT / "docs" / "otel-environment.md"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -48,73 +44,11 @@ def documented_variables() -> set[str]:
     return found
 
 
-# --- a receiver that also keeps each request's headers and decoded message ------------------------
-
-
-class RecordingReceiver(OtlpReceiver):
-    """The test receiver, keeping per request: path, headers, and the decoded message (gRPC too)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.raw: list[tuple[str, dict[str, str], Any]] = []
-        self._current_headers = threading.local()
-
-    def start(self) -> RecordingReceiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                types = _ROUTES[self.path]
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                encoding = self.headers.get("Content-Encoding", "")
-                body = gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body) if encoding == "deflate" \
-                    else body
-                receiver._current_headers.value = {k.lower(): v for k, v in self.headers.items()}
-                receiver._store(self.path, types[0].FromString(body))
-                payload = types[1]().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                del format, args
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def _store(self, path: str, request: Any) -> None:
-        headers = getattr(self._current_headers, "value", {"grpc": "1"})
-        self._current_headers.value = {"grpc": "1"}
-        with self._lock:
-            self.raw.append((path, headers, request))
-        super()._store(path, request)
-
-    def requests_to(self, path: str) -> list[tuple[dict[str, str], Any]]:
-        with self._lock:
-            return [(headers, request) for p, headers, request in self.raw if p == path]
-
-
 @pytest.fixture
-def rx() -> Iterator[RecordingReceiver]:
-    server = RecordingReceiver().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def rx_grpc() -> Iterator[tuple[RecordingReceiver, int]]:
-    server = RecordingReceiver()
-    port = server.start_grpc()
-    try:
-        yield server, port
-    finally:
-        server.stop()
+def rx_grpc() -> Iterator[tuple[OtlpReceiver, int]]:
+    """A second receiver, listening for OTLP/gRPC (its port with it)."""
+    with OtlpReceiver() as server:
+        yield server, server.start_grpc()
 
 
 def _credential_provider(root: Path) -> str:
@@ -162,10 +96,10 @@ APP = "tests.integration.apps.otel_environment:app"
 # --- group A: the setup() path, traces and logs over HTTP, metrics over gRPC ----------------------
 
 
-def test_setup_path(rx: RecordingReceiver, rx_grpc: tuple[RecordingReceiver, int], tmp_path: Path) -> None:
+def test_setup_path(receiver: OtlpReceiver, rx_grpc: tuple[OtlpReceiver, int], tmp_path: Path) -> None:
     metrics_rx, grpc_port = rx_grpc
     ca, cert, key = _files(tmp_path, "ca.pem", "client.pem", "client.key")
-    env = svc.base_env(rx.endpoint, **{
+    env = svc.base_env(receiver.endpoint, **{
         "OTEL_ENV_APP_SETUP": "1", "OTEL_SERVICE_NAME": "envtest", "OTEL_SDK_DISABLED": "false",
         "OTEL_RESOURCE_ATTRIBUTES": "team=payments,note=a%20b",
         "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "process",
@@ -194,21 +128,18 @@ def test_setup_path(rx: RecordingReceiver, rx_grpc: tuple[RecordingReceiver, int
     })
     del env["QM_OTEL_METRIC_EXPORT_INTERVAL"]  # it would win over OTEL_METRIC_EXPORT_INTERVAL
     env["PYTHONPATH"] = f"{_credential_provider(tmp_path / 'site')}:{env['PYTHONPATH']}"
-    service = svc.start(APP, env)
-    try:
+    with svc.start(APP, env) as service:
         assert service.get("/limits", headers={"traceparent": TRACEPARENT}).status_code == 200
         assert service.get("/burst/10").status_code == 200
         answer = service.get("/pipeline")
         assert answer.status_code == 200, service.errors()[-3000:] + service.output()[-1500:]
         pipeline = answer.json()
-        rx.wait_for(lambda r: sum(len(_spans(m)) for _, m in r.requests_to("/v1/traces")) >= 12
-                    and any(_records(m) for _, m in r.requests_to("/v1/logs")))
+        receiver.wait_for(lambda r: sum(len(_spans(m)) for _, m in r.requests_to("/v1/traces")) >= 12
+                          and any(_records(m) for _, m in r.requests_to("/v1/logs")))
         metrics_rx.wait_for(lambda r: any(m.name == "http.server.request.duration" for _, msg in
                                           r.requests_to("/v1/metrics") for m in _metrics(msg)))
-    finally:
-        service.terminate()
-    traces = rx.requests_to("/v1/traces")
-    logs = rx.requests_to("/v1/logs")
+    traces = receiver.requests_to("/v1/traces")
+    logs = receiver.requests_to("/v1/logs")
     resource = _resource(traces[0][1], "resource_spans")
     # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES (URL-decoded), OTEL_EXPERIMENTAL_RESOURCE_DETECTORS=process
     assert (resource["service.name"], resource["team"], resource["note"]) == ("envtest", "payments", "a b")
@@ -263,7 +194,7 @@ def test_setup_path(rx: RecordingReceiver, rx_grpc: tuple[RecordingReceiver, int
 # --- group B: the opentelemetry-instrument path, gRPC by default, two signals over HTTP ---------------
 
 
-def test_instrument_path(rx: RecordingReceiver, rx_grpc: tuple[RecordingReceiver, int], tmp_path: Path) -> None:
+def test_instrument_path(receiver: OtlpReceiver, rx_grpc: tuple[OtlpReceiver, int], tmp_path: Path) -> None:
     metrics_rx, grpc_port = rx_grpc
     ca, cert, key, logs_ca, logs_cert, logs_key = _files(
         tmp_path, "ca.pem", "client.pem", "client.key", "logs-ca.pem", "logs-client.pem", "logs-client.key")
@@ -271,8 +202,8 @@ def test_instrument_path(rx: RecordingReceiver, rx_grpc: tuple[RecordingReceiver
     env = svc.base_env(f"http://127.0.0.1:{grpc_port}", **{
         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "http/protobuf",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{rx.endpoint}/v1/traces",
-        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"{rx.endpoint}/v1/logs",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{receiver.endpoint}/v1/traces",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"{receiver.endpoint}/v1/logs",
         "OTEL_EXPORTER_OTLP_LOGS_HEADERS": "x-logs=4", "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION": "deflate",
         "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT": "5",
         "OTEL_EXPORTER_OTLP_CERTIFICATE": ca, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": cert,
@@ -286,34 +217,31 @@ def test_instrument_path(rx: RecordingReceiver, rx_grpc: tuple[RecordingReceiver
         "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1", "OTEL_EXPORTER_PROMETHEUS_PORT": str(prometheus_port),
     })
     env["PYTHONPATH"] = f"{_credential_provider(tmp_path / 'site')}:{env['PYTHONPATH']}"
-    service = svc.start(APP, env, zero_code=True)
-    try:
+    with svc.start(APP, env, zero_code=True) as service:
         assert service.get("/limits").status_code == 200  # a root: parentbased_always_off drops it
         assert service.get("/limits", headers={"traceparent": TRACEPARENT}).status_code == 200
         pipeline = service.get("/pipeline").json()
         scrape = httpx.get(f"http://127.0.0.1:{prometheus_port}/metrics", timeout=10)
-        rx.wait_for(lambda r: any(s.name == "limits" for s in r.snapshot()[0])
-                    and any(rec.body.string_value == "limits" for _, m in r.requests_to("/v1/logs")
-                            for rec in _records(m)))
+        receiver.wait_for(lambda r: any(s.name == "limits" for s in r.snapshot()[0])
+                          and any(rec.body.string_value == "limits" for _, m in r.requests_to("/v1/logs")
+                                  for rec in _records(m)))
         metrics_rx.wait_for(lambda r: any(p.name == "http.server.request.duration" for p in r.snapshot()[2]))
         time.sleep(0.5)  # a dropped root span would have arrived by now
-    finally:
-        service.terminate()
-    spans = [span for _, m in rx.requests_to("/v1/traces") for span in _spans(m)]
+    spans = [span for _, m in receiver.requests_to("/v1/traces") for span in _spans(m)]
     # OTEL_TRACES_SAMPLER=parentbased_always_off: only the request with a sampled parent was kept
     assert {span.trace_id.hex() for span in spans} == {TRACEPARENT.split("-")[1]}
     limits = next(span for span in spans if span.name == "limits")
     assert len(limits.attributes) == 6  # OTEL_ATTRIBUTE_COUNT_LIMIT
     assert limits.dropped_attributes_count >= 7
     assert max(len(v) for v in _keys(limits.attributes).values() if isinstance(v, str)) <= 12
-    logs = rx.requests_to("/v1/logs")
+    logs = receiver.requests_to("/v1/logs")
     record = next(r for _, m in logs for r in _records(m) if r.body.string_value == "limits")
     assert len(record.attributes) == 6  # OTEL_ATTRIBUTE_COUNT_LIMIT applies to log records too
     assert _keys(record.attributes)["long"] == "y" * 12  # OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT
     for headers, _ in logs:  # the logs' own headers, compression and credential provider
         assert (headers["x-logs"], headers["content-encoding"], headers["x-credential-provider"]) == \
             ("4", "deflate", "session")
-    for headers, _ in rx.requests_to("/v1/traces"):
+    for headers, _ in receiver.requests_to("/v1/traces"):
         assert {"x-credential-provider", "x-logs"}.isdisjoint(headers)
     # metrics over gRPC (OTEL_EXPORTER_OTLP_PROTOCOL=grpc, OTEL_EXPORTER_OTLP_INSECURE), with exemplars (always_on)
     metrics = [m for _, msg in metrics_rx.requests_to("/v1/metrics") for m in _metrics(msg)]
@@ -334,15 +262,12 @@ def test_instrument_path(rx: RecordingReceiver, rx_grpc: tuple[RecordingReceiver
 # --- group C: OTEL_SDK_DISABLED ---------------------------------------------------------------------
 
 
-def test_sdk_disabled(rx: RecordingReceiver) -> None:
-    env = svc.base_env(rx.endpoint, OTEL_ENV_APP_SETUP="1", OTEL_SDK_DISABLED="true")
-    service = svc.start(APP, env)
-    try:
+def test_sdk_disabled(receiver: OtlpReceiver) -> None:
+    env = svc.base_env(receiver.endpoint, OTEL_ENV_APP_SETUP="1", OTEL_SDK_DISABLED="true")
+    with svc.start(APP, env) as service:
         assert service.get("/limits").status_code == 200
         time.sleep(1.5)  # ten schedule delays and five metric intervals of base_env
-    finally:
-        service.terminate()
-    assert rx.raw == []  # nothing exported
+    assert receiver.raw == []  # nothing exported
     assert '"message":"limits"' in service.output()  # stdout logs stay
 
 
@@ -359,28 +284,25 @@ CARRIED_OVER = {
 
 
 @pytest.mark.parametrize("zero_code", [False, True], ids=["setup", "instrument"])
-def test_carried_over_variables(rx: RecordingReceiver, zero_code: bool) -> None:
-    env = svc.base_env(rx.endpoint, **CARRIED_OVER)
+def test_carried_over_variables(receiver: OtlpReceiver, zero_code: bool) -> None:
+    env = svc.base_env(receiver.endpoint, **CARRIED_OVER)
     if not zero_code:
         env["OTEL_ENV_APP_SETUP"] = "1"
-    service = svc.start(APP, env, zero_code=zero_code)
-    try:
+    with svc.start(APP, env, zero_code=zero_code) as service:
         for _ in range(2):
             assert service.get("/limits").status_code == 200
         assert service.get("/burst/5").status_code == 200
-        rx.wait_for(lambda r: len(r.snapshot()[0]) >= 10 and sum(
+        receiver.wait_for(lambda r: len(r.snapshot()[0]) >= 10 and sum(
             rec.body.string_value == "burst 4" for _, m in r.requests_to("/v1/logs") for rec in _records(m))
-                    and r.snapshot()[2])
+                          and r.snapshot()[2])
         time.sleep(0.5)  # a duplicate record (a second handler) would have arrived by now
-    finally:
-        service.terminate()
     assert "Traceback" not in service.errors(), service.errors()
-    bodies = [rec.body.string_value for _, m in rx.requests_to("/v1/logs") for rec in _records(m)]
+    bodies = [rec.body.string_value for _, m in receiver.requests_to("/v1/logs") for rec in _records(m)]
     # one OTLP handler: each call is exported once (the SDK's deprecated handler would export it again)
     assert bodies.count("limits") == 2, bodies
     assert [bodies.count(f"burst {i}") for i in range(5)] == [1] * 5
-    assert {s.name for s in rx.snapshot()[0]} >= {"GET /limits", "limits", "burst-4"}
-    assert any(p.name == "http.server.request.duration" for p in rx.snapshot()[2])
+    assert {s.name for s in receiver.snapshot()[0]} >= {"GET /limits", "limits", "burst-4"}
+    assert any(p.name == "http.server.request.duration" for p in receiver.snapshot()[2])
     # one WARNING per inert variable, naming it, on stdout and exported like any record; none for `true` logging
     lines = [line for line in service.output().splitlines() if "has no effect here" in line]
     warned = sorted(name for name in CARRIED_OVER if any(f"variable {name}=" in line for line in lines))

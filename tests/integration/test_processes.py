@@ -30,8 +30,7 @@ def exporting_pids(receiver: OtlpReceiver) -> set[int]:
 
 
 def serve_and_check(receiver: OtlpReceiver, command: list[str], port: int, is_worker: str) -> svc.Service:
-    service = svc.launch(command, port, svc.base_env(receiver.endpoint))
-    try:
+    with svc.launch(command, port, svc.base_env(receiver.endpoint)) as service:
         supervisor = service.process.pid
         workers: dict[int, str] = {}
         for _ in range(200):  # the workers start after the supervisor listens
@@ -45,8 +44,6 @@ def serve_and_check(receiver: OtlpReceiver, command: list[str], port: int, is_wo
         # every worker exports its metrics (300 ms interval here): wait until both have been heard
         receiver.wait_for(lambda r: set(workers) <= exporting_pids(r), timeout_s=30)
         helpers = set(children(supervisor)) - set(workers)
-    finally:
-        service.terminate()
     assert exporting_pids(receiver) == set(workers)  # not the supervisor, not multiprocessing's helpers
     assert supervisor not in exporting_pids(receiver)
     assert not helpers & exporting_pids(receiver)

@@ -31,14 +31,10 @@ def scraped(tmp_path: Path) -> Iterator[tuple[svc.Service, str]]:
     env = svc.base_env("http://127.0.0.1:9", QM_OTEL_METRICS_EXPORTER="prometheus", QM_OTEL_TRACES_EXPORTER="none",
                        QM_OTEL_LOGS_EXPORTER="none", QM_OTEL_PROMETHEUS_PORT=str(metrics_port),
                        TEST_RECOVERY_S="300")
-    service = svc.start("tests.integration.apps.resilience:app", env)
-    try:
-        with prometheus_server(tmp_path, [str(svc.ROOT / RULES)], [
-            {"job_name": "itest", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]},
-        ]) as prometheus:
-            yield service, prometheus
-    finally:
-        service.terminate()
+    targets = [{"job_name": "itest", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}]
+    with (svc.start("tests.integration.apps.resilience:app", env) as service,
+          prometheus_server(tmp_path, [str(svc.ROOT / RULES)], targets) as prometheus):
+        yield service, prometheus
 
 
 def test_rules_load_and_their_expressions_see_the_services_metrics(scraped: tuple[svc.Service, str]) -> None:

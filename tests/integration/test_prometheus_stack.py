@@ -76,18 +76,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = svc.base_env("http://127.0.0.1:9", QM_OTEL_METRICS_EXPORTER="prometheus", QM_OTEL_TRACES_EXPORTER="none",
                        QM_OTEL_LOGS_EXPORTER="none", QM_OTEL_PROMETHEUS_HOST="127.0.0.1",
                        QM_OTEL_PROMETHEUS_PORT=str(metrics_port), TEST_RECOVERY_S="300")
-    service = svc.start("tests.integration.apps.alerting:app", env)
-    try:
-        with prometheus_server(tmp, [str(rules)], [{
-            "job_name": "qm-otel-itest",
-            # service_name: the label Prometheus 3's OTLP receiver promotes from service.name in the
-            # stack; as a target label it is on every scraped series (target_info's own copy of it
-            # becomes exported_service_name)
-            "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"], "labels": {"service_name": SERVICE}}],
-        }]) as prometheus:
-            yield Stack(service, prometheus)
-    finally:
-        service.terminate()
+    targets = [{
+        "job_name": "qm-otel-itest",
+        # service_name: the label Prometheus 3's OTLP receiver promotes from service.name in the
+        # stack; as a target label it is on every scraped series (target_info's own copy of it
+        # becomes exported_service_name)
+        "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"], "labels": {"service_name": SERVICE}}],
+    }]
+    with (svc.start("tests.integration.apps.alerting:app", env) as service,
+          prometheus_server(tmp, [str(rules)], targets) as prometheus):
+        yield Stack(service, prometheus)
 
 
 def drive_traffic(stack: Stack) -> None:

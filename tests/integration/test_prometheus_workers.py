@@ -55,8 +55,7 @@ def test_every_workers_requests_are_scraped(server: str) -> None:
     else:
         command = [str(svc.BIN / "gunicorn"), APP, "-w", "2", "-k", "uvicorn.workers.UvicornWorker",
                    "-b", f"127.0.0.1:{port}"]
-    service = svc.launch(command, port, env)
-    try:
+    with svc.launch(command, port, env) as service:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and sum(scrape(p) is not None for p in range(metrics_port,
                                                                                         metrics_port + PORTS)) < 2:
@@ -65,8 +64,6 @@ def test_every_workers_requests_are_scraped(server: str) -> None:
             with httpx.Client() as client:  # a new connection each time: the kernel spreads them over workers
                 assert client.get(f"{service.url}/work/{n}").status_code == 200
         pages = [page for p in range(metrics_port, metrics_port + PORTS) if (page := scrape(p)) is not None]
-    finally:
-        service.terminate()
     assert len(pages) == 2  # one endpoint per worker, on the first free ports
     pids = {m for page in pages for m in re.findall(r'process_pid="(\d+)"', page)}
     assert len(pids) == 2
@@ -103,15 +100,12 @@ def test_the_scrape_endpoint_and_the_collector_path_give_the_same_names(receiver
     env = svc.base_env(receiver.endpoint, QM_OTEL_METRICS_EXPORTER="otlp,prometheus",
                        QM_OTEL_PROMETHEUS_HOST="127.0.0.1", QM_OTEL_PROMETHEUS_PORT=str(metrics_port),
                        TEST_RECOVERY_S="300")
-    service = svc.start("tests.integration.apps.resilience:app", env)
-    try:
+    with svc.start("tests.integration.apps.resilience:app", env) as service:
         assert service.get("/pay").status_code == 200
         service.get("/lookup/1", params={"hit": "true"})
         receiver.wait_for(lambda r: any(p.name == "qm_otel.cache.requests" for p in r.snapshot()[2]))
         receiver.wait_for(lambda r: any(p.name == "http.server.request.duration" for p in r.snapshot()[2]))
         page = scrape(metrics_port) or ""
-    finally:
-        service.terminate()
     pushed = {(p.name, p.unit, p.kind, p.monotonic) for p in receiver.snapshot()[2]}
     expected = {otlp_to_prometheus(*metric): metric[0] for metric in pushed}
     missing = {prom: otlp for prom, otlp in expected.items() if prom not in scraped_names(page)}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -37,15 +36,6 @@ from tests.integration.apps.with_setup import app
 def app_dir(tmp_path: Path) -> str:
     (tmp_path / "refused_app.py").write_text(APP)
     return str(tmp_path)
-
-
-@pytest.fixture
-def refusing() -> Iterator[OtlpReceiver]:
-    server = OtlpReceiver().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def start(app_dir: str, endpoint: str, **extra: str) -> svc.Service:
@@ -92,27 +82,24 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_refusing_collector_gets_one_error_per_signal_and_no_loop_idle_and_under_load(
-    refusing: OtlpReceiver, app_dir: str, case: str
+    receiver: OtlpReceiver, app_dir: str, case: str
 ) -> None:
     mode, endpoints, status, hints = CASES[case]
-    refusing.set_mode(mode)
-    environment = endpoints(refusing.endpoint)
-    service = start(app_dir, environment.pop("OTEL_EXPORTER_OTLP_ENDPOINT"), **environment)
-    began = time.monotonic()
-    try:
+    receiver.set_mode(mode)
+    environment = endpoints(receiver.endpoint)
+    with start(app_dir, environment.pop("OTEL_EXPORTER_OTLP_ENDPOINT"), **environment) as service:
+        began = time.monotonic()
         time.sleep(3)  # idle: 10 metric exports (every 300 ms), 30 log schedules (every 100 ms)
         idle = export_reports(service)
         load(service)
         time.sleep(2)
-    finally:
-        service.terminate()
     elapsed = time.monotonic() - began
     reports = export_reports(service)
     assert len(of(idle, "ERROR", "metrics")) == 1, idle  # metrics are exported while idle, and refused
     for signal_name in SIGNALS:
         (error,) = of(reports, "ERROR", signal_name)
         url = {"traces": environment.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")}.get(signal_name) or (
-            f"{refusing.endpoint}{'/gateway' if mode == 'not_found' else ''}/v1/{signal_name}")
+            f"{receiver.endpoint}{'/gateway' if mode == 'not_found' else ''}/v1/{signal_name}")
         assert error.startswith(f"qm-otel: the collector at {url} refused a {signal_name} batch ({status}); "), error
         assert hints[signal_name] in error, error
         assert error.endswith(f"further refusals are summarised every {SUMMARY_S:.0f} s"), error
@@ -122,10 +109,10 @@ def test_a_refusing_collector_gets_one_error_per_signal_and_no_loop_idle_and_und
     assert of(reports, "WARNING", "metrics"), reports  # refused again and again: summarised
     assert len(reports) <= 3 + 3 * (elapsed / SUMMARY_S + 2)  # before: a line per refused batch (hundreds)
     # every refused request was decoded: the application's records were sent, qm-otel's reports never were
-    bodies = [str(log.body) for log in refusing.refused_logs]
+    bodies = [str(log.body) for log in receiver.refused_logs]
     assert any(body.startswith("working ") for body in bodies)
     assert not [body for body in bodies if body.startswith("qm-otel: the collector")]
-    assert sum(refusing.refused_requests.values()) >= 3
+    assert sum(receiver.refused_requests.values()) >= 3
     assert "Traceback" not in service.errors()
 
 
@@ -133,8 +120,7 @@ def test_a_collector_that_accepts_again_gets_the_recovery_line_and_the_telemetry
     receiver: OtlpReceiver, app_dir: str
 ) -> None:
     receiver.set_mode("unauthorized")
-    service = start(app_dir, receiver.endpoint)
-    try:
+    with start(app_dir, receiver.endpoint) as service:
         load(service, 20)
         time.sleep(1)
         receiver.set_mode("ok")
@@ -143,8 +129,6 @@ def test_a_collector_that_accepts_again_gets_the_recovery_line_and_the_telemetry
                           and sum(1 for span in r.snapshot()[0] if span.kind == 2) >= 20, timeout_s=20)
         receiver.wait_for(lambda r: r.snapshot()[2], timeout_s=10)  # metrics flow too
         time.sleep(0.5)
-    finally:
-        service.terminate()
     reports = export_reports(service)
     for signal_name in SIGNALS:
         assert len(of(reports, "ERROR", signal_name)) == 1, reports
@@ -161,15 +145,12 @@ def test_what_the_sender_threads_log_is_never_exported_so_an_idle_service_stays_
     receiver: OtlpReceiver, app_dir: str
 ) -> None:
     """At DEBUG the HTTP client logs a line per request: exported, each would make the next request."""
-    service = start(app_dir, receiver.endpoint, QM_OTEL_LOG_LEVEL="DEBUG")
-    try:
+    with start(app_dir, receiver.endpoint, QM_OTEL_LOG_LEVEL="DEBUG") as service:
         assert service.get("/work/1").status_code == 200
         time.sleep(1.5)  # the request's telemetry and start-up's records sent
         before = (len(receiver.snapshot()[1]), receiver.requests)
         time.sleep(3)  # idle: 30 export intervals of logs and spans
         after = (len(receiver.snapshot()[1]), receiver.requests)
-    finally:
-        service.terminate()
     output = service.output()
     assert "urllib3.connectionpool" in output  # the DEBUG lines are written...
     assert not [log for log in receiver.snapshot()[1] if '"POST /v1/' in str(log.body)]  # ...never exported

@@ -23,9 +23,8 @@ APP = "tests.integration.apps.reliability:app"
 
 @pytest.fixture
 def service(receiver: OtlpReceiver) -> Iterator[svc.Service]:
-    running = svc.start(APP, svc.base_env(receiver.endpoint))
-    yield running
-    running.terminate()
+    with svc.start(APP, svc.base_env(receiver.endpoint)) as running:
+        yield running
 
 
 # --- 1. a hanging dependency opens the breaker -------------------------------------------------
@@ -85,8 +84,7 @@ def test_a_full_disk_suspends_the_log_file_reports_once_and_stdout_keeps_every_l
 ) -> None:
     log_file = tmp_path / "app.log"
     log_file.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full filesystem
-    service = svc.start(APP, svc.base_env(receiver.endpoint, QM_OTEL_LOG_FILE=str(log_file)))
-    try:
+    with svc.start(APP, svc.base_env(receiver.endpoint, QM_OTEL_LOG_FILE=str(log_file))) as service:
         for _ in range(50):
             assert service.get("/log", params={"n": 5}).status_code == 200
         receiver.wait_for(lambda r: dropped(r, "log_file") >= 250)
@@ -99,8 +97,6 @@ def test_a_full_disk_suspends_the_log_file_reports_once_and_stdout_keeps_every_l
             assert service.get("/log", params={"n": 1}).status_code == 200
             written += 1
             time.sleep(0.25)
-    finally:
-        service.terminate()
     assert "Traceback" not in service.errors()
     assert len(service.errors()) < 2_000  # no report per record (before: a traceback per record)
     lines = records(service)
@@ -117,14 +113,11 @@ def test_a_full_disk_suspends_the_log_file_reports_once_and_stdout_keeps_every_l
 
 def test_a_log_file_moved_away_by_logrotate_is_reopened(receiver: OtlpReceiver, tmp_path: Path) -> None:
     log_file = tmp_path / "app.log"
-    service = svc.start(APP, svc.base_env(receiver.endpoint, QM_OTEL_LOG_FILE=str(log_file)))
-    try:
+    with svc.start(APP, svc.base_env(receiver.endpoint, QM_OTEL_LOG_FILE=str(log_file))) as service:
         assert service.get("/log", params={"n": 2}).status_code == 200
         log_file.rename(tmp_path / "app.log.1")  # logrotate's default: move, then the program reopens
         time.sleep(1.1)  # the path is checked at most once a second
         assert service.get("/log", params={"n": 4}).status_code == 200
-    finally:
-        service.terminate()
     assert (tmp_path / "app.log.1").read_text().count('"line ') == 2
     assert log_file.read_text().count('"line ') == 4
 
@@ -144,11 +137,8 @@ def test_an_unwritable_log_file_fails_setup_naming_the_setting(receiver: OtlpRec
 
 
 def test_under_the_wrapper_an_unwritable_log_file_is_one_line_and_stdout_logging(receiver: OtlpReceiver) -> None:
-    service = svc.start(APP, svc.base_env(receiver.endpoint, QM_OTEL_LOG_FILE=UNWRITABLE), zero_code=True)
-    try:
+    with svc.start(APP, svc.base_env(receiver.endpoint, QM_OTEL_LOG_FILE=UNWRITABLE), zero_code=True) as service:
         assert service.get("/log", params={"n": 2}).status_code == 200
-    finally:
-        service.terminate()
     errors = [line for line in service.errors().splitlines() if line.strip()]
     assert errors == [errors[0]]
     assert errors[0].startswith("qm-otel: qm-otel setting 'log_file'")
@@ -175,8 +165,7 @@ def export_reports(service: svc.Service) -> list[tuple[str, str]]:
 def test_an_outage_that_fits_the_buffer_loses_nothing_and_is_reported_once(
     receiver: OtlpReceiver, outage: str
 ) -> None:
-    service = svc.start(APP, svc.base_env(receiver.endpoint))
-    try:
+    with svc.start(APP, svc.base_env(receiver.endpoint)) as service:
         assert service.get("/log").status_code == 200
         receiver.wait_for(lambda r: app_lines(r) == 1)
         receiver.down() if outage == "refused" else receiver.set_mode("unavailable")
@@ -192,8 +181,6 @@ def test_an_outage_that_fits_the_buffer_loses_nothing_and_is_reported_once(
         # what the outage held back is counted as retried (the spans and both log records of 200 requests)
         receiver.wait_for(lambda r: dropped(r, "traces", "qm_otel.telemetry.retried") >= 200
                           and dropped(r, "logs", "qm_otel.telemetry.retried") >= 400, timeout_s=30)
-    finally:
-        service.terminate()
     reports = export_reports(service)
     for signal_name in ("traces", "logs"):
         failing = [m for level, m in reports if level == "WARNING" and m.startswith(f"qm-otel: {signal_name} export")]
@@ -205,8 +192,7 @@ def test_an_outage_that_fits_the_buffer_loses_nothing_and_is_reported_once(
 
 
 def test_beyond_the_buffer_items_are_dropped_and_counted(receiver: OtlpReceiver) -> None:
-    service = svc.start(APP, svc.base_env(receiver.endpoint, QM_OTEL_EXPORT_BUFFER_ITEMS="50"))
-    try:
+    with svc.start(APP, svc.base_env(receiver.endpoint, QM_OTEL_EXPORT_BUFFER_ITEMS="50")) as service:
         assert service.get("/log").status_code == 200
         receiver.wait_for(lambda r: app_lines(r) == 1)
         receiver.down()
@@ -216,8 +202,6 @@ def test_beyond_the_buffer_items_are_dropped_and_counted(receiver: OtlpReceiver)
         receiver.up()
         receiver.wait_for(lambda r: dropped(r, "traces") > 0 and dropped(r, "logs") > 0
                           and server_spans(r, "/log") > 1, timeout_s=60)
-    finally:
-        service.terminate()
     assert 0 < server_spans(receiver, "/log") - 1 <= 50
     recovered = [m for level, m in export_reports(service) if level == "INFO" and "traces export" in m]
     assert recovered
@@ -231,22 +215,22 @@ def stop_seconds(service: svc.Service) -> float:
 
 
 def test_shutdown_with_a_black_holed_collector_keeps_to_its_bound(receiver: OtlpReceiver) -> None:
-    service = svc.start(APP, svc.base_env(receiver.endpoint, QM_OTEL_SHUTDOWN_TIMEOUT="2"))
-    assert service.get("/log").status_code == 200
-    receiver.set_mode("blackhole")
-    for _ in range(20):
+    with svc.start(APP, svc.base_env(receiver.endpoint, QM_OTEL_SHUTDOWN_TIMEOUT="2")) as service:
         assert service.get("/log").status_code == 200
-    time.sleep(0.5)  # a batch is on its way into the black hole
-    assert stop_seconds(service) < 2 + 1  # lifespan flush, SIGTERM handler and atexit share one budget
+        receiver.set_mode("blackhole")
+        for _ in range(20):
+            assert service.get("/log").status_code == 200
+        time.sleep(0.5)  # a batch is on its way into the black hole
+        assert stop_seconds(service) < 2 + 1  # lifespan flush, SIGTERM handler and atexit share one budget
 
 
 def test_shutdown_with_the_collector_refusing_connections_is_quick(receiver: OtlpReceiver) -> None:
-    service = svc.start(APP, svc.base_env(receiver.endpoint))
-    assert service.get("/log").status_code == 200
-    receiver.wait_for(lambda r: app_lines(r) == 1)
-    receiver.down()
-    for _ in range(20):
+    with svc.start(APP, svc.base_env(receiver.endpoint)) as service:
         assert service.get("/log").status_code == 200
-    assert stop_seconds(service) < 1
+        receiver.wait_for(lambda r: app_lines(r) == 1)
+        receiver.down()
+        for _ in range(20):
+            assert service.get("/log").status_code == 200
+        assert stop_seconds(service) < 1
     # said once per signal: on stderr (the pipeline's handlers are gone by then: the stdlib's last resort)
     assert "could not be sent" in service.errors(), service.errors()

@@ -24,15 +24,12 @@ def request_lines(service: svc.Service) -> dict[str, dict[str, object]]:
 
 
 def served(receiver: OtlpReceiver, app: str, calls: list[tuple[str, dict[str, str]]], **env: str) -> svc.Service:
-    service = svc.start(app, svc.base_env(receiver.endpoint, **env))
-    try:
+    with svc.start(app, svc.base_env(receiver.endpoint, **env)) as service:
         for path, headers in calls:
             service.get(path, headers=headers)
         receiver.wait_for(lambda r: sum(1 for s in r.snapshot()[0] if s.kind == 2) >= len(calls))
         receiver.wait_for(lambda r: sum(1 for g in r.snapshot()[1] if g.attributes.get("event") == "http_request")
                           >= len(calls))
-    finally:
-        service.terminate()
     return service
 
 

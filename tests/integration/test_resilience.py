@@ -19,9 +19,8 @@ def messages(receiver: OtlpReceiver, logger_event_prefix: str = "circuit_breaker
 
 @pytest.fixture
 def service(receiver: OtlpReceiver) -> svc.Service:
-    running = svc.start(APP, svc.base_env(receiver.endpoint))
-    yield running
-    running.terminate()
+    with svc.start(APP, svc.base_env(receiver.endpoint)) as running:
+        yield running
 
 
 def test_breaker_sequence_against_a_real_flaky_dependency(service: svc.Service, receiver: OtlpReceiver) -> None:
@@ -107,13 +106,10 @@ def test_degraded_mode_from_the_cache_hit_rate(service: svc.Service, receiver: O
 
 def test_health_paths_are_configurable(receiver: OtlpReceiver) -> None:
     env = svc.base_env(receiver.endpoint, QM_OTEL_HEALTH_PATH="/live", QM_OTEL_READY_PATH="/ready")
-    service = svc.start(APP, env)
-    try:
+    with svc.start(APP, env) as service:
         assert service.get("/live").json() == {"status": "ok"}
         assert service.get("/ready").json()["status"] == "ready"
         assert service.get("/healthz").status_code == 404
         assert service.get("/pay").status_code == 200
         receiver.wait_for(lambda r: any(s.name == "GET /pay" for s in r.snapshot()[0]))
-    finally:
-        service.terminate()
     assert not [s for s in receiver.snapshot()[0] if s.name in ("GET /live", "GET /ready")]  # not traced either

@@ -56,12 +56,9 @@ def _serve(launch: str, server: str, env: dict[str, str]) -> svc.Service:
     ("setup", "uvicorn"), ("opentelemetry-instrument", "uvicorn"), ("opentelemetry-instrument", "gunicorn")])
 def test_every_worker_exports_its_own_process_and_runtime_metrics(receiver: OtlpReceiver, launch: str,
                                                                   server: str) -> None:
-    service = _serve(launch, server, svc.base_env(receiver.endpoint, **FAST))
-    try:
+    with _serve(launch, server, svc.base_env(receiver.endpoint, **FAST)):
         receiver.wait_for(lambda r: sum(names == set(EXPECTED) for names in _by_pid(r.snapshot()[2]).values()) >= 2,
                           timeout_s=30)
-    finally:
-        service.terminate()
     points = _runtime(receiver.snapshot()[2])
     assert set(_by_pid(points)) == {int(p.resource["process.pid"]) for p in points}
     assert len(_by_pid(points)) == 2  # the two workers; the supervisor exports nothing
@@ -84,12 +81,9 @@ def test_every_worker_exports_its_own_process_and_runtime_metrics(receiver: Otlp
 def test_off_leaves_only_the_memory_of_the_band(receiver: OtlpReceiver, launch: str, variable: str,
                                                 value: str) -> None:
     app, zero_code = svc.LAUNCHES[launch]
-    service = svc.start(app, svc.base_env(receiver.endpoint, **{variable: value}, **FAST), zero_code=zero_code)
-    try:
+    with svc.start(app, svc.base_env(receiver.endpoint, **{variable: value}, **FAST), zero_code=zero_code):
         receiver.wait_for(lambda r: len([p for p in r.snapshot()[2] if p.name == "process.memory.usage"]) >= 2,
                           timeout_s=30)
-    finally:
-        service.terminate()
     points = _runtime(receiver.snapshot()[2])
     assert {p.name for p in points} == {"process.memory.usage"}
     assert {(p.scope, p.unit, p.kind, p.monotonic) for p in points} == {("qm_otel", "By", "sum", False)}

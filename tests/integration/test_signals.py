@@ -22,16 +22,15 @@ PER_PROCESS = {"service.instance.id", "process.pid", "process.parent_pid", "proc
 
 def run_traffic(receiver: OtlpReceiver, launch: str, requests: int = 3) -> svc.Service:
     app, zero_code = LAUNCHES[launch]
-    service = svc.start(app, svc.base_env(receiver.endpoint), zero_code=zero_code)
-    try:
+    with svc.start(app, svc.base_env(receiver.endpoint), zero_code=zero_code) as service:
         for n in range(requests):
             assert service.get(f"/work/{n}").status_code == 200
         assert service.get("/healthz").status_code == 200
         receiver.wait_for(lambda r: sum(s.name == "GET /work/{n}" for s in r.snapshot()[0]) >= requests)
         receiver.wait_for(lambda r: sum(str(g.body).startswith("working") for g in r.snapshot()[1]) >= requests)
         receiver.wait_for(lambda r: any(p.name == "http.server.request.duration" for p in r.snapshot()[2]))
-    finally:
-        assert service.terminate() in (0, -15), service.errors()
+        code = service.terminate()
+    assert code in (0, -15), service.errors()
     return service
 
 
@@ -103,13 +102,10 @@ def test_log_records_carry_the_ids_of_the_request_that_wrote_them(receiver: Otlp
 
 
 def test_setup_twice_returns_the_same_handle_and_no_duplicate_lines(receiver: OtlpReceiver) -> None:
-    service = svc.start("tests.integration.apps.with_setup:app", svc.base_env(receiver.endpoint))
-    try:
+    with svc.start("tests.integration.apps.with_setup:app", svc.base_env(receiver.endpoint)) as service:
         assert service.get("/same-handle").json() == {"same": True}
         assert service.get("/work/7").status_code == 200
         receiver.wait_for(lambda r: any(g.body == "working 7" for g in r.snapshot()[1]))
-    finally:
-        service.terminate()
     assert sum('"working 7"' in line for line in service.lines) == 1
     assert sum(g.body == "working 7" for g in receiver.snapshot()[1]) == 1
 
@@ -117,12 +113,9 @@ def test_setup_twice_returns_the_same_handle_and_no_duplicate_lines(receiver: Ot
 def test_both_launch_paths_export_the_same_signals(receiver: OtlpReceiver) -> None:
     run_traffic(receiver, "setup")
     first = receiver.snapshot()
-    other = OtlpReceiver().start()
-    try:
+    with OtlpReceiver().start() as other:
         run_traffic(other, "opentelemetry-instrument")
         second = other.snapshot()
-    finally:
-        other.stop()
 
     def shape(snapshot: tuple[list, list, list]) -> dict[str, object]:
         spans, logs, points = snapshot
@@ -153,8 +146,7 @@ def test_older_fastapi_also_gets_one_server_span_and_one_histogram(
 ) -> None:
     app, zero_code = LAUNCHES[launch]
     env = svc.base_env(receiver.endpoint, PYTHONPATH=f"{old_fastapi}{os.pathsep}{svc.ROOT}")
-    service = svc.start(app, env, zero_code=zero_code)
-    try:
+    with svc.start(app, env, zero_code=zero_code) as service:
         version = subprocess.run([sys.executable, "-c", "import fastapi; print(fastapi.__version__)"], env=env,
                                  capture_output=True, check=True, text=True).stdout.strip()
         assert version == OLD_FASTAPI[0].split("==")[1]
@@ -163,8 +155,6 @@ def test_older_fastapi_also_gets_one_server_span_and_one_histogram(
         receiver.wait_for(lambda r: sum(s.name == "GET /work/{n}" for s in r.snapshot()[0]) >= 3)
         receiver.wait_for(lambda r: any(p.name == "http.server.request.duration" and p.count == 3
                                         for p in r.snapshot()[2]))
-    finally:
-        service.terminate()
     spans, _, points = receiver.snapshot()
     assert len(spans) == 3
     assert {s.kind for s in spans} == {2}
@@ -173,13 +163,10 @@ def test_older_fastapi_also_gets_one_server_span_and_one_histogram(
 
 
 def test_instrument_app_for_an_app_created_after_setup(receiver: OtlpReceiver) -> None:
-    service = svc.start("tests.integration.apps.late:app", svc.base_env(receiver.endpoint))
-    try:
+    with svc.start("tests.integration.apps.late:app", svc.base_env(receiver.endpoint)) as service:
         assert service.get("/work/3").status_code == 200
         receiver.wait_for(lambda r: any(g.body == "working 3" for g in r.snapshot()[1]))
         receiver.wait_for(lambda r: any(s.name == "GET /work/{n}" for s in r.snapshot()[0]))
-    finally:
-        service.terminate()
     spans, logs, _ = receiver.snapshot()
     assert [s.name for s in spans] == ["GET /work/{n}"]
     assert [g.trace_id for g in logs if g.body == "working 3"] == [spans[0].trace_id]

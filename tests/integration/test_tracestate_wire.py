@@ -315,17 +315,15 @@ def recorder() -> Iterator[Recorder]:
 
 @pytest.fixture(scope="module")
 def module_receiver() -> Iterator[OtlpReceiver]:
-    server = OtlpReceiver().start()
-    yield server
-    server.stop()
+    with OtlpReceiver().start() as server:
+        yield server
 
 
 @pytest.fixture(scope="module", params=list(RELAYS))
 def relay(request: pytest.FixtureRequest, module_receiver: OtlpReceiver) -> Iterator[svc.Service]:
     app, zero_code = RELAYS[request.param]
-    running = svc.start(app, svc.base_env(module_receiver.endpoint), zero_code=zero_code)
-    yield running
-    running.terminate()
+    with svc.start(app, svc.base_env(module_receiver.endpoint), zero_code=zero_code) as running:
+        yield running
 
 
 @dataclass(frozen=True)

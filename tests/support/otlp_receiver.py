@@ -1,4 +1,10 @@
-"""A real OTLP/HTTP receiver for the tests: decodes what the exporters send with opentelemetry-proto."""
+"""The tests' one OTLP receiver (HTTP, and gRPC on demand): decodes what the exporters send with opentelemetry-proto.
+
+A test takes the ``receiver`` fixture (tests/conftest.py), or for another scope ``with OtlpReceiver().start()
+as receiver:``. It answers as :attr:`OtlpReceiver.mode` says (accept, 503, a black hole, a refusal by status)
+and can stop listening and start again (:meth:`OtlpReceiver.down`, :meth:`OtlpReceiver.up`); it keeps the
+decoded spans, log records and metric points, and every accepted request with its headers (``raw``).
+"""
 
 from __future__ import annotations
 
@@ -64,6 +70,8 @@ class Span:
     span_id: str
     parent_span_id: str
     attributes: dict[str, Any]
+    #: its span events: name and attributes, in order
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -75,6 +83,9 @@ class Log:
     trace_id: str
     span_id: str
     attributes: dict[str, Any]
+    #: the name of the instrumentation scope that wrote it, and its timestamp
+    scope: str = ""
+    time_unix_nano: int = 0
 
 
 @dataclass
@@ -89,6 +100,8 @@ class MetricPoint:
     value: float | None
     #: for a sum: whether it only rises (a counter, ``_total`` in Prometheus)
     monotonic: bool | None = None
+    #: for a histogram: its buckets' upper bounds
+    bounds: list[float] | None = None
 
 
 @dataclass
@@ -99,6 +112,9 @@ class OtlpReceiver:
     logs: list[Log] = field(default_factory=list)
     points: list[MetricPoint] = field(default_factory=list)
     requests: int = 0
+    #: every accepted request, in order: its path, its headers (names in lower case; a gRPC call's
+    #: metadata) and the decoded message
+    raw: list[tuple[str, dict[str, str], Any]] = field(default_factory=list)
     #: how it answers: "ok"; "unavailable" (HTTP 503); "blackhole" (reads the request, never answers,
     #: until the mode changes); one of :data:`REFUSING` (that status for every request, whatever its
     #: path, after decoding what it refused into ``refused_logs`` / ``refused_requests``). Stopping it and
@@ -119,7 +135,14 @@ class OtlpReceiver:
         assert self.port
         return f"http://127.0.0.1:{self.port}"
 
+    def __enter__(self) -> OtlpReceiver:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def start(self) -> OtlpReceiver:
+        """Listen (OTLP/HTTP) on its port, a free one unless set; ``with OtlpReceiver().start() as r:`` stops it."""
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -147,7 +170,7 @@ class OtlpReceiver:
                     self.end_headers()
                     return
                 request = types[0].FromString(_decompressed(body, self.headers.get("Content-Encoding", "")))
-                receiver._store(self.path, request)
+                receiver._store(self.path, request, {k.lower(): v for k, v in self.headers.items()})
                 payload = types[1]().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
@@ -198,9 +221,15 @@ class OtlpReceiver:
             if path.endswith("/v1/logs"):
                 self.refused_logs.extend(_logs_of(ExportLogsServiceRequest.FromString(body)))
 
-    def _store(self, path: str, request: Any) -> None:
+    def requests_to(self, path: str) -> list[tuple[dict[str, str], Any]]:
+        """The headers and decoded message of every accepted request to ``path`` ("/v1/logs"), in order."""
+        with self._lock:
+            return [(headers, request) for p, headers, request in self.raw if p == path]
+
+    def _store(self, path: str, request: Any, headers: dict[str, str]) -> None:
         with self._lock:
             self.requests += 1
+            self.raw.append((path, headers, request))
             if path == "/v1/traces":
                 self._store_spans(request)
             elif path == "/v1/logs":
@@ -215,7 +244,8 @@ class OtlpReceiver:
                 for s in ss.spans:
                     self.spans.append(
                         Span(resource, ss.scope.name, s.name, s.kind, s.trace_id.hex(), s.span_id.hex(),
-                             s.parent_span_id.hex(), attributes(s.attributes))
+                             s.parent_span_id.hex(), attributes(s.attributes),
+                             [(e.name, attributes(e.attributes)) for e in s.events])
                     )
 
     def _store_logs(self, request: ExportLogsServiceRequest) -> None:
@@ -233,9 +263,10 @@ class OtlpReceiver:
                         if kind in ("sum", "gauge"):
                             value = p.as_double if p.WhichOneof("value") == "as_double" else p.as_int
                         monotonic = m.sum.is_monotonic if kind == "sum" else None
+                        bounds = list(p.explicit_bounds) if kind == "histogram" else None
                         self.points.append(
                             MetricPoint(resource, sm.scope.name, m.name, m.unit, kind, attributes(p.attributes),
-                                        count, value, monotonic)
+                                        count, value, monotonic, bounds)
                         )
 
     def start_grpc(self) -> int:
@@ -251,17 +282,17 @@ class OtlpReceiver:
 
         class Traces(trace_grpc.TraceServiceServicer):  # type: ignore[misc]
             def Export(self, request: Any, context: Any) -> Any:
-                receiver._store("/v1/traces", request)
+                receiver._store("/v1/traces", request, _metadata(context))
                 return ExportTraceServiceResponse()
 
         class Metrics(metrics_grpc.MetricsServiceServicer):  # type: ignore[misc]
             def Export(self, request: Any, context: Any) -> Any:
-                receiver._store("/v1/metrics", request)
+                receiver._store("/v1/metrics", request, _metadata(context))
                 return ExportMetricsServiceResponse()
 
         class Logs(logs_grpc.LogsServiceServicer):  # type: ignore[misc]
             def Export(self, request: Any, context: Any) -> Any:
-                receiver._store("/v1/logs", request)
+                receiver._store("/v1/logs", request, _metadata(context))
                 return ExportLogsServiceResponse()
 
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -294,6 +325,11 @@ class OtlpReceiver:
             time.sleep(0.05)
 
 
+def _metadata(context: Any) -> dict[str, str]:
+    """A gRPC call's metadata as headers (the keys are lower case already)."""
+    return {item.key: item.value for item in context.invocation_metadata()}
+
+
 def _decompressed(body: bytes, encoding: str) -> bytes:
     if encoding == "gzip":
         return gzip.decompress(body)
@@ -304,5 +340,5 @@ def _decompressed(body: bytes, encoding: str) -> bytes:
 
 def _logs_of(request: ExportLogsServiceRequest) -> list[Log]:
     return [Log(attributes(rl.resource.attributes), value_of(r.body), r.severity_text, r.severity_number,
-                r.trace_id.hex(), r.span_id.hex(), attributes(r.attributes))
+                r.trace_id.hex(), r.span_id.hex(), attributes(r.attributes), sl.scope.name, r.time_unix_nano)
             for rl in request.resource_logs for sl in rl.scope_logs for r in sl.log_records]

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.support.service import free_port
+from tests.support.service import free_port, launch
 
 PROMETHEUS = shutil.which("prometheus")
 
 
 @contextlib.contextmanager
 def prometheus_server(directory: Path, rule_files: list[str], scrape_configs: list[dict[str, Any]]) -> Iterator[str]:
-    """Prometheus scraping and evaluating every second, its data and log under ``directory``; yield its URL."""
+    """Prometheus scraping and evaluating every second, its data under ``directory``; yield its URL.
+
+    Stopped as a test's service is (:meth:`tests.support.service.Service.__exit__`): its log is shown if the
+    block fails.
+    """
     if PROMETHEUS is None:
         message = "prometheus is not installed (scripts/install test installs the Debian package)"
         raise AssertionError(message)
@@ -30,17 +34,10 @@ def prometheus_server(directory: Path, rule_files: list[str], scrape_configs: li
         "rule_files": rule_files,
         "scrape_configs": scrape_configs,
     }))
-    with (directory / "prometheus.log").open("wb") as log:
-        process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={directory / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        )
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    command = [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={directory / 'data'}",
+               f"--web.listen-address=127.0.0.1:{port}"]
+    with launch(command, port, dict(os.environ)):
+        yield f"http://127.0.0.1:{port}"
 
 
 def query(prometheus: str, expr: str) -> list[dict[str, Any]]:

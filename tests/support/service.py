@@ -1,4 +1,16 @@
-"""Start a real uvicorn process serving a test app, on 127.0.0.1, by either launch path."""
+"""Start a real uvicorn process serving a test app, on 127.0.0.1, by either launch path.
+
+The one way to run a service in a test is a ``with`` block, which stops it whatever happens inside::
+
+    with svc.start(app, svc.base_env(receiver.endpoint), zero_code=zero_code) as service:
+        assert service.get("/work/1").status_code == 200
+
+Leaving the block sends SIGTERM, kills the process if it has not exited within its bound, and keeps
+what it printed (``service.lines``, ``service.stderr_text``); when the block ends by an exception
+(a failed ``assert`` too), the tail of that output is written to stderr, where pytest shows it beside
+the failure. ``service.terminate()`` inside the block stops it earlier (to read the exit status or
+the output); leaving the block then does nothing more. A fixture yields inside the same block.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import IO
 
 import httpx
@@ -27,6 +40,8 @@ CORRELATED = {
     "opentelemetry-instrument": ("tests.integration.apps.correlated:app", True),
 }
 BIN = Path(sys.executable).parent
+#: how much of a service's output a failed ``with`` block shows
+STDOUT_TAIL, STDERR_TAIL = 60, 40
 
 
 def free_port() -> int:
@@ -83,16 +98,39 @@ class Service:
     stderr: IO[bytes]
     lines: list[str] = field(default_factory=list)
     stderr_text: str = ""
+    #: how long leaving the ``with`` block waits after SIGTERM before it kills the process
+    stop_timeout_s: float = 60
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        """Stop it (SIGTERM, then SIGKILL after the bound); on an exception, show what it printed."""
+        try:
+            self.terminate(self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            if error is None:
+                raise  # killed: it did not stop on SIGTERM within the bound, a failure of its own
+        if error is not None:
+            tail = "\n".join(self.lines[-STDOUT_TAIL:])
+            errors = "\n".join(self.stderr_text.splitlines()[-STDERR_TAIL:])
+            sys.stderr.write(f"--- {self.process.args!r} exited {self.process.returncode}\n"
+                             f"--- stdout (last {STDOUT_TAIL} lines)\n{tail}\n"
+                             f"--- stderr (last {STDERR_TAIL} lines)\n{errors}\n")
+
     def get(self, path: str, **kwargs: object) -> httpx.Response:
         return httpx.get(self.url + path, timeout=30, **kwargs)  # type: ignore[arg-type]
 
     def terminate(self, timeout_s: float = 60) -> int:
-        """SIGTERM, wait for the exit, and keep what it printed."""
+        """SIGTERM, wait ``timeout_s`` for the exit (then SIGKILL and raise), and keep what it printed.
+
+        Calling it again returns the same exit status.
+        """
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
@@ -121,7 +159,10 @@ class Service:
 
 
 def start(app: str, env: dict[str, str], *, zero_code: bool = False, extra_args: tuple[str, ...] = ()) -> Service:
-    """Serve ``app`` (an import string) with uvicorn, optionally under ``opentelemetry-instrument``."""
+    """Serve ``app`` (an import string) with uvicorn, optionally under ``opentelemetry-instrument``.
+
+    Use it as ``with start(...) as service:``: the block stops the service whatever happens in it.
+    """
     port = free_port()
     command = [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port), *extra_args]
     if zero_code:
@@ -129,11 +170,14 @@ def start(app: str, env: dict[str, str], *, zero_code: bool = False, extra_args:
     return launch(command, port, env)
 
 
-def launch(command: list[str], port: int, env: dict[str, str]) -> Service:
-    """Run ``command`` (a server that will listen on ``port``) and wait until it listens."""
+def launch(command: list[str], port: int, env: dict[str, str], *, cwd: Path = ROOT) -> Service:
+    """Run ``command`` (a server that will listen on 127.0.0.1:``port``) in ``cwd`` and wait until it listens.
+
+    Use it as ``with launch(...) as service:`` (see the module's docstring), as :func:`start`.
+    """
     stdout = tempfile.TemporaryFile()  # noqa: SIM115 - closed by Service.terminate()
     stderr = tempfile.TemporaryFile()  # noqa: SIM115
-    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
     service = Service(process, port, stdout, stderr)
     deadline = time.monotonic() + 60
     while True:

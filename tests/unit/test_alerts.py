@@ -155,6 +155,7 @@ def test_every_prometheus_rule_has_a_promtool_test() -> None:
 
 
 @needs_promtool
+@pytest.mark.integration
 def test_promtool_checks_and_unit_tests_the_rules() -> None:
     check = subprocess.run([str(PROMTOOL), "check", "rules", str(ROOT / RULES)], capture_output=True, text=True,
                            check=False)
@@ -177,6 +178,7 @@ _BLOCKED_FOR = "blocked_total[5m])) > 1\n    for: {}\n"
     ("blocked_total[5m])) > 1\n", "blocked_total[5m])) > 3\n", "QmOtelEventLoopBlocked"),
     (_BLOCKED_FOR.format("10m"), _BLOCKED_FOR.format("3m"), "QmOtelEventLoopBlocked"),  # the burst would fire
 ])
+@pytest.mark.integration
 def test_promtool_tests_fail_when_a_rule_drifts_from_its_test(tmp_path: Path, before: str, after: str,
                                                                alert: str) -> None:
     files = render_all()
@@ -264,6 +266,7 @@ def logql_errors(grammar: Path, exprs: list[str]) -> list[list[int]]:
     return list(json.loads(parsed.stdout))
 
 
+@pytest.mark.integration
 def test_grafanas_logql_grammar_parses_every_loki_rule_and_rejects_broken_ones(logql_grammar: Path) -> None:
     exprs = [rule["expr"] for rule in rule_file(LOKI_RULES)]
     broken = ['sum by (service_name (count_over_time({service_name=~".+"} [5m]))',
@@ -314,6 +317,7 @@ def runbook_blocks(anchor: str, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)\n```", runbook_sections()[anchor], flags=re.DOTALL)
 
 
+@pytest.mark.integration
 def test_the_event_loop_runbook_queries_name_the_watchdogs_record_as_loki_stores_it(logql_grammar: Path) -> None:
     queries = runbook_blocks("qmoteleventloopblocked", "logql")
     assert len(queries) == 3

@@ -176,6 +176,7 @@ print(json.dumps(found))
 """
 
 
+@pytest.mark.integration
 def test_the_runtime_panels_chart_what_the_instrumentation_reports() -> None:
     """The overview's runtime series are the contrib instrumentation's metrics under Prometheus's OTLP names.
 
@@ -377,6 +378,7 @@ def promtool_check(expressions: list[str], tmp_path: Path) -> subprocess.Complet
 
 
 @needs_promtool
+@pytest.mark.integration
 def test_every_promql_expression_parses_in_promtool(tmp_path: Path) -> None:
     expressions = [substituted(t["expr"]) for d in committed().values() for _, t in targets(d, "prometheus")]
     expressions += [substituted(v["query"]["query"].replace("label_values(", "group by (").replace(", ", ") (", 1))
@@ -387,6 +389,7 @@ def test_every_promql_expression_parses_in_promtool(tmp_path: Path) -> None:
 
 
 @needs_promtool
+@pytest.mark.integration
 def test_promtool_refuses_a_broken_expression(tmp_path: Path) -> None:
     """The harness above can fail: one unbalanced parenthesis is enough."""
     check = promtool_check(['sum(rate(qm_otel_breaker_calls_total{service_name=~".*"}[1m])'], tmp_path)

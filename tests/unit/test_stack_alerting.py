@@ -150,6 +150,7 @@ def test_the_inhibit_check_catches_a_renamed_alert_and_a_missing_guard() -> None
     assert "QmOtelHighErrorRate does not carry 'breaker'" in problems[2]
 
 
+@pytest.mark.integration
 def test_amtool_routes_every_service_to_the_default_receiver() -> None:
     tool = amtool()
     check = subprocess.run([tool, "check-config", str(ALERTMANAGER)], capture_output=True, text=True, check=False)

@@ -254,6 +254,7 @@ def test_the_generated_loki_rules_are_what_the_loki_ruler_loads() -> None:
     assert not ruler["rule_path"].startswith(ruler["storage"]["local"]["directory"])  # scratch, writable
 
 
+@pytest.mark.integration
 def test_promtool_checks_the_prometheus_config(tmp_path: Path) -> None:
     promtool = tool("promtool")
     config = load(ROOT / "collector/prometheus.yml")
@@ -274,6 +275,7 @@ def test_promtool_checks_the_prometheus_config(tmp_path: Path) -> None:
     assert "SUCCESS" in result.stdout
 
 
+@pytest.mark.integration
 def test_amtool_checks_the_alertmanager_config() -> None:
     amtool = tool("amtool")
     result = subprocess.run([amtool, "check-config", str(ROOT / "collector/alertmanager.yml")],

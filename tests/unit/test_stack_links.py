@@ -120,6 +120,7 @@ def trace_to_logs_problems(shape: dict[str, Any], trace_id: str) -> list[str]:
     return problems
 
 
+@pytest.mark.integration
 def test_tempo_to_loki_is_a_custom_query_on_the_trace_id_field(links: Links, logql_grammar: Path) -> None:
     to_logs = datasources()["tempo"]["jsonData"]["tracesToLogsV2"]
     assert to_logs["datasourceUid"] == "loki"
@@ -129,6 +130,7 @@ def test_tempo_to_loki_is_a_custom_query_on_the_trace_id_field(links: Links, log
     assert trace_to_logs_problems(shape, TRACE_ID) == [], query
 
 
+@pytest.mark.integration
 def test_the_check_fails_on_the_queries_that_find_nothing_or_too_much(logql_grammar: Path) -> None:
     broken = {
         f'{{service_name="{SERVICE}"}} |= "{TRACE_ID}"': "filters the line",  # Grafana <= 11's default
@@ -315,6 +317,7 @@ def test_trace_answers_parse_with_hex_or_base64_ids() -> None:
     assert trace_spans({"trace": None}) == []
 
 
+@pytest.mark.integration
 def test_verify_stack_is_valid_bash_and_runs_the_checks(capsys: pytest.CaptureFixture[str]) -> None:
     subprocess.run(["bash", "-n", str(VERIFY)], check=True)
     shellcheck = shutil.which("shellcheck")
