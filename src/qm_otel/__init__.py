@@ -13,15 +13,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from qm_otel._version import __version__
-from qm_otel.bootstrap import Telemetry, setup, shutdown
-from qm_otel.breaker import CircuitBreaker, CircuitOpenError
-from qm_otel.caches import cache_hit, cache_miss
-from qm_otel.config import ConfigError, Settings
-from qm_otel.conventions import classify
-from qm_otel.correlation import correlation, correlation_id
-from qm_otel.events import EventError, event, timed
-from qm_otel.health import add_check, remove_check
-from qm_otel.users import set_user
+from qm_otel.core.config import ConfigError, Settings
+from qm_otel.core.conventions import classify
+from qm_otel.core.correlation import correlation, correlation_id
+from qm_otel.launch.bootstrap import Telemetry, setup, shutdown
+from qm_otel.runtime.breaker import CircuitBreaker, CircuitOpenError
+from qm_otel.runtime.degraded_mode import cache_hit, cache_miss
+from qm_otel.runtime.events import EventError, event, timed
+from qm_otel.runtime.health import add_check, remove_check
+from qm_otel.runtime.users import set_user
 
 if TYPE_CHECKING:
     from qm_otel.integrations.fastapi import instrument_app

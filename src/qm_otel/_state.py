@@ -1,65 +1,89 @@
-"""The one global: the telemetry state of this process, set by ``setup()`` and cleared by ``shutdown()``.
+"""The state room: the running pipeline's values, each in a slot; ``shutdown()`` empties them all.
 
-Every module that needs the running configuration reads it here (or is handed it); nothing
-reaches up to :mod:`qm_otel.bootstrap`. Compare structlog's ``_config.py``.
+The module that owns a value's type declares its slot, typed with it::
 
->>> get() is None            # before setup(), or after shutdown()
+    SETTINGS: Slot[Settings] = _state.Slot("settings")          # core/config.py
+
+``setup()`` fills the slots (the settings and conventions first, then the pipeline and its
+instruments) and :func:`reset` empties every slot at once, so the next ``setup()`` builds a fresh
+pipeline. Every module that needs the running configuration reads a slot (or is handed the value);
+nothing reaches up to :mod:`qm_otel.launch.bootstrap`. This module imports nothing of qm_otel, not
+even for types: a slot is typed by the module that declares it, and the pipeline handle, whose
+class sits above every reader, is read through the :class:`Pipeline` protocol below. Compare
+structlog's ``_config.py`` (one room for the global configuration).
+
+>>> PIPELINE.get() is None            # before setup(), or after shutdown()
 True
 
 Tests that drive ``setup()`` in-process call :func:`qm_otel.testing.reset` (which shuts the
-pipeline down and calls :func:`reset`) between cases.
+pipeline down, and so calls :func:`reset`) between cases.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-if TYPE_CHECKING:  # types only: this module imports nothing of qm_otel at run time
-    from qm_otel.bootstrap import Telemetry
-    from qm_otel.config import Settings
-    from qm_otel.conventions import Conventions
-    from qm_otel.instruments import Instruments
+if TYPE_CHECKING:  # the SDK's types (a library below qm-otel, not a room of it)
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
 
-__all__ = ["State", "get", "reset", "set_state", "with_telemetry"]
+__all__ = ["PIPELINE", "Pipeline", "Slot", "reset"]
+
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class State:
-    """What ``setup()`` resolved: settings, conventions, and (once built) the handle and instruments."""
+class Slot(Generic[T]):
+    """One value of the running pipeline: set by ``setup()``, None before it and after ``shutdown()``."""
 
-    settings: Settings
-    conventions: Conventions
-    telemetry: Telemetry | None = None
-    instruments: Instruments | None = None
+    __slots__ = ("_value", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._value: T | None = None
+        _SLOTS.append(self)
+
+    def __repr__(self) -> str:
+        return f"Slot({self.name!r}, {'set' if self._value is not None else 'empty'})"
+
+    def get(self) -> T | None:
+        """The value, or None before ``setup()`` and after ``shutdown()``."""
+        return self._value
+
+    def set(self, value: T) -> None:
+        """Make ``value`` the running one (``setup()`` only)."""
+        self._value = value
+
+    def clear(self) -> None:
+        """Forget the value."""
+        self._value = None
 
 
-_STATE: State | None = None
+class Pipeline(Protocol):
+    """What the rooms below ``launch`` use of the running pipeline (``bootstrap.Telemetry`` is one)."""
+
+    @property
+    def tracer_provider(self) -> TracerProvider: ...
+
+    @property
+    def meter_provider(self) -> MeterProvider: ...
+
+    def force_flush(self, timeout_s: float | None = None, *, final: bool = False) -> bool:
+        """Export everything buffered, within ``timeout_s``; ``final``: the process is stopping."""
+        ...
+
+    def shutdown(self, timeout_s: float | None = None) -> bool:
+        """Flush and close the pipeline; it empties the state room."""
+        ...
 
 
-def get() -> State | None:
-    """The active state, or None before ``setup()`` and after ``shutdown()``."""
-    return _STATE
+#: every slot declared, in declaration order (:func:`reset` empties them)
+_SLOTS: list[Slot[Any]] = []
 
-
-def set_state(state: State) -> None:
-    """Make ``state`` the active one (``setup()`` only)."""
-    global _STATE  # noqa: PLW0603 - this module is the one place global state lives
-    _STATE = state
-
-
-def with_telemetry(telemetry: Telemetry, instruments: Instruments) -> State:
-    """Complete the active state with the built handle and instruments; return it."""
-    if _STATE is None:
-        message = "qm-otel: no settings to attach the telemetry handle to (setup() not in progress)"
-        raise RuntimeError(message)
-    state = dataclasses.replace(_STATE, telemetry=telemetry, instruments=instruments)
-    set_state(state)
-    return state
+#: the running pipeline (set by ``setup()`` once its providers are built)
+PIPELINE: Slot[Pipeline] = Slot("pipeline")
 
 
 def reset() -> None:
-    """Forget the active state: the next ``setup()`` builds a fresh pipeline."""
-    global _STATE  # noqa: PLW0603
-    _STATE = None
+    """Empty every slot: the next ``setup()`` builds a fresh pipeline."""
+    for slot in _SLOTS:
+        slot.clear()

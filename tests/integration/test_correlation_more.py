@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qm_otel.correlation import parse
+from qm_otel.core.correlation import parse
 from tests.support import service as svc
 from tests.support.otlp_receiver import OtlpReceiver
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qm_otel.conventions import classify
+from qm_otel.core.conventions import classify
 from tests.support import service as svc
 from tests.support.otlp_receiver import OtlpReceiver
 
@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent(
     """
     import asyncio, logging
     import qm_otel
-    from qm_otel.events import EventError, event, timed
+    from qm_otel.runtime.events import EventError, event, timed
 
     qm_otel.setup(log_format="json")
 
@@ -135,7 +135,7 @@ def test_unknown_components_are_counted_not_raised_in_production(receiver: OtlpR
     script = textwrap.dedent(
         """
         import qm_otel
-        from qm_otel.events import event
+        from qm_otel.runtime.events import event
         qm_otel.setup(log_format="none", extra_components="BILLING")
         event("BILLING", "invoice")            # the application's own component: fine
         event("NOPE", "x", status="WEIRD")     # unknown component and status: written and counted

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qm_otel.config import ConfigError, resolve_settings
+from qm_otel.core.config import ConfigError, resolve_settings
 from tests.support import service as svc
 from tests.support.otlp_receiver import OtlpReceiver
 

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qm_otel.config import ConfigError, resolve_settings
+from qm_otel.core.config import ConfigError, resolve_settings
 from tests.support import service as svc
 from tests.support.otlp_receiver import OtlpReceiver
 

@@ -16,7 +16,7 @@ import pytest
 
 from qm_otel.cli.render import RULES
 from qm_otel.cli.render.alerts import alert_rules
-from qm_otel.conventions import conventions
+from qm_otel.core.conventions import conventions
 from tests.support import service as svc
 from tests.support.polling import wait_for
 from tests.support.prometheus import PROMETHEUS, prometheus_server, query

@@ -131,7 +131,7 @@ def test_an_unwritable_log_file_fails_setup_naming_the_setting(receiver: OtlpRec
                             capture_output=True, text=True, timeout=60, check=False, cwd=svc.ROOT)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("qm_otel.config.ConfigError: qm-otel setting 'log_file' (QM_OTEL_LOG_FILE")
+    assert last.startswith("qm_otel.core.config.ConfigError: qm-otel setting 'log_file' (QM_OTEL_LOG_FILE")
     assert repr(UNWRITABLE) in last
     assert "ENOTDIR" in last
 

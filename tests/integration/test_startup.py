@@ -73,7 +73,7 @@ def test_setup_imports_no_http_client_and_the_first_export_still_arrives(receive
 BAD_SETTINGS = """
     import os, sys
     import qm_otel
-    from qm_otel.config import ConfigError
+    from qm_otel.core.config import ConfigError
 
     for assignment in sys.argv[1:]:
         name, _, value = assignment.partition("=")
@@ -261,7 +261,7 @@ def test_another_sdk_release_gets_its_exporters_made_at_setup_and_still_delivers
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from qm_otel.config import resolve_settings
+    from qm_otel.core.config import resolve_settings
     from qm_otel.signals import exporters
     from qm_otel.signals.delivery import SpanDelivery
 

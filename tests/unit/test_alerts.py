@@ -25,7 +25,7 @@ from qm_otel.cli.render import LOKI_RULES, RULE_TESTS, RULES, render_all
 from qm_otel.cli.render.alerts import loki_rules, prometheus_rules
 from qm_otel.cli.render.alerts._prometheus import burn_factors, slow_bucket_edge
 from qm_otel.cli.render.alerts._rule import duration
-from qm_otel.conventions import ConventionsError, conventions, load_with_overrides
+from qm_otel.core.conventions import ConventionsError, conventions, load_with_overrides
 from tests.support.logql import grammar_dir
 
 ROOT = Path(__file__).resolve().parents[2]

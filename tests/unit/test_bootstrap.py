@@ -8,7 +8,7 @@ import pytest
 
 import qm_otel
 from qm_otel import _state
-from qm_otel.config import ConfigError, resolve_settings
+from qm_otel.core.config import ConfigError, resolve_settings
 from qm_otel.signals.exporters import signal_endpoint as _signal_endpoint
 
 
@@ -67,8 +67,8 @@ def test_every_setting_is_a_typed_keyword_of_setup() -> None:
     import inspect
     import typing
 
-    from qm_otel._options import SetupOptions
-    from qm_otel.config import PARAMS, SETTING_NAMES
+    from qm_otel.core.config import PARAMS, SETTING_NAMES
+    from qm_otel.core.setup_options import SetupOptions
 
     parameters = inspect.signature(qm_otel.setup).parameters
     assert all(p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD) for p in parameters.values())
@@ -83,7 +83,7 @@ def test_every_setting_is_a_typed_keyword_of_setup() -> None:
 
 def test_the_settings_table_is_declared_once_and_generates_the_rest() -> None:
     from qm_otel.cli.render import OPTIONS, SETTINGS_PAGE, settings_files
-    from qm_otel.config import PARAMS
+    from qm_otel.core.config import PARAMS
 
     root = Path(__file__).resolve().parents[2]
     files = settings_files(root)

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from qm_otel.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpenError, breakers
+from qm_otel.runtime.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpenError, breakers
 
 
 class Clock:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import qm_otel
 from qm_otel import _state
-from qm_otel.config import PARAMS, ConfigError, resolve_settings
+from qm_otel.core.config import PARAMS, ConfigError, resolve_settings
 
 SETTINGS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
 
@@ -140,7 +140,7 @@ def test_a_refusal_still_wins_over_warnings() -> None:
 
 
 def test_setup_says_each_warning_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
-    from qm_otel import bootstrap
+    from qm_otel.launch import bootstrap
 
     message = "qm-otel: environment variable OTEL_TEST_ONLY='1' has no effect here: a test"
     bootstrap._warn_once((message,))

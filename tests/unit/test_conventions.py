@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qm_otel.conventions import PATH, ConventionsError, classify, conventions, load, load_with_overrides
+from qm_otel.core.conventions import PATH, ConventionsError, classify, conventions, load, load_with_overrides
 
 # (quantity, value, band) — every edge of the table; "250-300 acceptable" includes 250 and 300
 EDGES = [

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qm_otel.correlation import (
+from qm_otel.core.correlation import (
     Correlation,
     CorrelationIdGenerator,
     CorrelationPropagator,
@@ -24,7 +24,7 @@ from qm_otel.correlation import (
     resolve,
     trace_id_for,
 )
-from qm_otel.integrations.asgi import CorrelationMiddleware
+from qm_otel.integrations.correlation_middleware import CorrelationMiddleware
 
 ACCEPTED = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 

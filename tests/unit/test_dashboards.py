@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 import yaml
 
-from qm_otel import instruments, runtime_metrics
 from qm_otel.cli.render.dashboards import BOARDS, DASHBOARDS, band_thresholds
 from qm_otel.cli.render.dashboards.overview import RUNTIME
 from qm_otel.cli.render.dashboards.panels import COLOURS, alert_thresholds
 from qm_otel.cli.render.dashboards.performance import LAG, STALLS
-from qm_otel.conventions import Band, Conventions, conventions
+from qm_otel.core import instruments
+from qm_otel.core.conventions import Band, Conventions, conventions
+from qm_otel.runtime import process_metrics
 from tests.integration.test_prometheus_workers import otlp_to_prometheus
 from tests.unit.test_conventions import EDGES
 from tests.unit.test_render import colour_of
@@ -78,7 +79,7 @@ EVENT_LOOP_METRICS = {f"{LAG}_{part}" for part in ("bucket", "sum", "count")} | 
 #: system-metrics instrumentation (test_the_runtime_panels_chart_what_the_instrumentation_reports)
 SYSTEM_METRICS = set(RUNTIME.values())
 #: the instrumentation's metrics the runtime-metrics feature keeps (issue 25, item 1): qm-otel's own selection
-SYSTEM_CONFIG = dict(runtime_metrics.CONFIG)
+SYSTEM_CONFIG = dict(process_metrics.CONFIG)
 METRICS = runtime_metric_names() | COLLECTOR_METRICS | EVENT_LOOP_METRICS | SYSTEM_METRICS
 
 

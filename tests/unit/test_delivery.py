@@ -126,7 +126,7 @@ def test_retry_after_is_read_as_seconds_or_a_date() -> None:
 def test_a_count_made_after_shutdown_prints_no_sdk_warning(caplog: pytest.LogCaptureFixture) -> None:
     """Items that could not be sent are counted after shutdown(): not through the closed provider."""
     import qm_otel
-    from qm_otel import instruments
+    from qm_otel.core import instruments
     from qm_otel.testing import Capture, reset
 
     qm_otel.setup(traces_exporter="none", metrics_exporter="none", logs_exporter="none", **Capture().setup_kwargs())

@@ -8,16 +8,16 @@ from typing import Any
 import pytest
 
 import qm_otel
-from qm_otel.distro import QmOtelConfigurator, QmOtelDistro, process_role
-from qm_otel.libraries import SanitizingTracerProvider
+from qm_otel.instrumentation.libraries import SanitizingTracerProvider
+from qm_otel.launch.distro import QmOtelConfigurator, QmOtelDistro, process_role
 from qm_otel.testing import Capture, reset
 
 
 def test_qm_otel_is_registered_as_distro_and_configurator() -> None:
     distros = {ep.name: ep.value for ep in entry_points(group="opentelemetry_distro")}
     configurators = {ep.name: ep.value for ep in entry_points(group="opentelemetry_configurator")}
-    assert distros == {"qm_otel": "qm_otel.distro:QmOtelDistro"}  # no second distro installed beside it
-    assert configurators == {"qm_otel": "qm_otel.distro:QmOtelConfigurator"}
+    assert distros == {"qm_otel": "qm_otel.launch.distro:QmOtelDistro"}  # no second distro installed beside it
+    assert configurators == {"qm_otel": "qm_otel.launch.distro:QmOtelConfigurator"}
     assert entry_points(group="opentelemetry_distro")["qm_otel"].load() is QmOtelDistro
     assert entry_points(group="opentelemetry_configurator")["qm_otel"].load() is QmOtelConfigurator
 
@@ -66,7 +66,7 @@ def test_nothing_is_instrumented_while_telemetry_is_off() -> None:
 
 
 def test_id_generator_and_propagator_are_registered_for_the_stock_sdk_path() -> None:
-    from qm_otel.correlation import CorrelationIdGenerator, CorrelationPropagator
+    from qm_otel.core.correlation import CorrelationIdGenerator, CorrelationPropagator
 
     assert entry_points(group="opentelemetry_id_generator")["qm_otel"].load() is CorrelationIdGenerator
     assert entry_points(group="opentelemetry_propagator")["qm_otel_correlation"].load() is CorrelationPropagator

@@ -18,7 +18,7 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.trace import Span, SpanKind
 
 import qm_otel
-from qm_otel import event_loop
+from qm_otel.runtime import event_loop
 from qm_otel.testing import Capture, reset
 
 OFF = {"traces_exporter": "none", "metrics_exporter": "none", "logs_exporter": "none", "log_format": "none",

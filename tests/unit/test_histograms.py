@@ -467,7 +467,7 @@ def test_a_reader_added_later_is_warned_about(caplog: pytest.LogCaptureFixture) 
 
 
 def test_the_meter_provider_builder_installs_the_merging(monkeypatch: pytest.MonkeyPatch) -> None:
-    from qm_otel.config import resolve_settings
+    from qm_otel.core.config import resolve_settings
     from qm_otel.signals import metrics
 
     monkeypatch.setattr(metrics.metrics, "set_meter_provider", lambda provider: None)

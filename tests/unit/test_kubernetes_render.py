@@ -70,7 +70,7 @@ from qm_otel.cli.render.kubernetes import (
     kubernetes_files,
     tail_sampling_policies,
 )
-from qm_otel.conventions import ConventionsError, load_with_overrides
+from qm_otel.core.conventions import ConventionsError, load_with_overrides
 from qm_otel.logs.formatters import JsonFormatter
 from tests.unit.test_collector_filelog import COLLECTOR_IMAGE as COMPOSE_COLLECTOR_IMAGE
 from tests.unit.test_collector_filelog import FIELD, LAYOUT_TYPES, ON_ERROR, OPERATORS, RECEIVER, SEVERITY_NAMES

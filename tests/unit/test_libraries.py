@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import qm_otel
-from qm_otel import libraries
-from qm_otel.redaction import sanitize_statement
+from qm_otel.core.redaction import sanitize_statement
+from qm_otel.instrumentation import libraries
 from qm_otel.testing import Capture, reset
 
 OFF = {"traces_exporter": "none", "metrics_exporter": "none", "logs_exporter": "none"}

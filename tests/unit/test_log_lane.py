@@ -29,7 +29,7 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExp
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from qm_otel.integrations.asgi import RequestLog
+from qm_otel.integrations.request_log import RequestLog
 from qm_otel.logs import pipeline
 from qm_otel.logs.formatters import RESERVED_ATTRS, JsonFormatter
 from qm_otel.logs.handler import TelemetryHandler
@@ -344,7 +344,7 @@ def test_a_file_handler_or_text_line_takes_the_logging_path() -> None:
 
 
 def test_the_request_log_in_an_asgi_app_is_written_once() -> None:
-    from qm_otel.integrations.asgi import RequestLogMiddleware
+    from qm_otel.integrations.request_log import RequestLogMiddleware
 
     with installed() as (_handler, stream, provider, exporter):
 

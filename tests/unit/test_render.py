@@ -12,7 +12,7 @@ from qm_otel.cli import main
 from qm_otel.cli.render import DASHBOARD, RULE_TESTS, RULES, render_all, stale, write
 from qm_otel.cli.render.dashboards import COLOURS, band_thresholds
 from qm_otel.cli.render.kubernetes import DASHBOARD_CONFIGMAPS, PROMETHEUS_RULES
-from qm_otel.conventions import conventions, load_with_overrides
+from qm_otel.core.conventions import conventions, load_with_overrides
 from tests.unit.test_conventions import EDGES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from qm_otel.conventions import classify
-from qm_otel.integrations.asgi import RequestLogMiddleware
+from qm_otel.core.conventions import classify
+from qm_otel.integrations.request_log import RequestLogMiddleware
 
 
 def run(middleware: RequestLogMiddleware, path: str = "/orders/7", query: bytes = b"token=s3cret") -> None:

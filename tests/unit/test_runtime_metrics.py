@@ -18,9 +18,10 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import qm_otel
-from qm_otel import libraries, runtime_metrics
-from qm_otel.distro import QmOtelDistro
-from qm_otel.sdk_internals import entry_points
+from qm_otel.core.sdk_internals import entry_points
+from qm_otel.instrumentation import libraries
+from qm_otel.launch.distro import QmOtelDistro
+from qm_otel.runtime import process_metrics
 from qm_otel.testing import Capture, reset
 
 OFF: dict[str, Any] = {"traces_exporter": "none", "metrics_exporter": "none", "logs_exporter": "none",
@@ -78,7 +79,7 @@ def test_exactly_the_nine_metrics_with_their_units_and_one_memory_instrument() -
     assert values[0] == pytest.approx(psutil.Process().memory_info().rss, rel=0.2)
     assert {frozenset(a) for a in found["cpython.gc.collections"][0][2]} == {frozenset({"cpython.gc.generation"})}
     assert {a["type"] for a in found["process.cpu.time"][0][2]} == {"user", "system"}
-    assert runtime_metrics.installed() == NAMES
+    assert process_metrics.installed() == NAMES
 
 
 def test_off_leaves_only_qm_otels_memory() -> None:
@@ -89,7 +90,7 @@ def test_off_leaves_only_qm_otels_memory() -> None:
     [(scope, unit, attributes, values)] = found["process.memory.usage"]
     assert (scope, unit, attributes) == ("qm_otel", "By", [{}])
     assert values[0] > 10 * 1024 * 1024
-    assert runtime_metrics.installed() == frozenset()
+    assert process_metrics.installed() == frozenset()
 
 
 @pytest.mark.parametrize("disabled", ["system_metrics", "sqlite3, system_metrics", "*"])
@@ -114,9 +115,9 @@ def test_the_instrumentations_exclusion_patterns_are_honoured(monkeypatch: pytes
 
 
 def test_the_cpython_metrics_only_on_cpython(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert set(runtime_metrics.config({})) == NAMES
+    assert set(process_metrics.config({})) == NAMES
     monkeypatch.setattr(sys, "implementation", SimpleNamespace(name="pypy"))
-    assert set(runtime_metrics.config({})) == {name for name in NAMES if not name.startswith("cpython.")}
+    assert set(process_metrics.config({})) == {name for name in NAMES if not name.startswith("cpython.")}
 
 
 def test_a_setup_after_shutdown_reports_on_the_new_provider() -> None:
@@ -124,7 +125,7 @@ def test_a_setup_after_shutdown_reports_on_the_new_provider() -> None:
     qm_otel.setup(**OFF, **first.setup_kwargs())
     assert _runtime(_collected(first.metrics)) == NAMES
     reset()
-    assert runtime_metrics.installed() == frozenset()
+    assert process_metrics.installed() == frozenset()
     assert not SystemMetricsInstrumentor().is_instrumented_by_opentelemetry
     second = Capture()
     qm_otel.setup(**OFF, **second.setup_kwargs())
@@ -138,7 +139,7 @@ def test_a_setup_after_shutdown_reports_on_the_new_provider() -> None:
 
 
 def _entry_point() -> EntryPoint:
-    return next(e for e in entry_points(group="opentelemetry_instrumentor") if e.name == runtime_metrics.ENTRY_POINT)
+    return next(e for e in entry_points(group="opentelemetry_instrumentor") if e.name == process_metrics.ENTRY_POINT)
 
 
 def test_neither_launch_path_loads_the_entry_point_with_its_defaults() -> None:
@@ -146,8 +147,8 @@ def test_neither_launch_path_loads_the_entry_point_with_its_defaults() -> None:
     capture = Capture()
     telemetry = qm_otel.setup(**OFF, runtime_metrics=False, **capture.setup_kwargs())
     entry_point = _entry_point()
-    assert runtime_metrics.ENTRY_POINT in libraries.WIRED_BY_SETUP
-    assert runtime_metrics.ENTRY_POINT not in libraries.instrument_installed({})
+    assert process_metrics.ENTRY_POINT in libraries.WIRED_BY_SETUP
+    assert process_metrics.ENTRY_POINT not in libraries.instrument_installed({})
     QmOtelDistro().load_instrumentor(entry_point, skip_dep_check=True)  # what opentelemetry-instrument calls
     assert not libraries.instrument(entry_point, telemetry.tracer_provider, telemetry.meter_provider)
     assert not SystemMetricsInstrumentor().is_instrumented_by_opentelemetry
@@ -175,7 +176,7 @@ def test_an_applications_own_instrumentation_is_left_alone() -> None:
     try:
         capture = Capture()
         qm_otel.setup(**OFF, **capture.setup_kwargs())
-        assert runtime_metrics.installed() == frozenset()
+        assert process_metrics.installed() == frozenset()
         assert _runtime(_collected(capture.metrics)) == {"process.memory.usage"}  # qm-otel's own
         assert set(_collected(own)) == {"process.thread.count"}  # its configuration untouched
         reset()

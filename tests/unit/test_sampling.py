@@ -9,8 +9,8 @@ import uuid
 import pytest
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
-from qm_otel.correlation import trace_id_for
-from qm_otel.sampling import CorrelationRatioSampler, mix64, ratio_sampler
+from qm_otel.core.correlation import trace_id_for
+from qm_otel.core.sampling import CorrelationRatioSampler, mix64, ratio_sampler
 
 N = 20_000
 

@@ -14,7 +14,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
 from opentelemetry.sdk.version import __version__ as sdk_version
 
-from qm_otel import sdk_internals
+from qm_otel.core import sdk_internals
 from qm_otel.signals import encoding, histograms
 
 SOURCE = Path(sdk_internals.__file__).resolve().parent

@@ -14,7 +14,7 @@ import pytest
 from qm_otel.cli import main
 from qm_otel.cli.loki import LokiClient, LokiError, correlation_query
 from qm_otel.cli.stack import Endpoint, check_endpoints
-from qm_otel.correlation import trace_id_for
+from qm_otel.core.correlation import trace_id_for
 
 # https://grafana.com/docs/loki/latest/reference/loki-http-api/#query-logs-within-a-range-of-time
 # (with the categorize-labels encoding flag: structured metadata apart from the stream labels)

@@ -44,7 +44,7 @@ from qm_otel.cli.links import (
     span_variables,
     trace_spans,
 )
-from qm_otel.correlation import trace_id_for
+from qm_otel.core.correlation import trace_id_for
 from tests.support.logql import grammar_dir
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from qm_otel.correlation import (
+from qm_otel.core.correlation import (
     TRACESTATE_MAX,
     TRACESTATE_MEMBERS,
     TraceContextPropagator,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from qm_otel.users import close_slot, open_slot, set_user, user_of
+from qm_otel.runtime.users import close_slot, open_slot, set_user, user_of
 
 
 class StarletteUser:

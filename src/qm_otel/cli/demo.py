@@ -25,7 +25,7 @@ from rich.table import Table
 
 import qm_otel
 from qm_otel.cli.terminal import draw_stalls, render
-from qm_otel.config import resolve_settings
+from qm_otel.core.config import resolve_settings
 from qm_otel.testing import Capture
 
 __all__ = ["TRAFFIC", "collector_reachable", "run_demo"]

@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 import yaml
 
-from qm_otel.correlation import trace_id_for
+from qm_otel.core.correlation import trace_id_for
 
 __all__ = ["LinkBroken", "Links", "Span", "StackLinks", "exemplar_query", "load_links", "logs_query", "main",
            "trace_spans"]

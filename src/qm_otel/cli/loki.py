@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from qm_otel.correlation import parse, trace_id_for
+from qm_otel.core.correlation import parse, trace_id_for
 
 __all__ = ["LogLine", "LokiClient", "LokiError", "correlation_query", "print_correlation_logs", "tempo_link"]
 

@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from qm_otel import runtime_metrics
+from qm_otel.runtime import process_metrics
 
 __all__ = ["draw_stalls", "metrics_table", "render", "waterfall"]
 
@@ -103,7 +103,7 @@ _KEY_ATTRIBUTES = ("http.request.method", "http.route", "http.response.status_co
                    "breaker", "state", "outcome", "from", "to", "cache", "band")
 #: metrics left out of the terminal summary (still exported)
 _QUIET_METRICS = frozenset({"http.server.active_requests", "http.server.request.body.size",
-                            "http.server.response.body.size"}) | runtime_metrics.NAMES
+                            "http.server.response.body.size"}) | process_metrics.NAMES
 
 
 def _number(value: float, unit: str) -> str:
@@ -197,7 +197,7 @@ def render(
     return drawn
 
 
-#: the logger of the event-loop watchdog's records (:mod:`qm_otel.event_loop`)
+#: the logger of the event-loop watchdog's records (:mod:`qm_otel.runtime.event_loop`)
 WATCHDOG_LOGGER = "qm_otel.event_loop"
 
 

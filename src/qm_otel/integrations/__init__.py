@@ -4,7 +4,10 @@ Each is imported only when used (``import qm_otel`` imports none of them, so a w
 serves HTTP pays nothing for FastAPI, Starlette or httpx) and each is handed the state it needs:
 
 - :mod:`~qm_otel.integrations.fastapi`: ``instrument_app`` for FastAPI and Starlette apps;
-- :mod:`~qm_otel.integrations.asgi`: the correlation and request-log middleware;
+- :mod:`~qm_otel.integrations.scope`: the per-request view of the ASGI scope (headers decoded once);
+- :mod:`~qm_otel.integrations.correlation_middleware`: ``X-Correlation-ID`` in and out;
+- :mod:`~qm_otel.integrations.server`: the server span and the HTTP metrics;
+- :mod:`~qm_otel.integrations.request_log`: the request-log record;
 - :mod:`~qm_otel.integrations.httpx`: client spans with redacted URLs;
 - :mod:`~qm_otel.integrations.health`: the liveness and readiness routes.
 """

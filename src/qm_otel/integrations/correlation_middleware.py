@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from opentelemetry import trace
 
-from qm_otel.correlation import Correlation, accept, activate, deactivate, mark_exception, resolve
+from qm_otel.core.correlation import Correlation, accept, activate, deactivate, mark_exception, resolve
 from qm_otel.integrations.scope import SCOPE_KEY, ASGIApp, Message, Receive, RequestView, Scope, Send, view_of
 
 __all__ = ["CorrelationMiddleware"]

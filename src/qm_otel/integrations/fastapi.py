@@ -21,10 +21,11 @@ import contextlib
 import functools
 import types
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 # the classes themselves: under opentelemetry-instrument, ``fastapi.FastAPI`` and
-# ``starlette.applications.Starlette`` are replaced by subclasses (see qm_otel.distro)
+# ``starlette.applications.Starlette`` are replaced by subclasses (see qm_otel.launch.distro)
 from starlette.applications import Starlette
 
 try:
@@ -34,14 +35,14 @@ except ImportError:  # a Starlette application without FastAPI: qm-otel[fastapi]
 else:
     _FASTAPI = (FastAPI,)
 
-from qm_otel import _state, event_loop
-from qm_otel.config import Settings
-from qm_otel.integrations.asgi import CorrelationMiddleware, RequestLog, RequestLogMiddleware
+from qm_otel import _state
+from qm_otel.core.config import SETTINGS, Settings
+from qm_otel.core.conventions import CONVENTIONS, Conventions
+from qm_otel.integrations.correlation_middleware import CorrelationMiddleware
 from qm_otel.integrations.health import health_routes
+from qm_otel.integrations.request_log import RequestLog, RequestLogMiddleware
 from qm_otel.integrations.server import ServerTelemetryMiddleware
-
-if TYPE_CHECKING:
-    from qm_otel.bootstrap import Telemetry
+from qm_otel.runtime import event_loop
 
 __all__ = ["instrument_app"]
 
@@ -55,7 +56,7 @@ _CONTRIB_FLAG = "_is_instrumented_by_opentelemetry"
 def _flush_at_lifespan_end(app: Any) -> None:
     """Flush (bounded) when the app's lifespan ends: uvicorn's graceful SIGTERM path skips ``atexit``.
 
-    Its start starts the event-loop watchdog on the loop that serves (:mod:`qm_otel.event_loop`;
+    Its start starts the event-loop watchdog on the loop that serves (:mod:`qm_otel.runtime.event_loop`;
     the server middleware also checks on each request, for a server that runs no lifespan).
     """
     router = getattr(app, "router", None)
@@ -68,9 +69,9 @@ def _flush_at_lifespan_end(app: Any) -> None:
         event_loop.ensure_started()
         async with original(app_) as state:
             yield state
-        active = _state.get()  # the pipeline running when the app stops, not the one it started with
-        if active is not None and active.telemetry is not None:
-            await asyncio.to_thread(functools.partial(active.telemetry.force_flush, final=True))
+        pipeline = _state.PIPELINE.get()  # the pipeline running when the app stops, not the one it started with
+        if pipeline is not None:
+            await asyncio.to_thread(functools.partial(pipeline.force_flush, final=True))
 
     router.lifespan_context = lifespan
     setattr(router, _FLUSH_TAG, True)
@@ -88,13 +89,22 @@ def _wrap_stack(app: Any, wrap: Callable[[Any], Any]) -> None:
     app.middleware_stack = None  # rebuilt on the next request, if it was built already
 
 
-def _active() -> tuple[_state.State, Telemetry]:
-    """The running pipeline's state and handle, for an app being instrumented or a stack being built."""
-    state = _state.get()
-    if state is None or state.telemetry is None:
+@dataclass(frozen=True)
+class _Running:
+    """What an app being instrumented, or a stack being built, takes from the state room."""
+
+    settings: Settings
+    conventions: Conventions
+    pipeline: _state.Pipeline
+
+
+def _active() -> _Running:
+    """The running pipeline, its settings and conventions; RuntimeError before ``setup()``."""
+    settings, conventions, pipeline = SETTINGS.get(), CONVENTIONS.get(), _state.PIPELINE.get()
+    if settings is None or conventions is None or pipeline is None:
         message = "qm_otel.instrument_app(app) needs qm_otel.setup() first"
         raise RuntimeError(message)
-    return state, state.telemetry
+    return _Running(settings, conventions, pipeline)
 
 
 def _native_telemetry_off(app: Any) -> None:
@@ -115,14 +125,14 @@ def _outermost(stack: Any, *, server_span: bool) -> Any:
     ``server_span`` is False for an app the contrib instrumentation had already instrumented before
     qm-otel saw it: its span stays, and only the request log is added.
     """
-    state, telemetry = _active()
-    settings = state.settings
-    slow_ms, band = state.conventions.slow_request_ms, state.conventions.bands["response_time"]
+    running = _active()
+    settings, pipeline = running.settings, running.pipeline
+    slow_ms, band = running.conventions.slow_request_ms, running.conventions.bands["response_time"]
     if server_span:
         stack = ServerTelemetryMiddleware(
             stack,
-            tracer_provider=telemetry.tracer_provider,
-            meter_provider=telemetry.meter_provider,
+            tracer_provider=pipeline.tracer_provider,
+            meter_provider=pipeline.meter_provider,
             excluded=settings.excluded_urls,
             sensitive_fields=settings.sensitive_fields,
             request_log=RequestLog(slow_ms=slow_ms, band=band, sensitive=settings.sensitive_fields)
@@ -146,7 +156,7 @@ def instrument_app(app: Any) -> None:
     instrumented; after ``shutdown()`` and a new ``setup()``, the app moves to the new pipeline.
     Raises RuntimeError before ``setup()``, TypeError for other kinds of app.
     """
-    state, telemetry = _active()
+    running = _active()
     if not isinstance(app, Starlette):
         message = f"qm_otel.instrument_app() expects a FastAPI or Starlette application, got {type(app).__name__}"
         raise TypeError(message)
@@ -161,10 +171,10 @@ def instrument_app(app: Any) -> None:
         _wrap_stack(app, outermost)
         setattr(app, _CORRELATION_TAG, True)
         setattr(app, _CONTRIB_FLAG, True)  # the contrib instrumentors now leave it alone: no second span
-    elif getattr(app, _PIPELINE_TAG, None) is not telemetry:
+    elif getattr(app, _PIPELINE_TAG, None) is not running.pipeline:
         app.middleware_stack = None  # rebuilt on the next request, for the pipeline in force now
-    setattr(app, _PIPELINE_TAG, telemetry)
-    _add_health_routes(app, state.settings)
+    setattr(app, _PIPELINE_TAG, running.pipeline)
+    _add_health_routes(app, running.settings)
     _flush_at_lifespan_end(app)
 
 

@@ -1,4 +1,4 @@
-"""The liveness and readiness endpoints as Starlette routes (the checks live in :mod:`qm_otel.health`)."""
+"""The liveness and readiness endpoints as Starlette routes (the checks live in :mod:`qm_otel.runtime.health`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from qm_otel.health import readiness
+from qm_otel.runtime.health import readiness
 
 __all__ = ["health_routes"]
 

@@ -13,8 +13,9 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from qm_otel import _state
-from qm_otel.libraries import call_when_imported, reinstrument
-from qm_otel.redaction import client_request_hooks
+from qm_otel.core.config import SETTINGS
+from qm_otel.core.redaction import client_request_hooks
+from qm_otel.instrumentation.libraries import call_when_imported, reinstrument
 
 __all__ = ["instrument_httpx", "instrument_httpx_when_imported"]
 
@@ -22,7 +23,7 @@ __all__ = ["instrument_httpx", "instrument_httpx_when_imported"]
 def instrument_httpx(tracer_provider: TracerProvider, meter_provider: MeterProvider, words: Sequence[str]) -> None:
     """Instrument every httpx client (once per process; a later call re-binds to the new providers).
 
-    ``shutdown()`` uninstruments it (:func:`qm_otel.libraries.uninstrument_all`).
+    ``shutdown()`` uninstruments it (:func:`qm_otel.instrumentation.libraries.uninstrument_all`).
     """
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
@@ -32,10 +33,9 @@ def instrument_httpx(tracer_provider: TracerProvider, meter_provider: MeterProvi
 
 
 def _instrument_with_state() -> None:
-    state = _state.get()
-    if state is not None and state.telemetry is not None:
-        telemetry = state.telemetry
-        instrument_httpx(telemetry.tracer_provider, telemetry.meter_provider, state.settings.sensitive_fields)
+    pipeline, settings = _state.PIPELINE.get(), SETTINGS.get()
+    if pipeline is not None and settings is not None:
+        instrument_httpx(pipeline.tracer_provider, pipeline.meter_provider, settings.sensitive_fields)
 
 
 def instrument_httpx_when_imported() -> bool:

@@ -14,8 +14,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from qm_otel.config import Settings
-from qm_otel.conventions import Band, conventions
+from qm_otel.core.config import Settings
+from qm_otel.core.conventions import Band, conventions
 from qm_otel.integrations.scope import (
     ASGIApp,
     Exclusions,
@@ -27,7 +27,7 @@ from qm_otel.integrations.scope import (
     view_of,
 )
 from qm_otel.logs.pipeline import direct_handler
-from qm_otel.users import UserSlot, close_slot, open_slot, user_of
+from qm_otel.runtime.users import UserSlot, close_slot, open_slot, user_of
 
 __all__ = ["UNMATCHED", "RequestLog", "RequestLogMiddleware"]
 

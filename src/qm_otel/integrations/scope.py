@@ -18,7 +18,7 @@ from opentelemetry import propagate
 from opentelemetry.context import Context
 from opentelemetry.util.http import ExcludeList
 
-from qm_otel.redaction import redact_query
+from qm_otel.core.redaction import redact_query
 
 __all__ = [
     "SCOPE_KEY",

@@ -45,9 +45,8 @@ from opentelemetry.util.http import (
     sanitize_method,
 )
 
-from qm_otel import event_loop
 from qm_otel._version import __version__
-from qm_otel.correlation import mark_exception
+from qm_otel.core.correlation import mark_exception
 from qm_otel.integrations.scope import (
     ASGIApp,
     Exclusions,
@@ -59,8 +58,9 @@ from qm_otel.integrations.scope import (
     route_template,
     view_of,
 )
+from qm_otel.runtime import event_loop
+from qm_otel.runtime.users import UserSlot, close_slot, open_slot, user_of
 from qm_otel.signals.histograms import fast_histogram
-from qm_otel.users import UserSlot, close_slot, open_slot, user_of
 
 __all__ = [
     "DURATION_BUCKETS",

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from qm_otel import instruments
+from qm_otel.core import instruments
 
 __all__ = ["RotatingGzipFileHandler"]
 

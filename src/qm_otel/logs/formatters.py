@@ -3,7 +3,7 @@ r"""Log formats: JSON for machines, the pipe-delimited execution log, readable t
 All three read the trace context of the thread that logged at format time (formatting runs
 synchronously there), so the record is never mutated for them; ``correlation_id`` and the
 execution-log fields (``component``, ``action``, ``status``, ``duration_ms``, ``event``) are set
-on the record by :class:`qm_otel.logs.pipeline.CorrelationFilter` and by :mod:`qm_otel.events`.
+on the record by :class:`qm_otel.logs.pipeline.CorrelationFilter` and by :mod:`qm_otel.runtime.events`.
 
 >>> line = format_pipe(["2025-09-09T10:00:00.048Z", "BOOTSTRAP", "COMPLETE", "254", "SUCCESS", "Ready | 254ms"])
 >>> line
@@ -25,8 +25,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanContext
 from pythonjsonlogger.orjson import OrjsonFormatter
 
-from qm_otel import _state
-from qm_otel.correlation import exception_context
+from qm_otel.core.config import SETTINGS
+from qm_otel.core.correlation import exception_context
 
 __all__ = [
     "INTERNAL_ATTRS",
@@ -112,7 +112,7 @@ def trace_ids(
 
     ``span_context``: the current span's, when the caller has it already. Outside a span, a
     ``record`` whose exception left a request carries that request's IDs
-    (:func:`qm_otel.correlation.mark_exception`): the server's crash report is written after it.
+    (:func:`qm_otel.core.correlation.mark_exception`): the server's crash report is written after it.
     """
     context = span_context if span_context is not None else trace.get_current_span().get_span_context()
     if not context.is_valid and record is not None and record.exc_info:
@@ -163,8 +163,8 @@ def _message(record: logging.LogRecord) -> str:
 
 
 def _service() -> str:
-    state = _state.get()
-    return state.settings.service_name if state is not None else "unknown_service"
+    settings = SETTINGS.get()
+    return settings.service_name if settings is not None else "unknown_service"
 
 
 class JsonFormatter(OrjsonFormatter):

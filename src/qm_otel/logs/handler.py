@@ -26,7 +26,7 @@ from opentelemetry.instrumentation.log_utils import std_to_otel
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.trace import SpanContext, get_current_span
 
-from qm_otel.correlation import correlation_id, exception_context
+from qm_otel.core.correlation import correlation_id, exception_context
 from qm_otel.logs.formatters import JsonFormatter, extras_of
 
 __all__ = ["EXPORT_LOGGER", "LogLane", "TelemetryHandler", "otel_attributes", "write_only_here"]

@@ -21,12 +21,12 @@ from pathlib import Path
 from opentelemetry import _logs
 from opentelemetry.sdk._logs import LoggerProvider
 
-from qm_otel.config import ConfigError, Settings
-from qm_otel.correlation import correlation_id, exception_correlation_id
+from qm_otel.core.config import ConfigError, Settings
+from qm_otel.core.correlation import correlation_id, exception_correlation_id
+from qm_otel.core.redaction import redact_logged_urls
 from qm_otel.logs.files import RotatingGzipFileHandler
 from qm_otel.logs.formatters import JsonFormatter, PipeFormatter, TextFormatter
 from qm_otel.logs.handler import LogLane, TelemetryHandler
-from qm_otel.redaction import redact_logged_urls
 
 __all__ = [
     "LOGGING_CONFIG",

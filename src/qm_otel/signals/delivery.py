@@ -56,8 +56,8 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExpor
 from opentelemetry.sdk.metrics.view import Aggregation
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from qm_otel import instruments
-from qm_otel import sdk_internals as sdk
+from qm_otel.core import instruments
+from qm_otel.core import sdk_internals as sdk
 from qm_otel.logs.handler import EXPORT_LOGGER, write_only_here
 from qm_otel.signals.drops import Refusals
 

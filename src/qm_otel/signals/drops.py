@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 from opentelemetry.util.re import parse_env_headers
 
-from qm_otel import instruments
+from qm_otel.core import instruments
+from qm_otel.core.sdk_internals import SDK_BATCH_LOGGER
 from qm_otel.logs.handler import EXPORT_LOGGER
-from qm_otel.sdk_internals import SDK_BATCH_LOGGER
 
 __all__ = ["REFUSED_SUMMARY_S", "SDK_BATCH_LOGGER", "Refusals", "count_dropped", "refusal_hint"]
 

@@ -20,7 +20,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from qm_otel.sdk_internals import attribute_dict, fell_back
+from qm_otel.core.sdk_internals import attribute_dict, fell_back
 
 __all__ = ["Unsupported", "encode_logs", "encode_spans", "with_fast_encoding"]
 

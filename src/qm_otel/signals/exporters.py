@@ -1,10 +1,10 @@
 """The exporter each signal's setting asks for: OTLP (HTTP/protobuf or gRPC), console, or none.
 
 The OTLP exporters are imported only when chosen; gRPC needs the ``qm-otel[grpc]`` extra and a
-missing one fails ``setup()`` with a :class:`~qm_otel.config.ConfigError` that names it. The
+missing one fails ``setup()`` with a :class:`~qm_otel.core.config.ConfigError` that names it. The
 OTLP/HTTP exporter is made by its :class:`~qm_otel.signals.delivery.Delivery` when it first sends
 (so ``setup()`` imports neither ``requests`` nor the protobuf modules); its settings are read here,
-at ``setup()``, where :mod:`qm_otel._otel_environment` checked them.
+at ``setup()``, where :mod:`qm_otel.core.otel_environment` checked them.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, MetricsData
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-from qm_otel import sdk_internals as sdk
-from qm_otel._otel_environment import signal_protocol
-from qm_otel.config import EXPORTER_GROUPS, ConfigError, Settings
+from qm_otel.core import sdk_internals as sdk
+from qm_otel.core.config import EXPORTER_GROUPS, ConfigError, Settings
+from qm_otel.core.otel_environment import signal_protocol
 from qm_otel.signals.delivery import ExporterTarget, LogDelivery, MetricDelivery, SpanDelivery, deliverable
 
 __all__ = ["exporters", "prometheus_reader", "signal_endpoint"]
@@ -239,7 +239,7 @@ def _lazy_target(signal_name: str, exporter_path: str, endpoint: str | None) -> 
     url = endpoint or os.environ.get(f"{per_signal}ENDPOINT") or f"{base}/v1/{signal_name}"
     try:
         timeout = float(setting("TIMEOUT") or _DEFAULT_TIMEOUT_S)
-    except ValueError:  # refused at setup() (qm_otel._otel_environment); as the SDK, the default
+    except ValueError:  # refused at setup() (qm_otel.core.otel_environment); as the SDK, the default
         timeout = _DEFAULT_TIMEOUT_S
     try:
         compression = Compression((setting("COMPRESSION") or "none").strip().lower())

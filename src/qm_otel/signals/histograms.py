@@ -63,8 +63,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import INVALID_SPAN, Span
 from opentelemetry.util.types import Attributes
 
-from qm_otel import sdk_internals as sdk
-from qm_otel.sdk_internals import (
+from qm_otel.core import sdk_internals as sdk
+from qm_otel.core.sdk_internals import (
     DEFAULT_BOUNDARIES,
     SPAN_KEY,
     ProxyMeterConfig,

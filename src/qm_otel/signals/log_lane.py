@@ -33,7 +33,7 @@ from opentelemetry.sdk.environment_variables import OTEL_PYTHON_SDK_INTERNAL_MET
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext
 
-from qm_otel import sdk_internals
+from qm_otel.core import sdk_internals
 
 __all__ = ["LaneRecord", "LogLane", "QmLoggerProvider", "make_lane"]
 

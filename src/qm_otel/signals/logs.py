@@ -11,8 +11,8 @@ from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits, LogRecordPr
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from qm_otel._otel_environment import queue_size
-from qm_otel.config import Settings
+from qm_otel.core.config import Settings
+from qm_otel.core.otel_environment import queue_size
 from qm_otel.logs.pipeline import install_log_handlers
 from qm_otel.signals.delivery import LogDelivery
 from qm_otel.signals.exporters import exporters

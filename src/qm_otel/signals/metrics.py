@@ -14,10 +14,11 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from qm_otel import instruments, runtime_metrics
-from qm_otel.breaker import state_observations
-from qm_otel.caches import degraded_observations, ratio_observations
-from qm_otel.config import Settings
+from qm_otel.core import instruments
+from qm_otel.core.config import Settings
+from qm_otel.runtime import process_metrics
+from qm_otel.runtime.breaker import state_observations
+from qm_otel.runtime.degraded_mode import degraded_observations, ratio_observations
 from qm_otel.signals import histograms
 from qm_otel.signals.exporters import exporters, prometheus_reader
 
@@ -36,16 +37,16 @@ def build_meter_provider(
         readers.append(prometheus_reader(settings))
     readers.extend(extra)
     provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False,
-                             views=runtime_metrics.views())
+                             views=process_metrics.views())
     histograms.install(provider)  # before any histogram is made: each reader merges the fast ones into its data
     metrics.set_meter_provider(provider)
     # the process and CPython metrics (settings.runtime_metrics); process.memory.usage is qm-otel's own without them
-    reported = runtime_metrics.install(provider, enabled=settings.runtime_metrics)
+    reported = process_metrics.install(provider, enabled=settings.runtime_metrics)
     instruments.observe(
         provider,
         breaker_states=state_observations,
         cache_ratios=ratio_observations,
         degraded=degraded_observations,
-        memory=runtime_metrics.MEMORY not in reported,
+        memory=process_metrics.MEMORY not in reported,
     )
     return provider, instruments.Instruments.create(provider)

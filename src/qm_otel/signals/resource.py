@@ -7,7 +7,7 @@ import os
 from opentelemetry.sdk.resources import Resource
 
 from qm_otel._version import __version__
-from qm_otel.config import Settings
+from qm_otel.core.config import Settings
 
 __all__ = ["build_resource"]
 

@@ -10,10 +10,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from qm_otel._otel_environment import queue_size
-from qm_otel.config import Settings
-from qm_otel.correlation import CorrelationIdGenerator, CorrelationSpanProcessor
-from qm_otel.sampling import ratio_sampler
+from qm_otel.core.config import Settings
+from qm_otel.core.correlation import CorrelationIdGenerator, CorrelationSpanProcessor
+from qm_otel.core.otel_environment import queue_size
+from qm_otel.core.sampling import ratio_sampler
 from qm_otel.signals.exporters import exporters
 
 __all__ = ["build_tracer_provider"]

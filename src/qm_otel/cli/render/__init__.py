@@ -3,7 +3,7 @@
 - from ``conventions.toml``: the dashboards, the alert rules (Prometheus, Loki) and their promtool tests (one source,
   three consumers: change a number, run ``qm-otel render``); their Kubernetes forms and the collector's Helm
   values with the tail-sampling policy (:mod:`qm_otel.cli.render.kubernetes`);
-- from :class:`qm_otel.config.Settings`: ``setup()``'s typed keywords (``src/qm_otel/_options.py``)
+- from :class:`qm_otel.core.config.Settings`: ``setup()``'s typed keywords (``src/qm_otel/core/setup_options.py``)
   and the settings table of the settings reference (``docs/settings.md``).
 
 The files are committed; ``qm-otel render --check`` (and a test) fails when they are stale.
@@ -19,7 +19,7 @@ from qm_otel.cli.render.alerts import alert_rules, alert_tests, loki_alert_rules
 from qm_otel.cli.render.dashboards import DASHBOARDS, dashboard_files
 from qm_otel.cli.render.kubernetes import kubernetes_files
 from qm_otel.cli.render.settings import options_module, splice_table
-from qm_otel.conventions import Conventions, load_with_overrides
+from qm_otel.core.conventions import Conventions, load_with_overrides
 
 __all__ = ["GENERATED_HEADER", "render_all", "settings_files", "stale", "write"]
 
@@ -28,7 +28,7 @@ RULES = "dashboards/alerts/qm-otel.rules.yml"
 RULE_TESTS = "dashboards/alerts/qm-otel.rules.test.yml"
 LOKI_RULES = "dashboards/alerts/loki/qm-otel.rules.yml"
 DASHBOARD = next(iter(DASHBOARDS))  # the service overview, dashboards/qm-otel-service.json
-OPTIONS = "src/qm_otel/_options.py"
+OPTIONS = "src/qm_otel/core/setup_options.py"
 SETTINGS_PAGE = "docs/settings.md"
 
 

@@ -40,7 +40,7 @@ import yaml
 
 from qm_otel.cli.render.alerts import alert_rules
 from qm_otel.cli.render.dashboards import dashboard_files
-from qm_otel.conventions import Conventions, load_with_overrides
+from qm_otel.core.conventions import Conventions, load_with_overrides
 
 __all__ = [
     "AGENT",

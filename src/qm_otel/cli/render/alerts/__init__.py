@@ -17,7 +17,7 @@ from qm_otel.cli.render.alerts._loki import loki_rules
 from qm_otel.cli.render.alerts._prometheus import prometheus_rules
 from qm_otel.cli.render.alerts._promtool import promtool_tests
 from qm_otel.cli.render.alerts._rule import Rule
-from qm_otel.conventions import Conventions
+from qm_otel.core.conventions import Conventions
 
 __all__ = ["Rule", "alert_rules", "alert_tests", "loki_alert_rules", "loki_rules", "prometheus_rules"]
 

@@ -10,7 +10,7 @@ and ``severity_number`` as structured metadata).
 from __future__ import annotations
 
 from qm_otel.cli.render.alerts._rule import Rule
-from qm_otel.conventions import Conventions
+from qm_otel.core.conventions import Conventions
 
 __all__ = ["LOKI_WINDOW", "loki_rules"]
 

@@ -11,7 +11,7 @@ docs/runbooks.md, one section per alert.
 from __future__ import annotations
 
 from qm_otel.cli.render.alerts._rule import Rule, duration
-from qm_otel.conventions import Conventions
+from qm_otel.core.conventions import Conventions
 from qm_otel.integrations.server import DURATION_BUCKETS
 
 __all__ = ["BURN_WINDOWS", "EVENT_LOOP_STALLS", "MIB", "burn_factors", "prometheus_rules", "slow_bucket_edge"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from qm_otel.cli.render.alerts._prometheus import EVENT_LOOP_STALLS, MIB, REQUESTS, burn_factors, slow_bucket_edge
 from qm_otel.cli.render.alerts._rule import Rule
-from qm_otel.conventions import Conventions
+from qm_otel.core.conventions import Conventions
 
 __all__ = ["promtool_tests"]
 

@@ -18,7 +18,7 @@ from qm_otel.cli.render.dashboards.overview import overview
 from qm_otel.cli.render.dashboards.panels import COLOURS, band_thresholds
 from qm_otel.cli.render.dashboards.performance import performance
 from qm_otel.cli.render.dashboards.pipeline import pipeline
-from qm_otel.conventions import Conventions
+from qm_otel.core.conventions import Conventions
 
 __all__ = ["BOARDS", "COLOURS", "DASHBOARDS", "band_thresholds", "dashboard_files"]
 

@@ -19,7 +19,7 @@ from qm_otel.cli.render.dashboards.panels import (
     selector,
     text_panel,
 )
-from qm_otel.conventions import Conventions
+from qm_otel.core.conventions import Conventions
 
 __all__ = ["STATE_CODES", "UID", "breakers"]
 

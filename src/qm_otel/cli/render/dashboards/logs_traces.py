@@ -22,7 +22,7 @@ from qm_otel.cli.render.dashboards.panels import (
     text_panel,
     traces_panel,
 )
-from qm_otel.conventions import Conventions
+from qm_otel.core.conventions import Conventions
 
 __all__ = ["UID", "logs_traces"]
 

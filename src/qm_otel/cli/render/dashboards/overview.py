@@ -29,7 +29,7 @@ from qm_otel.cli.render.dashboards.panels import (
     rate,
     selector,
 )
-from qm_otel.conventions import Conventions
+from qm_otel.core.conventions import Conventions
 
 __all__ = ["RUNTIME", "UID", "error_share", "overview", "quantile"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qm_otel.conventions import Band
+from qm_otel.core.conventions import Band
 
 __all__ = [
     "COLOURS",

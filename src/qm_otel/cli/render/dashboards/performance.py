@@ -28,7 +28,7 @@ from qm_otel.cli.render.dashboards.panels import (
     rate,
     selector,
 )
-from qm_otel.conventions import Conventions
+from qm_otel.core.conventions import Conventions
 
 __all__ = ["LAG", "MIB", "STALLS", "UID", "lag_quantile", "performance", "stalls_per_minute"]
 

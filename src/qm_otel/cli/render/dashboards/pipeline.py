@@ -15,7 +15,7 @@ from typing import Any
 
 from qm_otel.cli.render.dashboards.board import collector_variable, dashboard, service_variable
 from qm_otel.cli.render.dashboards.panels import Layout, Panel, panel, prom, rate, selector
-from qm_otel.conventions import Conventions
+from qm_otel.core.conventions import Conventions
 
 __all__ = ["COLLECTOR", "SIGNALS", "UID", "pipeline"]
 

@@ -13,7 +13,7 @@ code, ``qm_otel.setup()`` walks the same entry points by the same rules
   launch paths (under the wrapper, instead of its loader's ERROR);
 - each instrumentor gets qm-otel's providers, its spans through :class:`SanitizingTracerProvider`: a
   statement a database instrumentation records (``db.statement``, ``db.query.text``) keeps its
-  shape and loses its values (:func:`qm_otel.redaction.sanitize_statement`);
+  shape and loses its values (:func:`qm_otel.core.redaction.sanitize_statement`);
 - a library that is not imported yet is instrumented when it is first imported
   (:func:`call_when_imported`), with the pipeline in force then: a service does not pay at start-up
   for the libraries it never imports (about 0.5 s here for SQLAlchemy, psycopg and requests), and
@@ -44,9 +44,10 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes, AttributeValue
 
-from qm_otel import _state, runtime_metrics
-from qm_otel.redaction import sanitize_statement
-from qm_otel.sdk_internals import entry_points
+from qm_otel import _state
+from qm_otel.core.redaction import sanitize_statement
+from qm_otel.core.sdk_internals import entry_points
+from qm_otel.runtime import process_metrics
 
 __all__ = [
     "WIRED_BY_SETUP",
@@ -67,10 +68,10 @@ _logger = logging.getLogger("qm_otel")
 #: handler; httpx, which qm-otel instruments when it is imported — ``httpx2`` is the same package's
 #: instrumentor for the httpx 2 line, whose loading imports httpx; the server span, which
 #: qm-otel makes for FastAPI and Starlette apps; and the system metrics, which the metrics builder
-#: instruments with the process and CPython metrics only, :mod:`qm_otel.runtime_metrics`: its
+#: instruments with the process and CPython metrics only, :mod:`qm_otel.runtime.process_metrics`: its
 #: entry point would load the default configuration, every ``system.*`` and deprecated
 #: ``process.runtime.*`` metric)
-WIRED_BY_SETUP = frozenset({"logging", "httpx", "httpx2", "fastapi", "starlette", runtime_metrics.ENTRY_POINT})
+WIRED_BY_SETUP = frozenset({"logging", "httpx", "httpx2", "fastapi", "starlette", process_metrics.ENTRY_POINT})
 _GROUP = "opentelemetry_instrumentor"
 _DISABLED = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 #: span attributes that hold a statement's text (old and stable database semantic conventions)
@@ -386,10 +387,10 @@ def _requirements(dist: Any) -> list[str]:
 
 
 def _instrument_with_state(entry_point: EntryPoint, *, check_dependencies: bool = False, **kwargs: Any) -> bool:
-    state = _state.get()
-    if state is None or state.telemetry is None or (check_dependencies and not _supported(entry_point)):
+    pipeline = _state.PIPELINE.get()
+    if pipeline is None or (check_dependencies and not _supported(entry_point)):
         return False
-    return instrument(entry_point, state.telemetry.tracer_provider, state.telemetry.meter_provider, **kwargs)
+    return instrument(entry_point, pipeline.tracer_provider, pipeline.meter_provider, **kwargs)
 
 
 def instrument_on_import(entry_point: EntryPoint, *, check_dependencies: bool = False, **kwargs: Any) -> bool:
@@ -515,7 +516,7 @@ def uninstrument_all() -> None:
     """
     _WAITING.clear()
     logging.getLogger(_LOADER_LOGGER).removeFilter(_LOADER_FILTER)
-    runtime_metrics.uninstrument()  # the next setup() instruments the runtime metrics on its provider
+    process_metrics.uninstrument()  # the next setup() instruments the runtime metrics on its provider
     while _INSTRUMENTED:
         name, instrumentor = _INSTRUMENTED.popitem()
         try:

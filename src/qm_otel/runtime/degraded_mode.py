@@ -20,9 +20,9 @@ from collections.abc import Iterable
 
 from opentelemetry import metrics
 
-from qm_otel import instruments
-from qm_otel.conventions import conventions
-from qm_otel.events import event
+from qm_otel.core import instruments
+from qm_otel.core.conventions import conventions
+from qm_otel.runtime.events import event
 
 __all__ = ["cache_hit", "cache_miss", "degraded", "degraded_observations", "ratio_observations"]
 

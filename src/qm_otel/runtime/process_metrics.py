@@ -32,11 +32,11 @@ conventions now say ``cpu.mode`` and ``process.context_switch.type``: kept as it
 
 None of its ``system.*`` metrics nor its deprecated ``process.runtime.*`` ones, which its default
 configuration (the one ``opentelemetry-instrument`` would load) reports: qm-otel never loads it
-with that configuration, on either launch path (:data:`qm_otel.libraries.WIRED_BY_SETUP` names it).
+with that configuration, on either launch path (:data:`qm_otel.instrumentation.libraries.WIRED_BY_SETUP` names it).
 
 ``process.memory.usage`` is the metric of the memory band and its dashboard panel: exactly one
 instrument of that name is made on the provider, the instrumentation's while it reports it, else
-qm-otel's own (:func:`qm_otel.instruments.observe`, the same RSS, unit and no attributes). So the
+qm-otel's own (:func:`qm_otel.core.instruments.observe`, the same RSS, unit and no attributes). So the
 series stays ``process_memory_usage_bytes`` whatever the setting.
 
 What turns the rest off: ``runtime_metrics=false``; ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` naming
@@ -46,7 +46,7 @@ leave out the metrics they match. An application that instrumented ``SystemMetri
 itself before ``setup()`` keeps its own, untouched.
 
 One set per process: ``shutdown()`` uninstruments it (:func:`uninstrument`, from
-:func:`qm_otel.libraries.uninstrument_all`; the instrumentation's own uninstrument removes nothing, so
+:func:`qm_otel.instrumentation.libraries.uninstrument_all`; the instrumentation's own uninstrument removes nothing, so
 the next :func:`install` makes its instruments on the new provider), and a process forked after
 ``setup()`` reads its own pid (:func:`_after_fork_in_child`): the instrumentation reads one
 ``psutil.Process`` made when it is constructed, which is made again in the child.

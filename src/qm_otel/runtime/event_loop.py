@@ -77,7 +77,9 @@ from opentelemetry.metrics import Counter, Histogram
 from opentelemetry.trace import Span
 
 from qm_otel import _state
-from qm_otel.instruments import EVENT_LOOP_LAG_BUCKETS, Instruments
+from qm_otel.core.config import SETTINGS, Settings
+from qm_otel.core.conventions import conventions
+from qm_otel.core.instruments import EVENT_LOOP_LAG_BUCKETS, INSTRUMENTS, Instruments
 
 __all__ = [
     "BLOCKED",
@@ -135,10 +137,10 @@ def cap_s(threshold_s: float) -> float:
     return max(30.0, 5 * threshold_s)
 
 
-def _threshold_s(state: _state.State) -> float:
-    configured = state.settings.event_loop_block_ms
+def _threshold_s(settings: Settings) -> float:
+    configured = settings.event_loop_block_ms
     if configured is None:
-        configured = state.conventions.bands["response_time"].warning
+        configured = conventions().bands["response_time"].warning
     return float(configured) / 1000.0
 
 
@@ -149,8 +151,8 @@ def ensure_started() -> object:
     watchdog per process: while one watches a loop that is still open, this changes nothing.
     """
     global _ACTIVE, epoch  # noqa: PLW0603 - the process's one watchdog
-    state = _state.get()
-    if state is None or state.telemetry is None or not state.settings.event_loop_watchdog:
+    pipeline, settings = _state.PIPELINE.get(), SETTINGS.get()
+    if pipeline is None or settings is None or not settings.event_loop_watchdog:
         return epoch
     try:
         loop = asyncio.get_running_loop()
@@ -162,8 +164,8 @@ def ensure_started() -> object:
             if active.running and not active.loop.is_closed():
                 return epoch
             active.stop(report=False, join=False)  # its loop closed: its thread is ending on its own
-        watchdog = _Watchdog(loop, _threshold_s(state), state.instruments or Instruments.create(
-            state.telemetry.meter_provider))
+        watchdog = _Watchdog(loop, _threshold_s(settings), INSTRUMENTS.get() or Instruments.create(
+            pipeline.meter_provider))
         watchdog.start()
         _ACTIVE = watchdog
         epoch = object()

@@ -29,8 +29,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from qm_otel.breaker import OPEN, breakers
-from qm_otel.caches import degraded
+from qm_otel.runtime.breaker import OPEN, breakers
+from qm_otel.runtime.degraded_mode import degraded
 
 __all__ = ["Check", "add_check", "readiness", "remove_check"]
 

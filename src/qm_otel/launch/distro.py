@@ -4,7 +4,7 @@
 :meth:`QmOtelConfigurator.configure` (which calls :func:`qm_otel.setup`, so both launch paths
 build the same telemetry, and makes every FastAPI or Starlette app instrument itself when it is
 created) and then each installed instrumentor through :meth:`QmOtelDistro.load_instrumentor`
-(:mod:`qm_otel.libraries`, which ``setup()`` in code uses the same way).
+(:mod:`qm_otel.instrumentation.libraries`, which ``setup()`` in code uses the same way).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
 import qm_otel
-from qm_otel import _state, libraries
-from qm_otel.config import ConfigError
+from qm_otel import _state
+from qm_otel.core.config import ConfigError
+from qm_otel.instrumentation import libraries
 from qm_otel.logs.pipeline import UVICORN_LOG_CONFIG
 
 __all__ = ["QmOtelConfigurator", "QmOtelDistro", "process_role"]
@@ -35,11 +36,10 @@ class QmOtelDistro(BaseDistro):  # type: ignore[misc]
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
         """Instrument the entry point's library with qm-otel's providers, now or when it is first imported.
 
-        (:func:`qm_otel.libraries.instrument_on_import`.) Nothing when telemetry is off in this
+        (:func:`qm_otel.instrumentation.libraries.instrument_on_import`.) Nothing when telemetry is off in this
         process (a bad setting, multiprocessing's helpers).
         """
-        state = _state.get()
-        if state is None or state.telemetry is None:
+        if _state.PIPELINE.get() is None:
             return
         libraries.instrument_on_import(entry_point, **kwargs)
 

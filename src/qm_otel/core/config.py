@@ -19,9 +19,10 @@ from pathlib import PurePath
 from typing import Any
 from urllib.parse import urlsplit
 
-from qm_otel import _otel_environment
+from qm_otel import _state
+from qm_otel.core import otel_environment
 
-__all__ = ["PARAMS", "SETTING_NAMES", "ConfigError", "Param", "Settings", "resolve_settings"]
+__all__ = ["PARAMS", "SETTINGS", "SETTING_NAMES", "ConfigError", "Param", "Settings", "resolve_settings"]
 
 
 class ConfigError(ValueError):
@@ -48,7 +49,7 @@ class Param:
     """One setting as the table declares it: where it is read from, its default, how it is parsed.
 
     Built from the metadata of a :class:`Settings` field; the resolver, the generated ``setup()``
-    keywords (:mod:`qm_otel._options`) and the README's settings table all come from it.
+    keywords (:mod:`qm_otel.core.setup_options`) and the README's settings table all come from it.
     """
 
     name: str
@@ -283,7 +284,7 @@ class Settings:
     """The settings table, declared once, and the resolved values :func:`resolve_settings` builds.
 
     Each field is one setting: its default, its ``QM_OTEL_*`` variable, its parser, what it allows
-    and one line of documentation. ``setup()``'s typed keywords (:mod:`qm_otel._options`) and the
+    and one line of documentation. ``setup()``'s typed keywords (:mod:`qm_otel.core.setup_options`) and the
     README's settings table are generated from these rows by ``qm-otel render``.
     """
 
@@ -468,6 +469,10 @@ class Settings:
         return "text" if self.development else "json"
 
 
+#: the running settings (set by ``setup()``, emptied by ``shutdown()``)
+SETTINGS: _state.Slot[Settings] = _state.Slot("settings")
+
+
 def _params() -> tuple[Param, ...]:
     rows = []
     for row in dataclasses.fields(Settings):
@@ -581,10 +586,10 @@ def otlp_protocols(values: Mapping[str, Any], environ: Mapping[str, str], explic
                    ) -> dict[str, str]:
     """The OTLP protocol of each signal whose exporters include an OTLP one (per-signal variables honoured)."""
     protocols = {}
-    for signal_name in _otel_environment.SIGNALS:
+    for signal_name in otel_environment.SIGNALS:
         names = [name for name in values[f"{signal_name}_exporter"] if name in _OTLP_NAMES]
         if names:
-            protocols[signal_name] = _OTLP_NAMES[names[0]] or _otel_environment.signal_protocol(
+            protocols[signal_name] = _OTLP_NAMES[names[0]] or otel_environment.signal_protocol(
                 environ, signal_name, values["exporter_protocol"], explicit="exporter_protocol" in explicit)
     return protocols
 
@@ -599,7 +604,7 @@ def _check_otel_environment(environ: Mapping[str, str], values: Mapping[str, Any
     endpoints = {signal_name: (environ.get(f"OTEL_EXPORTER_OTLP_{signal_name.upper()}_ENDPOINT", "").strip()
                                if "exporter_endpoint" not in explicit else "") or values["exporter_endpoint"]
                  for signal_name in protocols}
-    found = _otel_environment.problems(environ, protocols, values["traces_exporter"], endpoints)
+    found = otel_environment.problems(environ, protocols, values["traces_exporter"], endpoints)
     for problem in found:
         if not problem.warned:
             message = (f"qm-otel: environment variable {problem.variable} got {problem.value!r}; "

@@ -19,9 +19,10 @@ from typing import Any, Self
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from qm_otel import _state, instruments
-from qm_otel.contextwrap import SyncAsyncContext
-from qm_otel.conventions import conventions
+from qm_otel.core import instruments
+from qm_otel.core.config import SETTINGS
+from qm_otel.core.conventions import conventions
+from qm_otel.core.work_context import SyncAsyncContext
 
 __all__ = ["EventError", "event", "timed"]
 
@@ -41,10 +42,10 @@ def _snake(text: str) -> str:
 
 def _settings() -> tuple[tuple[str, ...], bool]:
     """The application's extra components, and whether unknown names raise (development, or no setup())."""
-    state = _state.get()
-    if state is None:
+    settings = SETTINGS.get()
+    if settings is None:
         return (), True
-    return state.settings.extra_components, state.settings.development
+    return settings.extra_components, settings.development
 
 
 def _check(component: str, status: str) -> None:

@@ -12,8 +12,8 @@ or ends in an exception far from the setting (a negative attribute limit). qm-ot
   the Python SDK never reads; a Zipkin variable without a Zipkin exporter; ``*_INSECURE`` over HTTP)
   is named once in a WARNING saying what qm-otel does instead, and the service runs with full telemetry.
 
-:func:`problems` returns what ``environ`` holds of either kind; :mod:`qm_otel.config` turns the first
-refusal into a :class:`~qm_otel.config.ConfigError` and keeps the warnings for ``setup()`` to log.
+:func:`problems` returns what ``environ`` holds of either kind; :mod:`qm_otel.core.config` turns the first
+refusal into a :class:`~qm_otel.core.config.ConfigError` and keeps the warnings for ``setup()`` to log.
 Variables mapped to a qm-otel setting (``OTEL_SERVICE_NAME``, ``OTEL_EXPORTER_OTLP_ENDPOINT`` …) are
 checked by the settings table itself. docs/otel-environment.md lists every variable and what happens to it.
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from opentelemetry import _logs, metrics, trace
 
-from qm_otel.instruments import CLOSED_MARK
-from qm_otel.sdk_internals import forget_global_providers
+from qm_otel.core.instruments import CLOSED_MARK
+from qm_otel.core.sdk_internals import forget_global_providers
 
 __all__ = ["forget_closed", "mark_closed"]
 

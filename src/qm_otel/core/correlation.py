@@ -40,8 +40,8 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import TraceState
 
-from qm_otel import instruments
-from qm_otel.sdk_internals import checked_trace_state
+from qm_otel.core import instruments
+from qm_otel.core.sdk_internals import checked_trace_state
 
 __all__ = [
     "CORRELATION_ATTRIBUTE",

@@ -24,7 +24,7 @@ to the provider ``setup()`` installs later). Observable instruments get their ca
 modules that own the observed state (breakers, caches), handed in by the metrics builder.
 
 (*) With runtime metrics on, ``process.memory.usage`` is the system-metrics instrumentation's
-(:mod:`qm_otel.runtime_metrics`, with the other process and CPython metrics), and :func:`observe` makes
+(:mod:`qm_otel.runtime.process_metrics`, with the other process and CPython metrics), and :func:`observe` makes
 none: one instrument of that name per provider, the same RSS in bytes, no attributes, either way.
 
 Units: no ``"1"`` for ratios and flags, which would make Prometheus append ``_ratio`` to the name.
@@ -43,9 +43,11 @@ from opentelemetry.metrics import _Gauge as Gauge  # the API's synchronous gauge
 from qm_otel import _state
 from qm_otel._version import __version__
 
-__all__ = ["EVENT_LOOP_LAG_BUCKETS", "Instruments", "Observer", "current", "observe", "resident_memory_bytes"]
+__all__ = [
+    "EVENT_LOOP_LAG_BUCKETS", "INSTRUMENTS", "Instruments", "Observer", "current", "observe", "resident_memory_bytes",
+]
 
-#: the event-loop lag histogram's bucket boundaries (seconds; :mod:`qm_otel.event_loop`)
+#: the event-loop lag histogram's bucket boundaries (seconds; :mod:`qm_otel.runtime.event_loop`)
 EVENT_LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 Observer = Callable[[metrics.CallbackOptions], Iterable[metrics.Observation]]
@@ -103,6 +105,10 @@ class Instruments:
         )
 
 
+#: the running pipeline's instruments (set by ``setup()``, emptied by ``shutdown()``)
+INSTRUMENTS: _state.Slot[Instruments] = _state.Slot("instruments")
+
+
 def observe(
     provider: metrics.MeterProvider, *, breaker_states: Observer, cache_ratios: Observer, degraded: Observer,
     memory: bool = True,
@@ -125,7 +131,7 @@ def observe(
         description="1 for the breaker's current state, 0 for the others (one series per state)")
 
 
-#: set on the providers qm-otel built once ``shutdown()`` has closed them (:mod:`qm_otel.signals.globals`)
+#: set on the providers qm-otel built once ``shutdown()`` has closed them (:mod:`qm_otel.signals.global_providers`)
 CLOSED_MARK = "_qm_otel_closed"
 
 
@@ -142,9 +148,9 @@ def _after_shutdown() -> Instruments:
 
 def current() -> Instruments:
     """The instruments of the running pipeline (one state read on the hot path)."""
-    state = _state.get()
-    if state is not None and state.instruments is not None:
-        return state.instruments
+    running = INSTRUMENTS.get()
+    if running is not None:
+        return running
     if getattr(metrics.get_meter_provider(), CLOSED_MARK, False):  # counts made after shutdown()
         return _after_shutdown()
     return _before_setup()

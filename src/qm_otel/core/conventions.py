@@ -17,6 +17,7 @@ from typing import Any
 from qm_otel import _state
 
 __all__ = [
+    "CONVENTIONS",
     "AlertPolicy",
     "Band",
     "BreakerDefaults",
@@ -149,6 +150,10 @@ class Conventions:
         band = self.bands[quantity].band_of(value)
         level, status = self.band_outcomes[band]
         return Classification(quantity, value, band, level, status)
+
+
+#: the running conventions, with their overrides (set by ``setup()``, emptied by ``shutdown()``)
+CONVENTIONS: _state.Slot[Conventions] = _state.Slot("conventions")
 
 
 _STATES = ("CLOSED", "OPEN", "HALF_OPEN")
@@ -364,8 +369,8 @@ def load_with_overrides(override: str | None) -> Conventions:
 
 def conventions() -> Conventions:
     """The conventions in force: those ``setup()`` loaded, or the packaged ones before it."""
-    state = _state.get()
-    return state.conventions if state is not None else load_with_overrides(None)
+    running = CONVENTIONS.get()
+    return running if running is not None else load_with_overrides(None)
 
 
 def classify(quantity: str, value: float) -> Classification:

@@ -41,10 +41,10 @@ from typing import Any, Self
 
 from opentelemetry import metrics, trace
 
-from qm_otel import instruments
-from qm_otel.contextwrap import SyncAsyncContext
-from qm_otel.conventions import conventions
-from qm_otel.events import event
+from qm_otel.core import instruments
+from qm_otel.core.conventions import conventions
+from qm_otel.core.work_context import SyncAsyncContext
+from qm_otel.runtime.events import event
 
 __all__ = ["CircuitBreaker", "CircuitOpenError", "breakers", "state_observations"]
 

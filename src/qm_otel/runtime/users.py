@@ -25,7 +25,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from qm_otel.redaction import is_sensitive
+from qm_otel.core.redaction import is_sensitive
 
 __all__ = ["USER_ID", "USER_NAME", "UserSlot", "close_slot", "open_slot", "set_user", "user_of"]
 

@@ -1,7 +1,7 @@
 """``setup()`` and ``shutdown()``: orchestrate the signal builders, and keep the state room in step.
 
 Both launch paths end here: ``qm_otel.setup(app=app)`` in code, and ``opentelemetry-instrument``
-through :mod:`qm_otel.distro`, so both produce the same resource, exporters and log pipeline.
+through :mod:`qm_otel.launch.distro`, so both produce the same resource, exporters and log pipeline.
 The builders live in :mod:`qm_otel.signals`; this module only runs them in order, writes the
 start-up checkpoints, and hangs the flush on what runs at the end of a process.
 
@@ -31,24 +31,27 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-from qm_otel import _state, event_loop, libraries, sdk_internals
-from qm_otel._options import SetupOptions
+from qm_otel import _state
 from qm_otel._version import __version__
-from qm_otel.config import ConfigError, Settings, resolve_settings
-from qm_otel.contextwrap import propagate_context_into_executors
-from qm_otel.conventions import Conventions, ConventionsError, load_with_overrides
-from qm_otel.correlation import install_outbound_propagator
-from qm_otel.events import event
-from qm_otel.instruments import Instruments
+from qm_otel.core import sdk_internals
+from qm_otel.core.config import SETTINGS, ConfigError, Settings, resolve_settings
+from qm_otel.core.conventions import CONVENTIONS, Conventions, ConventionsError, load_with_overrides
+from qm_otel.core.correlation import install_outbound_propagator
+from qm_otel.core.instruments import INSTRUMENTS, Instruments
+from qm_otel.core.redaction import header_sanitize_patterns
+from qm_otel.core.setup_options import SetupOptions
+from qm_otel.core.work_context import propagate_context_into_executors
+from qm_otel.instrumentation import libraries
 from qm_otel.logs.pipeline import check_log_file, remove_log_handlers, route_uvicorn_loggers
-from qm_otel.redaction import header_sanitize_patterns
-from qm_otel.signals import globals as signal_globals
+from qm_otel.runtime import event_loop
+from qm_otel.runtime.events import event
+from qm_otel.signals import global_providers as signal_globals
 from qm_otel.signals.delivery import live_deliveries
 from qm_otel.signals.drops import count_dropped
 from qm_otel.signals.logs import build_logger_provider
 from qm_otel.signals.metrics import build_meter_provider
 from qm_otel.signals.resource import build_resource
-from qm_otel.signals.switching import shorten_switch_interval
+from qm_otel.signals.switch_interval import shorten_switch_interval
 from qm_otel.signals.traces import build_tracer_provider
 
 __all__ = ["Telemetry", "setup", "shutdown"]
@@ -79,7 +82,7 @@ class Telemetry:
     meter_provider: MeterProvider
     logger_provider: LoggerProvider
     log_handlers: list[logging.Handler] = field(default_factory=list)
-    #: puts the interpreter's switch interval back (see :mod:`qm_otel.signals.switching`)
+    #: puts the interpreter's switch interval back (see :mod:`qm_otel.signals.switch_interval`)
     restore_switch_interval: Callable[[], None] = field(default=lambda: None, repr=False)
     _closed: bool = False
     #: when the process's shutdown must be over (monotonic), from the first final flush or shutdown
@@ -132,8 +135,7 @@ class Telemetry:
             event_loop.stop()  # before the log handlers go: a stall still going is reported
             remove_log_handlers(self.log_handlers)
             libraries.uninstrument_all()
-            state = _state.get()
-            if state is not None and state.telemetry is self:
+            if _state.PIPELINE.get() is self:
                 _state.reset()
             signal_globals.mark_closed(self.tracer_provider, self.meter_provider, self.logger_provider)
         budget = self._budget(timeout_s, final=True)
@@ -195,7 +197,7 @@ def setup(
     """Wire traces, metrics and logs for this process, once; return the handle.
 
     Every setting is an optional keyword (``options``): the settings table of
-    :class:`qm_otel.config.Settings` declares each one with its environment variables, default
+    :class:`qm_otel.core.config.Settings` declares each one with its environment variables, default
     and allowed values (the README's settings table is generated from it). Precedence is
     argument > ``QM_OTEL_*`` > ``OTEL_*`` > default; ``None`` counts as not given. A second call
     changes nothing and returns the same handle (with a warning if its settings differ); ``app``
@@ -217,12 +219,12 @@ def setup(
     settings = resolve_settings(given, os.environ)
     conventions = _conventions(settings)
     with _LOCK:
-        state = _state.get()
-        if state is None or state.telemetry is None:
+        running = _state.PIPELINE.get()
+        if not isinstance(running, Telemetry):
             extras = _Extras(span_processors, log_processors, metric_readers)
             telemetry = _build(settings, conventions, extras, started)
         else:
-            telemetry = state.telemetry
+            telemetry = running
             # uvicorn may have configured its loggers since the first call (dictConfig at start-up)
             route_uvicorn_loggers(telemetry.settings)
             if telemetry.settings != settings or span_processors or log_processors or metric_readers:
@@ -262,7 +264,7 @@ _warned: set[str] = set()
 
 
 def _warn_once(messages: Sequence[str]) -> None:
-    """One WARNING per ``OTEL_*`` variable that has no effect here (:mod:`qm_otel._otel_environment`)."""
+    """One WARNING per ``OTEL_*`` variable that has no effect here (:mod:`qm_otel.core.otel_environment`)."""
     for message in messages:
         if message not in _warned:
             _warned.add(message)
@@ -304,7 +306,8 @@ def _destinations(settings: Settings, extras: _Extras) -> str:
 
 def _build(settings: Settings, conventions: Conventions, extras: _Extras, started: float) -> Telemetry:
     """Build the pipeline with the state room holding the settings; on failure, leave it empty."""
-    _state.set_state(_state.State(settings, conventions))
+    SETTINGS.set(settings)
+    CONVENTIONS.set(conventions)
     try:
         return _build_signals(settings, conventions, extras, started)
     except BaseException:
@@ -329,7 +332,8 @@ def _build_signals(settings: Settings, conventions: Conventions, extras: _Extras
     _checkpoint("CORE", started, f"providers ready: {_destinations(settings, extras)}")
     telemetry = Telemetry(settings, resource, tracer_provider, meter_provider, logger_provider, handlers,
                           shorten_switch_interval(settings))
-    _state.with_telemetry(telemetry, instruments)
+    _state.PIPELINE.set(telemetry)
+    INSTRUMENTS.set(instruments)
     install_outbound_propagator()
     propagate_context_into_executors()
     instrumented = _instrument_libraries()
@@ -349,7 +353,7 @@ def _instrument_libraries() -> str:
 
     httpx now or when first imported (the integration reads the pipeline from the state room, which
     holds it by now); every other installed OpenTelemetry instrumentation as ``opentelemetry-instrument``
-    would, each now or when its library is first imported (:mod:`qm_otel.libraries`; under the
+    would, each now or when its library is first imported (:mod:`qm_otel.instrumentation.libraries`; under the
     wrapper, the wrapper does it next).
     """
     from qm_otel.integrations.httpx import instrument_httpx_when_imported
@@ -367,7 +371,5 @@ def shutdown(timeout_s: float | None = None) -> bool:
         True if the flush finished within the time allowed.
 
     """
-    state = _state.get()
-    if state is None or state.telemetry is None:
-        return True
-    return state.telemetry.shutdown(timeout_s)
+    pipeline = _state.PIPELINE.get()
+    return True if pipeline is None else pipeline.shutdown(timeout_s)

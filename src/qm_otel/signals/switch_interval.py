@@ -20,7 +20,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from qm_otel.config import Settings
+from qm_otel.core.config import Settings
 
 __all__ = ["PYTHON_DEFAULT_S", "shorten_switch_interval"]
 
