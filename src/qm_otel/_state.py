@@ -21,13 +21,14 @@ pipeline down, and so calls :func:`reset`) between cases.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:  # the SDK's types (a library below qm-otel, not a room of it)
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.trace import TracerProvider
 
-__all__ = ["PIPELINE", "Pipeline", "Slot", "reset"]
+__all__ = ["PIPELINE", "Pipeline", "Slot", "first_time", "reset"]
 
 T = TypeVar("T")
 
@@ -83,7 +84,27 @@ _SLOTS: list[Slot[Any]] = []
 PIPELINE: Slot[Pipeline] = Slot("pipeline")
 
 
+#: what :func:`first_time` has seen since the last :func:`reset` (the running pipeline's warn-once keys)
+_SEEN: set[str] = set()
+_SEEN_LOCK = threading.Lock()
+
+
+def first_time(key: str) -> bool:
+    """True the first time ``key`` is asked about while this pipeline runs: one WARNING per cause, not per call.
+
+    The one warn-once register (a misnamed endpoint, an ``OTEL_*`` variable with no effect): a
+    later ``setup()`` after ``shutdown()`` warns again, as its pipeline is a new one.
+    """
+    with _SEEN_LOCK:
+        if key in _SEEN:
+            return False
+        _SEEN.add(key)
+        return True
+
+
 def reset() -> None:
-    """Empty every slot: the next ``setup()`` builds a fresh pipeline."""
+    """Empty every slot and the warn-once register: the next ``setup()`` builds a fresh pipeline."""
     for slot in _SLOTS:
         slot.clear()
+    with _SEEN_LOCK:
+        _SEEN.clear()

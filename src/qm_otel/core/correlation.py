@@ -410,6 +410,9 @@ def mark_exception(exc: BaseException, context: otel_context.Context | None = No
     gone; the log pipeline reads these stamps from the record's exception, so that record still
     carries the request's ``trace_id``, ``span_id`` and ``correlation_id``.
     """
+    # attributes on the exception itself, not a WeakKeyDictionary: exceptions take no weak reference
+    # (``weakref.ref(ValueError())`` is a TypeError), and a dictionary that held them would keep each
+    # one, its traceback and its frames alive
     with contextlib.suppress(AttributeError, TypeError):  # an exception type without a __dict__
         if context is not None and not hasattr(exc, _EXC_CONTEXT):
             setattr(exc, _EXC_CONTEXT, context)

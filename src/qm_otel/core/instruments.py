@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import os
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -44,7 +45,8 @@ from qm_otel import _state
 from qm_otel._version import __version__
 
 __all__ = [
-    "EVENT_LOOP_LAG_BUCKETS", "INSTRUMENTS", "Instruments", "Observer", "current", "observe", "resident_memory_bytes",
+    "CLOSED_PROVIDERS", "EVENT_LOOP_LAG_BUCKETS", "INSTRUMENTS", "Instruments", "Observer", "current", "observe",
+    "resident_memory_bytes",
 ]
 
 #: the event-loop lag histogram's bucket boundaries (seconds; :mod:`qm_otel.runtime.event_loop`)
@@ -131,8 +133,9 @@ def observe(
         description="1 for the breaker's current state, 0 for the others (one series per state)")
 
 
-#: set on the providers qm-otel built once ``shutdown()`` has closed them (:mod:`qm_otel.signals.global_providers`)
-CLOSED_MARK = "_qm_otel_closed"
+#: the providers qm-otel built that ``shutdown()`` has closed (:mod:`qm_otel.signals.global_providers`); weak,
+#: so a provider nobody holds goes, and nothing is written on the SDK's objects
+CLOSED_PROVIDERS: weakref.WeakSet[object] = weakref.WeakSet()
 
 
 @functools.cache
@@ -151,7 +154,7 @@ def current() -> Instruments:
     running = INSTRUMENTS.get()
     if running is not None:
         return running
-    if getattr(metrics.get_meter_provider(), CLOSED_MARK, False):  # counts made after shutdown()
+    if metrics.get_meter_provider() in CLOSED_PROVIDERS:  # counts made after shutdown()
         return _after_shutdown()
     return _before_setup()
 

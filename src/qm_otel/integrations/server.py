@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import Token
 from typing import Any, Protocol
@@ -117,8 +118,6 @@ class _ActiveRequests:
     data point (the number of requests in flight, by method and scheme) for a dictionary update.
     """
 
-    _TAG = "_qm_otel_active_requests"
-
     def __init__(self, meter: Meter) -> None:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = {}
@@ -129,10 +128,9 @@ class _ActiveRequests:
     @classmethod
     def of(cls, provider: MeterProvider, meter: Meter) -> _ActiveRequests:
         """The provider's tracker, made with its instrument the first time."""
-        tracker = getattr(provider, cls._TAG, None)
-        if not isinstance(tracker, cls):
-            tracker = cls(meter)
-            setattr(provider, cls._TAG, tracker)
+        tracker = _TRACKERS.get(provider)
+        if tracker is None:
+            tracker = _TRACKERS[provider] = cls(meter)
         return tracker
 
     def change(self, key: tuple[str, str], delta: int) -> None:
@@ -145,6 +143,10 @@ class _ActiveRequests:
         with self._lock:
             counts = list(self._counts.items())
         return [Observation(n, {"http.request.method": method, "url.scheme": scheme}) for (method, scheme), n in counts]
+
+
+#: each meter provider's tracker (weak: a provider that is gone takes its tracker along)
+_TRACKERS: weakref.WeakKeyDictionary[MeterProvider, _ActiveRequests] = weakref.WeakKeyDictionary()
 
 
 class _UserAgents:

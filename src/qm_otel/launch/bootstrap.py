@@ -259,15 +259,10 @@ def _complete(started: float, conventions: Conventions, instruments: Instruments
     instruments.startup_duration.set(elapsed_ms / 1000.0, {"band": verdict.band})
 
 
-#: the warnings about ``OTEL_*`` variables already logged by this process (a later setup() does not repeat them)
-_warned: set[str] = set()
-
-
 def _warn_once(messages: Sequence[str]) -> None:
     """One WARNING per ``OTEL_*`` variable that has no effect here (:mod:`qm_otel.core.otel_environment`)."""
     for message in messages:
-        if message not in _warned:
-            _warned.add(message)
+        if _state.first_time(message):
             _logger.warning(message)
 
 

@@ -16,6 +16,7 @@ import json
 import logging
 import logging.config
 import sys
+import weakref
 from pathlib import Path
 
 from opentelemetry import _logs
@@ -48,7 +49,8 @@ UVICORN_LOG_CONFIG = Path(__file__).with_name("uvicorn.json")
 #: ``uvicorn --log-config`` can both point at it, or at a copy of it.
 LOGGING_CONFIG = Path(__file__).with_name("logging.json")
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
-_TAG = "_qm_otel_handler"
+#: the handlers qm-otel installed (weak: nothing is written on the handler objects)
+_OURS: weakref.WeakSet[logging.Handler] = weakref.WeakSet()
 
 
 class CorrelationFilter(logging.Filter):
@@ -90,7 +92,7 @@ _ACCESS_FILTER = _DropAccessLog()
 
 
 def _tag(handler: logging.Handler) -> logging.Handler:
-    setattr(handler, _TAG, True)
+    _OURS.add(handler)
     handler.addFilter(_CORRELATION_FILTER)
     return handler
 
@@ -169,7 +171,7 @@ def install_log_handlers(
     ``lane``: where the handler hands records to OTLP without the SDK's per-record objects.
     """
     root = logging.getLogger()
-    remove_log_handlers([h for h in root.handlers if getattr(h, _TAG, False)])
+    remove_log_handlers([h for h in root.handlers if h in _OURS])
     handlers: list[logging.Handler] = []
     replaced: list[logging.Handler] = []
     if settings.log_config is not None:
@@ -216,7 +218,7 @@ def _console_handlers(root: logging.Logger) -> list[logging.Handler]:
     """The root's handlers that print to this process's stdout or stderr (not qm-otel's, not files)."""
     found = []
     for handler in root.handlers:
-        if getattr(handler, _TAG, False) or isinstance(handler, logging.FileHandler):
+        if handler in _OURS or isinstance(handler, logging.FileHandler):
             continue
         stream = getattr(handler, "stream", None) if isinstance(handler, logging.StreamHandler) else None
         if stream is None:

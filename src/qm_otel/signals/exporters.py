@@ -22,6 +22,7 @@ from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, MetricsData
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
+from qm_otel import _state
 from qm_otel.core import sdk_internals as sdk
 from qm_otel.core.config import EXPORTER_GROUPS, ConfigError, Settings
 from qm_otel.core.otel_environment import signal_protocol
@@ -73,14 +74,12 @@ def signal_endpoint(settings: Settings, signal_name: str, protocol: str | None =
 
 
 _SIGNAL_PATH = re.compile(r"/v1/(traces|metrics|logs)$")
-_warned_endpoints: set[str] = set()
 
 
 def _warn_signal_path(endpoint: str) -> None:
     found = _SIGNAL_PATH.search(urlsplit(endpoint).path)
-    if found is None or endpoint in _warned_endpoints:
+    if found is None or not _state.first_time(f"signal path in endpoint {endpoint}"):
         return
-    _warned_endpoints.add(endpoint)
     signal_name = found.group(1)
     _logger.warning(
         "qm-otel: the OTLP endpoint %s already ends in /v1/%s; the specification appends each signal's path to "

@@ -12,22 +12,19 @@ from __future__ import annotations
 
 from opentelemetry import _logs, metrics, trace
 
-from qm_otel.core.instruments import CLOSED_MARK
+from qm_otel.core.instruments import CLOSED_PROVIDERS
 from qm_otel.core.sdk_internals import forget_global_providers
 
 __all__ = ["forget_closed", "mark_closed"]
 
-_CLOSED = CLOSED_MARK
-
-
 def mark_closed(*providers: object) -> None:
     """Mark providers qm-otel built and shut down: a later :func:`install` may replace them."""
     for provider in providers:
-        setattr(provider, _CLOSED, True)
+        CLOSED_PROVIDERS.add(provider)
 
 
 def _closed(provider: object) -> bool:
-    return bool(getattr(provider, _CLOSED, False))
+    return provider in CLOSED_PROVIDERS
 
 
 def forget_closed() -> None:
