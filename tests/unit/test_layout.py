@@ -81,3 +81,19 @@ def test_the_table_names_every_module_of_every_folder() -> None:
         actual = {p.stem for p in (PACKAGE / folder).glob("*.py")} - {"__init__"}
         assert actual <= named, f"{folder}/: the table does not name {sorted(actual - named)}"
         assert named <= actual, f"{folder}/: the table names modules that do not exist: {sorted(named - actual)}"
+
+
+def test_no_module_imports_in_a_circle_in_the_package_or_the_benchmarks() -> None:
+    """No static import circle (type-level imports included), in ``qm_otel`` or in ``benchmarks/``.
+
+    import-linter's acyclic contract guards the package's siblings; this reads every module pair, the
+    benchmarks too (bench, report, soak, logs, scale and their support module).
+    """
+    import grimp
+
+    for package in ("qm_otel", "benchmarks"):
+        graph = grimp.build_graph(package, exclude_type_checking_imports=False)
+        circles = sorted((module, imported) for module in graph.modules
+                         for imported in graph.find_modules_directly_imported_by(module)
+                         if imported.startswith(package) and graph.chain_exists(importer=imported, imported=module))
+        assert circles == [], f"{package}: import circles through {circles}"
