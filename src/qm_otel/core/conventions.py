@@ -32,7 +32,7 @@ __all__ = [
     "load_with_overrides",
 ]
 
-PATH = Path(__file__).with_name("conventions.toml")
+PATH = Path(__file__).parent.parent / "conventions.toml"  # the package's data, beside its folders
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _BANDS = ("optimal", "acceptable", "warning", "error")
 

@@ -215,7 +215,7 @@ def _library_roots() -> tuple[str, ...]:
             if paths.get(key):
                 roots.add(os.path.realpath(paths[key]) + os.sep)
                 roots.add(os.path.abspath(paths[key]) + os.sep)
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # qm_otel/, not only runtime/
     roots.update({package + os.sep, os.path.realpath(package) + os.sep})
     return tuple(sorted(roots))
 
