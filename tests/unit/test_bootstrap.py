@@ -53,7 +53,7 @@ def test_a_per_signal_variable_wins_over_the_general_one_but_not_over_qm_otel(
 
 
 def test_instrument_app_needs_setup_first() -> None:
-    assert _state.get() is None
+    assert _state.PIPELINE.get() is None
     with pytest.raises(RuntimeError, match=r"setup\(\) first"):
         qm_otel.instrument_app(object())
 

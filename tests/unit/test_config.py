@@ -90,7 +90,7 @@ def test_a_bad_value_names_the_setting_the_value_and_what_is_allowed(
 def test_setup_rejects_a_bad_setting_before_touching_global_state() -> None:
     with pytest.raises(ConfigError, match="traces_exporter"):
         qm_otel.setup(traces_exporter="jaeger")
-    assert _state.get() is None
+    assert _state.PIPELINE.get() is None
 
 
 def test_unknown_setting_is_named() -> None:
@@ -156,5 +156,5 @@ def test_on_config_error_is_not_a_setup_keyword() -> None:
     assert "'on_config_error' is not a setup() argument (got 'disable')" in message
     assert "QM_OTEL_ON_CONFIG_ERROR" in message
     assert info.value.setting == "on_config_error"
-    assert _state.get() is None
+    assert _state.PIPELINE.get() is None
     assert resolve_settings({}, {"QM_OTEL_ON_CONFIG_ERROR": "exit"}).on_config_error == "exit"  # the variable stays
