@@ -166,7 +166,6 @@ FORK = """
     import logging, os, sys
     import qm_otel
     from opentelemetry import trace
-    from qm_otel.signals.delivery import live_deliveries
 
     telemetry = qm_otel.setup(log_format="none")
     tracer = trace.get_tracer("fork-test")
@@ -174,7 +173,7 @@ FORK = """
         with tracer.start_as_current_span("parent-before"):
             pass
         assert telemetry.force_flush(30)
-    deliveries = live_deliveries()
+    deliveries = telemetry.deliveries
     parents = {delivery.signal: delivery._exporter for delivery in deliveries}
     print("parent made:", sorted(signal for signal, made in parents.items() if made is not None), flush=True)
     pid = os.fork()

@@ -117,15 +117,24 @@ def test_installed_instrumentations_follow_each_setup_and_lose_values() -> None:
 
 
 def test_disabled_instrumentations_are_not_touched() -> None:
-    assert libraries.instrument_installed({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*"}) == []
-    names = libraries.instrument_installed({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": " sqlite3 , x"})
+    qm_otel.setup(**OFF, **Capture().setup_kwargs())
+    try:
+        assert libraries.instrument_installed({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*"}) == []
+        names = libraries.instrument_installed({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": " sqlite3 , x"})
+    finally:
+        reset()
     assert "sqlite3" not in names
     assert "psycopg" in names  # the others are (its library is installed with the test extra)
 
 
-def test_nothing_is_instrumented_twice_while_the_wrapper_loads() -> None:
-    with libraries.loaded_by_wrapper():
-        assert libraries.instrument_installed({}) == []
+def test_nothing_is_instrumented_without_a_pipeline_or_twice_while_the_wrapper_loads() -> None:
+    assert libraries.instrument_installed({}) == []
+    qm_otel.setup(**OFF, **Capture().setup_kwargs())
+    try:
+        with libraries.loaded_by_wrapper():
+            assert libraries.instrument_installed({}) == []
+    finally:
+        reset()
 
 
 def test_a_library_imported_later_is_instrumented_at_its_import(tmp_path: Path,
@@ -133,15 +142,36 @@ def test_a_library_imported_later_is_instrumented_at_its_import(tmp_path: Path,
     (tmp_path / "late_library.py").write_text("VALUE = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     seen: list[int] = []
-    assert libraries.call_when_imported("late_library", lambda: seen.append(sys.modules["late_library"].VALUE),
+    owner = libraries.Instrumentation()
+    try:
+        assert owner.call_when_imported("late_library", lambda: seen.append(sys.modules["late_library"].VALUE),
                                         key="test")
-    assert seen == []  # not imported by asking
-    assert importlib.util.find_spec("late_library") is not None
+        assert seen == []  # not imported by asking
+        assert importlib.util.find_spec("late_library") is not None
+        assert seen == []
+        importlib.import_module("late_library")
+        assert seen == [1]
+        assert not owner.call_when_imported("no_such_library_here", lambda: seen.append(2), key="test")
+        assert seen == [1]
+    finally:
+        owner.close()
+
+
+def test_a_hook_waits_only_while_its_pipeline_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "late_after_shutdown.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    finders = list(sys.meta_path)
+    seen: list[str] = []
+    assert not libraries.call_when_imported("late_after_shutdown", lambda: seen.append("no pipeline"), key="test")
+    qm_otel.setup(**OFF, **Capture().setup_kwargs())
+    try:
+        assert libraries.call_when_imported("late_after_shutdown", lambda: seen.append("called"), key="test")
+        assert len(sys.meta_path) == len(finders) + 1
+    finally:
+        reset()
+    assert sys.meta_path == finders  # the finder went with the pipeline
+    importlib.import_module("late_after_shutdown")
     assert seen == []
-    importlib.import_module("late_library")
-    assert seen == [1]
-    assert not libraries.call_when_imported("no_such_library_here", lambda: seen.append(2), key="test")
-    assert seen == [1]
 
 
 def test_shutdown_returns_every_library_to_itself() -> None:
@@ -202,8 +232,12 @@ def test_a_module_imported_through_the_hook_keeps_its_loaders_other_abilities(
     (package / "data.txt").write_text("resource\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     seen: list[str] = []
-    assert libraries.call_when_imported("late_package", lambda: seen.append("called"), key="test")
-    module = importlib.import_module("late_package")
+    owner = libraries.Instrumentation()
+    try:
+        assert owner.call_when_imported("late_package", lambda: seen.append("called"), key="test")
+        module = importlib.import_module("late_package")
+    finally:
+        owner.close()
     assert seen == ["called"]
     assert module.__spec__ is not None
     assert module.__spec__.loader is not None
@@ -314,16 +348,17 @@ def test_under_the_wrapper_its_loaders_error_becomes_the_one_line(caplog: pytest
     loader = logging.getLogger(libraries._LOADER_LOGGER)
     conflict = get_dist_dependency_conflicts(_DeclinedDist())  # type: ignore[arg-type]
     assert conflict is not None
-    caplog.set_level(logging.DEBUG)
+    with libraries.loaded_by_wrapper():
+        qm_otel.setup(**OFF, **Capture().setup_kwargs())
     try:
-        with libraries.loaded_by_wrapper():
-            pass
+        caplog.set_level(logging.DEBUG)
+        caplog.clear()
         conflict._log(loader, "pytest")  # as opentelemetry-instrument's _load_instrumentors does
         loader.error("pytest something else went wrong")  # not the check's message: left as it is
         assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
             ("qm_otel", "WARNING", DECLINED), (libraries._LOADER_LOGGER, "ERROR", "pytest something else went wrong")]
     finally:
-        libraries.uninstrument_all()
+        reset()
     caplog.clear()
     conflict._log(loader, "pytest")
     assert [r.levelname for r in caplog.records] == ["ERROR"]  # after shutdown, the loader's own again

@@ -2,12 +2,12 @@
 
 - :class:`SyncAsyncContext`: subclasses write ``__enter__``/``__exit__``; the async forms and the
   decorator of sync and async functions follow (``timed``, ``CircuitBreaker``).
-- :func:`propagate_context_into_executors`: ``loop.run_in_executor`` carries the caller's context.
+- :func:`copying_context`: a ``loop.run_in_executor`` that carries the caller's context into the thread
+  (installed on asyncio's event loops while a pipeline runs, by :mod:`qm_otel.integrations.patches`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
 import inspect
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
-__all__ = ["SyncAsyncContext", "propagate_context_into_executors"]
+__all__ = ["SyncAsyncContext", "copying_context"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,22 +66,15 @@ class SyncAsyncContext:
         return wrapped
 
 
-_PATCH_TAG = "_qm_otel_copies_context"
-
-
-def propagate_context_into_executors() -> None:
-    """Make ``loop.run_in_executor`` carry the caller's context (OTel span, correlation) into the thread.
+def copying_context(run_in_executor: Callable[..., R]) -> Callable[..., R]:
+    """``run_in_executor`` that runs the function in a copy of the caller's context (OTel span, correlation).
 
     ``asyncio.to_thread`` and Starlette's thread pool copy the context already; ``run_in_executor``
-    does not, so log records written there would lose their trace and correlation IDs. Idempotent
-    (the patched method carries a tag).
+    does not, so log records written there would lose their trace and correlation IDs.
     """
-    original = asyncio.BaseEventLoop.run_in_executor
-    if getattr(original, _PATCH_TAG, False):
-        return
 
-    def run_in_executor(self: asyncio.BaseEventLoop, executor: Any, func: Any, *args: Any) -> Any:
-        return original(self, executor, contextvars.copy_context().run, func, *args)
+    @functools.wraps(run_in_executor)
+    def in_callers_context(self: Any, executor: Any, func: Callable[..., Any], *args: Any) -> R:
+        return run_in_executor(self, executor, contextvars.copy_context().run, func, *args)
 
-    setattr(run_in_executor, _PATCH_TAG, True)
-    setattr(asyncio.BaseEventLoop, "run_in_executor", run_in_executor)  # noqa: B010 - typed as a plain attribute
+    return in_callers_context

@@ -18,9 +18,17 @@ code, ``qm_otel.setup()`` walks the same entry points by the same rules
   (:func:`call_when_imported`), with the pipeline in force then: a service does not pay at start-up
   for the libraries it never imports (about 0.5 s here for SQLAlchemy, psycopg and requests), and
   an engine or client made after the import is traced, whenever ``setup()`` ran;
-- ``shutdown()`` returns each library qm-otel instrumented to itself (:func:`uninstrument_all`): no
-  spans, metrics or propagation headers once telemetry is off; a later ``setup()`` (or a gunicorn
-  worker forked from its master) instruments them again with the new providers.
+- ``shutdown()`` returns each library qm-otel instrumented to itself (:meth:`Instrumentation.close`): no
+  spans, metrics or propagation headers once telemetry is off, and nothing waits for an import; a
+  later ``setup()`` (or a gunicorn worker forked from its master) instruments them again with the new
+  providers.
+
+What one pipeline instrumented, and what it waits for, is its :class:`Instrumentation`: the
+``Telemetry`` handle owns it and ``shutdown()`` closes it; while the pipeline runs, the state room's
+:data:`INSTRUMENTATION` slot holds it for the launch paths and integrations that add to it. The
+import hook is qm-otel's own ``sys.meta_path`` finder, removed at ``shutdown()``:
+``wrapt.when_imported`` keeps its finder and hooks for the life of the process
+(docs/decisions/import-hook.md).
 
 A library instrumented before ``setup()`` by the application itself is left as it is.
 """
@@ -28,6 +36,7 @@ A library instrumented before ``setup()`` by the application itself is left as i
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -50,7 +59,9 @@ from qm_otel.core.sdk_internals import entry_points
 from qm_otel.runtime import process_metrics
 
 __all__ = [
+    "INSTRUMENTATION",
     "WIRED_BY_SETUP",
+    "Instrumentation",
     "SanitizingTracerProvider",
     "call_when_imported",
     "instrument",
@@ -77,11 +88,8 @@ _DISABLED = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 #: span attributes that hold a statement's text (old and stable database semantic conventions)
 _STATEMENT_KEYS = frozenset({"db.statement", "db.query.text"})
 
-#: instrumentors qm-otel instrumented, by entry-point name (each is a process-wide singleton)
-_INSTRUMENTED: dict[str, Any] = {}
-_WRAPPER_LOADS = False
-#: module name → (key → what to call once it has been imported)
-_WAITING: dict[str, dict[str, Callable[[], object]]] = {}
+#: True while ``opentelemetry-instrument`` configures (:func:`loaded_by_wrapper`): it loads the instrumentors next
+_WRAPPER_LOADS: contextvars.ContextVar[bool] = contextvars.ContextVar("qm_otel_wrapper_loads", default=False)
 
 
 def _sanitized(key: str, value: AttributeValue) -> AttributeValue:
@@ -199,26 +207,28 @@ def instrument(entry_point: EntryPoint, tracer_provider: trace.TracerProvider, m
 
     Not for what qm-otel wires itself, nor for a library the application instrumented on its own;
     one qm-otel instrumented before (an earlier ``setup()``) is instrumented again with these providers.
+    Recorded by the running pipeline's :class:`Instrumentation` (RuntimeError without one).
     """
     if entry_point.name in WIRED_BY_SETUP:
         return False
-    instrumentor = entry_point.load()()
-    if getattr(instrumentor, "is_instrumented_by_opentelemetry", False) and entry_point.name not in _INSTRUMENTED:
-        return False
-    reinstrument(entry_point.name, instrumentor, tracer_provider=SanitizingTracerProvider(tracer_provider),
-                 meter_provider=meter_provider, **kwargs)
-    return True
+    return _running().instrument(entry_point, tracer_provider, meter_provider, **kwargs)
 
 
 def reinstrument(name: str, instrumentor: Any, **kwargs: Any) -> None:
     """``instrumentor.instrument(**kwargs)``, undoing an earlier instrumentation first; undone at ``shutdown()``.
 
-    (:func:`uninstrument_all`.) For the entry points above and for what qm-otel wires itself (httpx).
+    For the entry points above and for what qm-otel wires itself (httpx); recorded by the running
+    pipeline's :class:`Instrumentation` (RuntimeError without one).
     """
-    if getattr(instrumentor, "is_instrumented_by_opentelemetry", False):
-        instrumentor.uninstrument()
-    instrumentor.instrument(**kwargs)
-    _INSTRUMENTED[name] = instrumentor
+    _running().reinstrument(name, instrumentor, **kwargs)
+
+
+def _running() -> Instrumentation:
+    owner = INSTRUMENTATION.get()
+    if owner is None:
+        message = "qm-otel instruments libraries only while a pipeline runs: call qm_otel.setup() first"
+        raise RuntimeError(message)
+    return owner
 
 
 def _disabled(environ: Mapping[str, str]) -> set[str]:
@@ -387,10 +397,10 @@ def _requirements(dist: Any) -> list[str]:
 
 
 def _instrument_with_state(entry_point: EntryPoint, *, check_dependencies: bool = False, **kwargs: Any) -> bool:
-    pipeline = _state.PIPELINE.get()
-    if pipeline is None or (check_dependencies and not _supported(entry_point)):
+    pipeline, owner = _state.PIPELINE.get(), INSTRUMENTATION.get()
+    if pipeline is None or owner is None or (check_dependencies and not _supported(entry_point)):
         return False
-    return instrument(entry_point, pipeline.tracer_provider, pipeline.meter_provider, **kwargs)
+    return owner.instrument(entry_point, pipeline.tracer_provider, pipeline.meter_provider, **kwargs)
 
 
 def instrument_on_import(entry_point: EntryPoint, *, check_dependencies: bool = False, **kwargs: Any) -> bool:
@@ -424,14 +434,18 @@ def instrument_installed(environ: Mapping[str, str] | None = None) -> list[str]:
     """Instrument every installed library as ``opentelemetry-instrument`` would; the entry-point names.
 
     The entry points are the ones the wrapper walks: the SDK's list, read once per process (the
-    resource detectors read it already). Nothing when the wrapper is about to do it itself
-    (:func:`loaded_by_wrapper`). A library whose version its instrumentation does not support is
-    skipped with one WARNING line naming the library, its version and the range supported (for a
-    library not imported yet, found out at its import); an instrumentation whose library is not
-    installed is skipped without a word (DEBUG); an instrumentation that fails is logged and skipped:
-    the service runs without it.
+    resource detectors read it already). Nothing without a running pipeline, nor when the wrapper
+    is about to do it itself (:func:`loaded_by_wrapper`). A library whose version its
+    instrumentation does not support is skipped with one WARNING line naming the library, its
+    version and the range supported (for a library not imported yet, found out at its import); an
+    instrumentation whose library is not installed is skipped without a word (DEBUG); an
+    instrumentation that fails is logged and skipped: the service runs without it.
     """
-    if _WRAPPER_LOADS:
+    owner = INSTRUMENTATION.get()
+    if owner is None:
+        return []
+    if _WRAPPER_LOADS.get():
+        owner.translate_loader_errors()
         return []
     disabled = _disabled(os.environ if environ is None else environ)
     if "*" in disabled:
@@ -448,12 +462,17 @@ def instrument_installed(environ: Mapping[str, str] | None = None) -> list[str]:
     return names
 
 
+#: module name → (key → what to call once it has been imported)
+_Waiting = dict[str, dict[str, Callable[[], object]]]
+
+
 class _ThenCall(importlib.abc.Loader):
     """A module's own loader, then what waits for the module once it has run."""
 
-    def __init__(self, loader: importlib.abc.Loader, name: str) -> None:
+    def __init__(self, loader: importlib.abc.Loader, name: str, waiting: _Waiting) -> None:
         self._loader = loader
         self._name = name
+        self._waiting = waiting
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return self._loader.create_module(spec)
@@ -464,7 +483,7 @@ class _ThenCall(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         self._loader.exec_module(module)
-        for callback in _WAITING.pop(self._name, {}).values():
+        for callback in self._waiting.pop(self._name, {}).values():
             try:
                 callback()
             except Exception:  # the application's import never fails because of telemetry
@@ -477,70 +496,132 @@ class _CallOnImport(importlib.abc.MetaPathFinder):
     Asking for the spec without importing (``importlib.util.find_spec``) changes nothing.
     """
 
+    def __init__(self, waiting: _Waiting) -> None:
+        self._waiting = waiting
+
     def find_spec(
         self, fullname: str, path: Any, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
         del target
-        if fullname not in _WAITING:
+        if fullname not in self._waiting:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None and spec.loader is not None:
-            spec.loader = _ThenCall(spec.loader, fullname)
+            spec.loader = _ThenCall(spec.loader, fullname, self._waiting)
         return spec
 
 
-_FINDER = _CallOnImport()
+class Instrumentation:
+    """What one pipeline instrumented and what waits for an import; :meth:`close` undoes all of it.
+
+    The ``Telemetry`` handle owns it; ``shutdown()`` closes it. Its import hook is a finder of its
+    own at the head of ``sys.meta_path``, there only while something waits.
+    """
+
+    def __init__(self) -> None:
+        #: the instrumentors instrumented, by entry-point name (each is a process-wide singleton)
+        self._instrumentors: dict[str, Any] = {}
+        self._waiting: _Waiting = {}
+        self._finder = _CallOnImport(self._waiting)
+        self._translating = False
+
+    def instrument(self, entry_point: EntryPoint, tracer_provider: trace.TracerProvider, meter_provider: Any,
+                   **kwargs: Any) -> bool:
+        """:func:`instrument`, recorded here."""
+        if entry_point.name in WIRED_BY_SETUP:
+            return False
+        instrumentor = entry_point.load()()
+        if (getattr(instrumentor, "is_instrumented_by_opentelemetry", False)
+                and entry_point.name not in self._instrumentors):
+            return False  # the application instrumented it itself
+        self.reinstrument(entry_point.name, instrumentor, tracer_provider=SanitizingTracerProvider(tracer_provider),
+                          meter_provider=meter_provider, **kwargs)
+        return True
+
+    def reinstrument(self, name: str, instrumentor: Any, **kwargs: Any) -> None:
+        """:func:`reinstrument`, recorded here."""
+        if getattr(instrumentor, "is_instrumented_by_opentelemetry", False):
+            instrumentor.uninstrument()
+        instrumentor.instrument(**kwargs)
+        self._instrumentors[name] = instrumentor
+
+    def call_when_imported(self, name: str, callback: Callable[[], object], *, key: str) -> bool:
+        """Call ``callback`` now if module ``name`` is imported, else right after its first import.
+
+        False (and nothing called) when it is not installed. One callback per ``key``: a later call
+        with the same key replaces a waiting one. Nothing is called after :meth:`close`.
+        """
+        if name in sys.modules:
+            callback()
+            return True
+        if not _findable(name):
+            return False
+        self._waiting.setdefault(name, {})[key] = callback
+        if self._finder not in sys.meta_path:
+            sys.meta_path.insert(0, self._finder)
+        return True
+
+    def translate_loader_errors(self) -> None:
+        """Under the wrapper: its loader's ERROR for a declined library becomes qm-otel's line, until :meth:`close`."""
+        logging.getLogger(_LOADER_LOGGER).addFilter(_LOADER_FILTER)
+        self._translating = True
+
+    def instrumented(self) -> list[str]:
+        """The entry-point names of the libraries instrumented, sorted."""
+        return sorted(self._instrumentors)
+
+    def close(self) -> None:
+        """Every library instrumented goes back to itself; nothing waits for an import; the finder goes.
+
+        The wrapper's loader logs as it did before.
+        """
+        self._waiting.clear()
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self._finder)
+        if self._translating:
+            logging.getLogger(_LOADER_LOGGER).removeFilter(_LOADER_FILTER)
+            self._translating = False
+        process_metrics.uninstrument()  # the next setup() instruments the runtime metrics on its provider
+        while self._instrumentors:
+            name, instrumentor = self._instrumentors.popitem()
+            try:
+                instrumentor.uninstrument()
+            except Exception:
+                _logger.exception("qm-otel could not uninstrument %s", name)
+
+
+#: the running pipeline's :class:`Instrumentation` (set by ``setup()``; ``shutdown()`` closes it and empties the slot)
+INSTRUMENTATION: _state.Slot[Instrumentation] = _state.Slot("instrumentation")
 
 
 def call_when_imported(name: str, callback: Callable[[], object], *, key: str) -> bool:
-    """Call ``callback`` now if module ``name`` is imported, else right after its first import.
-
-    False (and nothing called) when it is not installed. One callback per ``key``: a later call
-    with the same key replaces a waiting one.
-    """
-    if name in sys.modules:
-        callback()
-        return True
-    if not _findable(name):
-        return False
-    _WAITING.setdefault(name, {})[key] = callback
-    if _FINDER not in sys.meta_path:
-        sys.meta_path.insert(0, _FINDER)
-    return True
+    """:meth:`Instrumentation.call_when_imported` of the running pipeline; False without one (nothing waits)."""
+    owner = INSTRUMENTATION.get()
+    return False if owner is None else owner.call_when_imported(name, callback, key=key)
 
 
 def uninstrument_all() -> None:
-    """At ``shutdown()``: every library qm-otel instrumented goes back to itself; nothing waits for an import.
-
-    The wrapper's loader logs as it did before :func:`loaded_by_wrapper`.
-    """
-    _WAITING.clear()
-    logging.getLogger(_LOADER_LOGGER).removeFilter(_LOADER_FILTER)
-    process_metrics.uninstrument()  # the next setup() instruments the runtime metrics on its provider
-    while _INSTRUMENTED:
-        name, instrumentor = _INSTRUMENTED.popitem()
-        try:
-            instrumentor.uninstrument()
-        except Exception:
-            _logger.exception("qm-otel could not uninstrument %s", name)
+    """:meth:`Instrumentation.close` of the running pipeline (``shutdown()`` closes its own)."""
+    owner = INSTRUMENTATION.get()
+    if owner is not None:
+        owner.close()
 
 
 def instrumented() -> list[str]:
-    """The entry-point names of the libraries qm-otel has instrumented in this process."""
-    return sorted(_INSTRUMENTED)
+    """The entry-point names of the libraries the running pipeline has instrumented."""
+    owner = INSTRUMENTATION.get()
+    return [] if owner is None else owner.instrumented()
 
 
 @contextlib.contextmanager
 def loaded_by_wrapper() -> Iterator[None]:
     """While ``opentelemetry-instrument`` configures: it loads the instrumentors itself right after.
 
-    Its loader's ERROR for a library it declines becomes qm-otel's one line (:class:`_DeclinedByLoader`,
-    on the loader's logger until ``shutdown()``).
+    The pipeline ``setup()`` builds inside makes its loader's ERROR for a library it declines
+    qm-otel's one line (:class:`_DeclinedByLoader`, on the loader's logger until ``shutdown()``).
     """
-    global _WRAPPER_LOADS  # noqa: PLW0603 - one flag, for the wrapper's configure step only
-    _WRAPPER_LOADS = True
-    logging.getLogger(_LOADER_LOGGER).addFilter(_LOADER_FILTER)
+    token = _WRAPPER_LOADS.set(True)
     try:
         yield
     finally:
-        _WRAPPER_LOADS = False
+        _WRAPPER_LOADS.reset(token)

@@ -11,7 +11,13 @@ or two ``http.server.request.duration`` points. The resulting stack, outermost f
 The correlation step runs before the server span starts (so the span can take the trace ID the
 incoming ID maps to) and outside every error handler (so a 500 carries ``X-Correlation-ID`` too).
 The two are built when Starlette builds the app's middleware stack, from the pipeline in force
-then: after ``shutdown()`` and a new ``setup()``, the app moves to the new pipeline.
+then: after ``shutdown()`` and a new ``setup()``, the app moves to the new pipeline; a stack built
+while no pipeline runs is the app's own.
+
+What is done to each app (its ``build_middleware_stack``, its router's ``lifespan_context``, the
+contrib instrumentations' flag) is listed, with why it is not undone at ``shutdown()``, in
+:mod:`qm_otel.integrations.patches`. What qm-otel knows of each app it instrumented is kept beside
+the app in a weak mapping (:data:`_APPS`), never as attributes on it: it goes with the app.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import asyncio
 import contextlib
 import functools
 import types
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,14 +53,26 @@ from qm_otel.runtime import event_loop
 
 __all__ = ["instrument_app"]
 
-_FLUSH_TAG = "_qm_otel_flush_on_shutdown"
-_CORRELATION_TAG = "_qm_otel_correlated"
-_PIPELINE_TAG = "_qm_otel_pipeline"
-#: the contrib instrumentations' flag: they leave an app alone that carries it
+#: the contrib instrumentations' flag: they leave an app alone that carries it. It stays an attribute
+#: on the app (not in :data:`_APPS`): it is their protocol, read by their code
 _CONTRIB_FLAG = "_is_instrumented_by_opentelemetry"
 
 
-def _flush_at_lifespan_end(app: Any) -> None:
+@dataclass
+class _AppState:
+    """What qm-otel did to one app: its stack is wrapped (it is in :data:`_APPS` at all), and the rest."""
+
+    #: the pipeline the app was last instrumented for (weakly: a closed pipeline is not kept alive)
+    pipeline: weakref.ref[Any] | None = None
+    #: its router's lifespan flushes at its end
+    flushing: bool = False
+
+
+#: every app qm-otel instrumented → what it did to it; an app's entry goes with the app
+_APPS: weakref.WeakKeyDictionary[Any, _AppState] = weakref.WeakKeyDictionary()
+
+
+def _flush_at_lifespan_end(app: Any, done: _AppState) -> None:
     """Flush (bounded) when the app's lifespan ends: uvicorn's graceful SIGTERM path skips ``atexit``.
 
     Its start starts the event-loop watchdog on the loop that serves (:mod:`qm_otel.runtime.event_loop`;
@@ -61,7 +80,7 @@ def _flush_at_lifespan_end(app: Any) -> None:
     """
     router = getattr(app, "router", None)
     original: Callable[[Any], Any] | None = getattr(router, "lifespan_context", None)
-    if router is None or original is None or getattr(router, _FLUSH_TAG, False):
+    if router is None or original is None or done.flushing:
         return
 
     @contextlib.asynccontextmanager
@@ -74,7 +93,7 @@ def _flush_at_lifespan_end(app: Any) -> None:
             await asyncio.to_thread(functools.partial(pipeline.force_flush, final=True))
 
     router.lifespan_context = lifespan
-    setattr(router, _FLUSH_TAG, True)
+    done.flushing = True
 
 
 def _wrap_stack(app: Any, wrap: Callable[[Any], Any]) -> None:
@@ -123,8 +142,11 @@ def _outermost(stack: Any, *, server_span: bool) -> Any:
     """Correlation outermost, then the server span, metrics and request log, with the pipeline in force now.
 
     ``server_span`` is False for an app the contrib instrumentation had already instrumented before
-    qm-otel saw it: its span stays, and only the request log is added.
+    qm-otel saw it: its span stays, and only the request log is added. While no pipeline runs (after
+    ``shutdown()``), the app's own stack.
     """
+    if _state.PIPELINE.get() is None:
+        return stack
     running = _active()
     settings, pipeline = running.settings, running.pipeline
     slow_ms, band = running.conventions.slow_request_ms, running.conventions.bands["response_time"]
@@ -162,20 +184,21 @@ def instrument_app(app: Any) -> None:
         raise TypeError(message)
     if isinstance(app, _FASTAPI):
         _native_telemetry_off(app)
-    if not getattr(app, _CORRELATION_TAG, False):
+    state = _APPS.get(app)
+    if state is None:
         server_span = not getattr(app, _CONTRIB_FLAG, False)
 
         def outermost(stack: Any) -> Any:
             return _outermost(stack, server_span=server_span)
 
         _wrap_stack(app, outermost)
-        setattr(app, _CORRELATION_TAG, True)
+        state = _APPS[app] = _AppState()
         setattr(app, _CONTRIB_FLAG, True)  # the contrib instrumentors now leave it alone: no second span
-    elif getattr(app, _PIPELINE_TAG, None) is not running.pipeline:
+    elif state.pipeline is None or state.pipeline() is not running.pipeline:
         app.middleware_stack = None  # rebuilt on the next request, for the pipeline in force now
-    setattr(app, _PIPELINE_TAG, running.pipeline)
+    state.pipeline = weakref.ref(running.pipeline)
     _add_health_routes(app, running.settings)
-    _flush_at_lifespan_end(app)
+    _flush_at_lifespan_end(app, state)
 
 
 def _add_health_routes(app: Any, settings: Settings) -> None:

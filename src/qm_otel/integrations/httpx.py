@@ -23,7 +23,8 @@ __all__ = ["instrument_httpx", "instrument_httpx_when_imported"]
 def instrument_httpx(tracer_provider: TracerProvider, meter_provider: MeterProvider, words: Sequence[str]) -> None:
     """Instrument every httpx client (once per process; a later call re-binds to the new providers).
 
-    ``shutdown()`` uninstruments it (:func:`qm_otel.instrumentation.libraries.uninstrument_all`).
+    Recorded by the running pipeline's :class:`~qm_otel.instrumentation.libraries.Instrumentation`,
+    so its ``shutdown()`` uninstruments it.
     """
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
@@ -39,5 +40,8 @@ def _instrument_with_state() -> None:
 
 
 def instrument_httpx_when_imported() -> bool:
-    """Instrument httpx now if it is imported, else when it is; False when it is not installed."""
+    """Instrument httpx now if it is imported, else when it is; False when it is not installed.
+
+    The hook waits in the running pipeline's ``Instrumentation``: its ``shutdown()`` removes it.
+    """
     return call_when_imported("httpx", _instrument_with_state, key="qm-otel:httpx")

@@ -5,6 +5,13 @@ through :mod:`qm_otel.launch.distro`, so both produce the same resource, exporte
 The builders live in :mod:`qm_otel.signals`; this module only runs them in order, writes the
 start-up checkpoints, and hangs the flush on what runs at the end of a process.
 
+The :class:`Telemetry` handle owns what its ``setup()`` put into the process, and its ``shutdown()``
+removes exactly that: the export threads (the SDK's processors and readers, qm-otel's deliveries,
+the event-loop watchdog), the log handlers, the libraries instrumented and the import hooks waiting
+(:class:`~qm_otel.instrumentation.libraries.Instrumentation`), the patches, hooks and environment
+variables (:class:`~qm_otel.integrations.patches.PatchSet`, whose module lists each), the switch
+interval and the state room's slots.
+
 >>> import qm_otel
 >>> telemetry = qm_otel.setup(service_name="checkout")          # doctest: +SKIP
 >>> qm_otel.setup(service_name="checkout") is telemetry          # doctest: +SKIP
@@ -13,16 +20,13 @@ True
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import signal
 import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any, NamedTuple, Unpack
 
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
@@ -36,21 +40,19 @@ from qm_otel._version import __version__
 from qm_otel.core import sdk_internals
 from qm_otel.core.config import SETTINGS, ConfigError, Settings, resolve_settings
 from qm_otel.core.conventions import CONVENTIONS, Conventions, ConventionsError, load_with_overrides
-from qm_otel.core.correlation import install_outbound_propagator
 from qm_otel.core.instruments import INSTRUMENTS, Instruments
 from qm_otel.core.redaction import header_sanitize_patterns
 from qm_otel.core.setup_options import SetupOptions
-from qm_otel.core.work_context import propagate_context_into_executors
 from qm_otel.instrumentation import libraries
+from qm_otel.integrations.patches import COUNT_DROPPED, EXECUTOR_CONTEXT, OUTBOUND_PROPAGATOR, PatchSet
 from qm_otel.logs.pipeline import check_log_file, remove_log_handlers, route_uvicorn_loggers
 from qm_otel.runtime import event_loop
 from qm_otel.runtime.events import event
+from qm_otel.signals import delivery
 from qm_otel.signals import global_providers as signal_globals
-from qm_otel.signals.delivery import live_deliveries
-from qm_otel.signals.drops import count_dropped
 from qm_otel.signals.logs import build_logger_provider
 from qm_otel.signals.metrics import build_meter_provider
-from qm_otel.signals.resource import build_resource
+from qm_otel.signals.resource import DEFAULT_DETECTORS, DETECTORS_VARIABLE, build_resource
 from qm_otel.signals.switch_interval import shorten_switch_interval
 from qm_otel.signals.traces import build_tracer_provider
 
@@ -74,7 +76,10 @@ def _bounded(work: Callable[[], object], timeout_s: float) -> bool:
 
 @dataclass(eq=False)
 class Telemetry:
-    """The handle ``setup()`` returns: the settings, the resource and the three providers."""
+    """The handle ``setup()`` returns: the settings, the resource, the three providers, and what it installed.
+
+    ``shutdown()`` removes what the handle owns (the module documentation lists it), and nothing else.
+    """
 
     settings: Settings
     resource: Resource
@@ -84,6 +89,12 @@ class Telemetry:
     log_handlers: list[logging.Handler] = field(default_factory=list)
     #: puts the interpreter's switch interval back (see :mod:`qm_otel.signals.switch_interval`)
     restore_switch_interval: Callable[[], None] = field(default=lambda: None, repr=False)
+    #: the OTLP deliveries its exporters send through (flushed, bounded and closed with the providers)
+    deliveries: list[delivery.Delivery] = field(default_factory=list, repr=False)
+    #: the libraries it instrumented and the imports it waits for
+    instrumentation: libraries.Instrumentation = field(default_factory=libraries.Instrumentation, repr=False)
+    #: what it patched, hooked and set in the process (:mod:`qm_otel.integrations.patches`)
+    patches: PatchSet = field(default_factory=PatchSet, repr=False)
     _closed: bool = False
     #: when the process's shutdown must be over (monotonic), from the first final flush or shutdown
     _deadline: float | None = None
@@ -118,15 +129,17 @@ class Telemetry:
             self.tracer_provider.force_flush()
             self.logger_provider.force_flush()
             self.meter_provider.force_flush()
-            for delivery in live_deliveries():
-                delivery.flush(deadline - time.monotonic())
+            for owned in self.deliveries:
+                if not owned.closed:
+                    owned.flush(deadline - time.monotonic())
 
         return _bounded(flush, budget)
 
     def shutdown(self, timeout_s: float | None = None) -> bool:
         """Flush and close the providers (idempotent); wait at most ``timeout_s``.
 
-        The state room is cleared, so a later ``setup()`` builds a fresh pipeline.
+        Everything the handle owns is removed (the module documentation lists it) and the state
+        room is cleared, so a later ``setup()`` builds a fresh pipeline.
         """
         with _LOCK:
             if self._closed:
@@ -134,14 +147,15 @@ class Telemetry:
             self._closed = True
             event_loop.stop()  # before the log handlers go: a stall still going is reported
             remove_log_handlers(self.log_handlers)
-            libraries.uninstrument_all()
+            self.instrumentation.close()
+            self.patches.undo()
             if _state.PIPELINE.get() is self:
                 _state.reset()
             signal_globals.mark_closed(self.tracer_provider, self.meter_provider, self.logger_provider)
         budget = self._budget(timeout_s, final=True)
         deadline = time.monotonic() + budget
-        for delivery in live_deliveries():
-            delivery.deadline = deadline
+        for owned in self.deliveries:
+            owned.deadline = deadline
 
         def close() -> None:
             self.tracer_provider.shutdown()
@@ -152,38 +166,6 @@ class Telemetry:
             return _bounded(close, budget)
         finally:
             self.restore_switch_interval()
-
-
-def _flush_on_sigterm() -> None:
-    """Chain a SIGTERM handler that flushes (bounded) and then dies by the signal as before.
-
-    uvicorn re-raises a captured SIGTERM after its graceful shutdown, with the handler that was
-    there before it started: so ``atexit`` never runs, but this handler does. Installed only
-    when SIGTERM still has its default action, from the main thread: a handler someone else
-    installed (uvicorn's own, while it serves) is never replaced.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        del frame
-        shutdown()
-        signal.signal(signum, signal.SIG_DFL)
-        signal.raise_signal(signum)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-
-
-_AT_EXIT = "_qm_otel_registered"
-
-
-def _at_exit() -> None:
-    """Registered once per process: flush whatever pipeline runs when the interpreter exits."""
-    if not getattr(_at_exit, _AT_EXIT, False):
-        atexit.register(shutdown)
-        setattr(_at_exit, _AT_EXIT, True)
 
 
 def setup(
@@ -266,13 +248,15 @@ def _warn_once(messages: Sequence[str]) -> None:
             _logger.warning(message)
 
 
-def _otel_env_defaults(settings: Settings) -> None:
-    """Defaults the instrumentations read when they instrument; a value the user set is left alone."""
+def _otel_env_defaults(settings: Settings, patched: PatchSet) -> None:
+    """Defaults the SDK and the instrumentations read; a value the user set is left alone, ours go at shutdown."""
     # stable HTTP semantic conventions: http.server.request.duration, in seconds
-    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    patched.set_default("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     # header values captured on spans (opt-in, OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*) are redacted
-    os.environ.setdefault("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS",
-                          header_sanitize_patterns(settings.sensitive_fields))
+    patched.set_default("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS",
+                        header_sanitize_patterns(settings.sensitive_fields))
+    # the resource's host, OS and process attributes (signals/resource)
+    patched.set_default(DETECTORS_VARIABLE, DEFAULT_DETECTORS)
 
 
 class _Extras(NamedTuple):
@@ -299,46 +283,63 @@ def _destinations(settings: Settings, extras: _Extras) -> str:
     return ", ".join(parts) + where
 
 
+class _Owned(NamedTuple):
+    """What the pipeline being built has put into the process so far: its handle takes them over."""
+
+    patches: PatchSet
+    instrumentation: libraries.Instrumentation
+
+
 def _build(settings: Settings, conventions: Conventions, extras: _Extras, started: float) -> Telemetry:
-    """Build the pipeline with the state room holding the settings; on failure, leave it empty."""
+    """Build the pipeline with the state room holding the settings; on failure, leave it empty.
+
+    What the failed build patched, set or hooked is undone too.
+    """
     SETTINGS.set(settings)
     CONVENTIONS.set(conventions)
+    owned = _Owned(PatchSet(), libraries.Instrumentation())
     try:
-        return _build_signals(settings, conventions, extras, started)
+        return _build_signals(settings, conventions, extras, started, owned)
     except BaseException:
+        owned.instrumentation.close()
+        owned.patches.undo()
         _state.reset()
         raise
 
 
-def _build_signals(settings: Settings, conventions: Conventions, extras: _Extras, started: float) -> Telemetry:
+def _build_signals(
+    settings: Settings, conventions: Conventions, extras: _Extras, started: float, owned: _Owned
+) -> Telemetry:
     check_log_file(settings)
-    _otel_env_defaults(settings)
+    _otel_env_defaults(settings, owned.patches)
     signal_globals.forget_closed()
-    count_dropped()
+    owned.patches.apply(COUNT_DROPPED)
     resource = build_resource(settings)
-    # logs first, so the start-up checkpoints below are exported like every other record
-    logger_provider, handlers = build_logger_provider(settings, resource, extras.log_processors)
-    sdk_internals.check()  # a private SDK name that moved: one WARNING per fast path, now that it is exported
-    _checkpoint("START", started, f"qm-otel {__version__} starting {settings.service_name} "
-                                  f"({settings.environment})")
-    _warn_once(settings.environment_warnings)
-    tracer_provider = build_tracer_provider(settings, resource, extras.span_processors)
-    meter_provider, instruments = build_meter_provider(settings, resource, extras.metric_readers)
+    with delivery.collecting() as deliveries:
+        # logs first, so the start-up checkpoints below are exported like every other record
+        logger_provider, handlers = build_logger_provider(settings, resource, extras.log_processors)
+        sdk_internals.check()  # a private SDK name that moved: one WARNING per fast path, now that it is exported
+        _checkpoint("START", started, f"qm-otel {__version__} starting {settings.service_name} "
+                                      f"({settings.environment})")
+        _warn_once(settings.environment_warnings)
+        tracer_provider = build_tracer_provider(settings, resource, extras.span_processors)
+        meter_provider, instruments = build_meter_provider(settings, resource, extras.metric_readers)
     _checkpoint("CORE", started, f"providers ready: {_destinations(settings, extras)}")
     telemetry = Telemetry(settings, resource, tracer_provider, meter_provider, logger_provider, handlers,
-                          shorten_switch_interval(settings))
+                          shorten_switch_interval(settings), deliveries, owned.instrumentation, owned.patches)
     _state.PIPELINE.set(telemetry)
     INSTRUMENTS.set(instruments)
-    install_outbound_propagator()
-    propagate_context_into_executors()
+    libraries.INSTRUMENTATION.set(telemetry.instrumentation)
+    owned.patches.apply(OUTBOUND_PROPAGATOR)
+    owned.patches.apply(EXECUTOR_CONTEXT)
     instrumented = _instrument_libraries()
     _checkpoint("PARALLEL", started, f"instrumentations ready: {instrumented}correlation propagator, "
                                      "executor context")
     root_handlers = logging.getLogger().handlers
     _checkpoint("VALIDATE", started, f"log pipeline: {len(root_handlers)} root handler(s), "
                                      f"stdout {settings.stdout_format}, file {settings.log_file or 'off'}")
-    _at_exit()
-    _flush_on_sigterm()
+    owned.patches.call_at_exit(telemetry.shutdown)
+    owned.patches.flush_on_sigterm(shutdown)
     _complete(started, conventions, instruments)
     return telemetry
 

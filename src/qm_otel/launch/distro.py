@@ -5,6 +5,10 @@
 build the same telemetry, and makes every FastAPI or Starlette app instrument itself when it is
 created) and then each installed instrumentor through :meth:`QmOtelDistro.load_instrumentor`
 (:mod:`qm_otel.instrumentation.libraries`, which ``setup()`` in code uses the same way).
+
+What the configurator changes beyond ``setup()`` (the app classes, ``UVICORN_LOG_CONFIG``) it
+applies through the pipeline's :class:`~qm_otel.integrations.patches.PatchSet`, so ``shutdown()``
+undoes it with the rest; all of it runs before the wrapped program (uvicorn) starts.
 """
 
 from __future__ import annotations
@@ -19,19 +23,17 @@ import qm_otel
 from qm_otel import _state
 from qm_otel.core.config import ConfigError
 from qm_otel.instrumentation import libraries
+from qm_otel.integrations.patches import APP_CLASSES
 from qm_otel.logs.pipeline import UVICORN_LOG_CONFIG
 
 __all__ = ["QmOtelConfigurator", "QmOtelDistro", "process_role"]
 
 class QmOtelDistro(BaseDistro):  # type: ignore[misc]
-    """Sets defaults before anything is configured and hands the other instrumentors qm-otel's providers."""
+    """Hands the other instrumentors qm-otel's providers."""
 
     def _configure(self, **kwargs: Any) -> None:
+        """Nothing: the configurator sets qm-otel's defaults once ``setup()`` built the pipeline that owns them."""
         del kwargs
-        # uvicorn reads UVICORN_LOG_CONFIG as --log-config: its loggers then propagate into
-        # qm-otel's pipeline instead of printing their own format.
-        # (or the same dictConfig file setup() applies, when QM_OTEL_LOG_CONFIG names one)
-        os.environ.setdefault("UVICORN_LOG_CONFIG", os.environ.get("QM_OTEL_LOG_CONFIG") or str(UVICORN_LOG_CONFIG))
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
         """Instrument the entry point's library with qm-otel's providers, now or when it is first imported.
@@ -44,39 +46,19 @@ class QmOtelDistro(BaseDistro):  # type: ignore[misc]
         libraries.instrument_on_import(entry_point, **kwargs)
 
 
-def _instrument_new_apps() -> None:
-    """Every FastAPI or Starlette app created from now on gets :func:`qm_otel.instrument_app`.
+def _serve(telemetry: qm_otel.Telemetry) -> None:
+    """What the wrapped program gets beyond ``setup()``; the pipeline's ``shutdown()`` undoes it.
 
-    ``fastapi.FastAPI`` and ``starlette.applications.Starlette`` are replaced by subclasses whose
-    constructor instruments the app. FastAPI is imported (when installed) before Starlette's class
-    is replaced, so FastAPI keeps its own base class and an app is instrumented once.
+    - uvicorn reads ``UVICORN_LOG_CONFIG`` as ``--log-config``: its loggers then propagate into
+      qm-otel's pipeline instead of printing their own format (or the same dictConfig file
+      ``setup()`` applies, when ``QM_OTEL_LOG_CONFIG`` names one); a value the user set stays.
+    - every FastAPI or Starlette app created from now on gets :func:`qm_otel.instrument_app`:
+      ``fastapi.FastAPI`` and ``starlette.applications.Starlette`` are replaced by subclasses whose
+      constructor instruments the app (:data:`~qm_otel.integrations.patches.APP_CLASSES`).
     """
-    try:
-        import fastapi
-    except ImportError:  # qm-otel[fastapi] is optional: the application brings its own, or serves no HTTP
-        fastapi = None  # type: ignore[assignment]
-    try:
-        import starlette.applications
-    except ImportError:
-        return
-    from qm_otel.integrations.fastapi import instrument_app
-    if fastapi is not None:
-        fastapi_base: Any = fastapi.FastAPI
-
-        class QmOtelFastAPI(fastapi_base):  # type: ignore[misc]
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                instrument_app(self)
-
-        fastapi.FastAPI = QmOtelFastAPI  # type: ignore[misc]
-    starlette_base: Any = starlette.applications.Starlette
-
-    class QmOtelStarlette(starlette_base):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            instrument_app(self)
-
-    starlette.applications.Starlette = QmOtelStarlette  # type: ignore[misc]
+    telemetry.patches.set_default("UVICORN_LOG_CONFIG", os.environ.get("QM_OTEL_LOG_CONFIG") or str(UVICORN_LOG_CONFIG))
+    for patch in APP_CLASSES:
+        telemetry.patches.apply(patch)
 
 
 #: ``python -c`` helpers multiprocessing starts, which run no application code
@@ -146,48 +128,57 @@ class QmOtelConfigurator:
             return
         with libraries.loaded_by_wrapper():  # the wrapper loads the instrumentors itself, next
             if role == "supervisor":
-                if not _setup_or_say_why(traces_exporter="none", metrics_exporter="none", logs_exporter="none"):
-                    return
-                os.register_at_fork(after_in_child=_become_worker)
-            elif not _setup_or_say_why():
-                return
-        _instrument_new_apps()
+                telemetry = _setup_or_say_why(traces_exporter="none", metrics_exporter="none", logs_exporter="none")
+                if telemetry is not None:
+                    # once per process (an at-fork hook cannot be unregistered); it does nothing after shutdown()
+                    os.register_at_fork(after_in_child=_become_worker)
+            else:
+                telemetry = _setup_or_say_why()
+        if telemetry is not None:
+            _serve(telemetry)
 
 
-def _setup_or_say_why(**options: Any) -> bool:
-    """``setup()``; a bad setting is one line on stderr, then no telemetry (or exit 2). Whether it is set up.
+def _setup_or_say_why(**options: Any) -> qm_otel.Telemetry | None:
+    """``setup()``; a bad setting is one line on stderr, then no telemetry (or exit 2). The handle, if set up.
 
     A log file that cannot be written only costs the file: logs go to stdout (and OTLP).
     """
     try:
         try:
-            qm_otel.setup(**options)
+            return qm_otel.setup(**options)
         except ConfigError as exc:
             if exc.setting != "log_file":
                 raise
             print(f"qm-otel: {exc}; logging to stdout only", file=sys.stderr, flush=True)
-            _setup_without_log_file(**options)
+            return _setup_without_log_file(**options)
     except ConfigError as exc:
         if os.environ.get("QM_OTEL_ON_CONFIG_ERROR", "").strip().lower() == "exit":
             print(f"qm-otel: {exc}; stopping (QM_OTEL_ON_CONFIG_ERROR=exit)", file=sys.stderr, flush=True)
             os._exit(2)  # from sitecustomize, before the application: nothing else to clean up
         print(f"qm-otel: {exc}; telemetry is off for this process "
               "(QM_OTEL_ON_CONFIG_ERROR=exit stops it instead)", file=sys.stderr, flush=True)
-        return False
-    return True
+        return None
 
 
 def _become_worker() -> None:
-    """In a process forked from a supervisor (a gunicorn worker): the full pipeline, exporters on."""
-    qm_otel.shutdown(timeout_s=1)
-    _setup_or_say_why()
+    """In a process forked from a supervisor (a gunicorn worker): the full pipeline, exporters on.
+
+    Nothing when the supervisor's pipeline was shut down before the fork.
+    """
+    if _state.PIPELINE.get() is None:
+        return
+    qm_otel.shutdown(timeout_s=1)  # the supervisor's, with what it patched (undone in this process only)
+    telemetry = _setup_or_say_why()
+    if telemetry is not None:
+        _serve(telemetry)
 
 
-def _setup_without_log_file(**options: Any) -> None:
+def _setup_without_log_file(**options: Any) -> qm_otel.Telemetry:
     """``setup()`` with ``QM_OTEL_LOG_FILE`` removed from this process's environment.
 
-    It stays removed: an application that calls ``setup()`` itself then resolves the same settings
-    (no second error, no "other settings" warning), and so do the workers it starts.
+    It stays removed, even after ``shutdown()`` (the one variable qm-otel removes rather than sets):
+    an application that calls ``setup()`` itself then resolves the same settings (no second error,
+    no "other settings" warning), and so do the workers it starts.
     """
     os.environ.pop("QM_OTEL_LOG_FILE", None)
-    qm_otel.setup(**options)
+    return qm_otel.setup(**options)

@@ -35,10 +35,16 @@ exporter's HTTP client:
 
 A forked child starts with an empty buffer, its own sender and, when it first sends, its own
 SDK exporter (the parent's payloads and pooled connections are the parent's).
+
+The pipeline owns its deliveries: ``setup()`` builds the exporters inside :func:`collecting`, and the
+``Telemetry`` handle flushes, bounds and closes the ones made there; :meth:`Delivery.close` joins the
+sender thread, so none outlives ``shutdown()`` (but one stuck in a send past the shutdown budget).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import email.utils
 import logging
 import os
@@ -47,7 +53,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from opentelemetry.context import attach, set_value
@@ -61,19 +67,33 @@ from qm_otel.core import sdk_internals as sdk
 from qm_otel.logs.handler import EXPORT_LOGGER, write_only_here
 from qm_otel.signals.drops import Refusals
 
-__all__ = ["Delivery", "ExporterTarget", "LogDelivery", "MetricDelivery", "SpanDelivery", "deliverable",
-           "live_deliveries"]
+__all__ = ["Delivery", "ExporterTarget", "LogDelivery", "MetricDelivery", "SpanDelivery", "collecting",
+           "deliverable"]
 
 _logger = logging.getLogger(EXPORT_LOGGER)
 _RETRY_FIRST_S, _RETRY_MAX_S, _JITTER = 1.0, 10.0, 0.2
 _RETRYABLE = frozenset({408, 429, 502, 503, 504})
-_LIVE: weakref.WeakSet[Delivery] = weakref.WeakSet()
-_AT_FORK: list[bool] = []  # whether the fork hook is registered (once per process, with the first delivery)
+#: the list the pipeline being built collects its deliveries in (:func:`collecting`)
+_COLLECTING: contextvars.ContextVar[list[Delivery] | None] = contextvars.ContextVar("qm_otel_deliveries",
+                                                                                     default=None)
+#: every delivery alive, for the fork hook only: ``os.register_at_fork`` has no way to unregister, so the
+#: hook is registered once per process, with the first delivery; the set is weak, so it keeps none alive
+_EVERY: weakref.WeakSet[Delivery] = weakref.WeakSet()
+_AT_FORK: list[bool] = []  # whether the fork hook is registered
 
 
-def live_deliveries() -> list[Delivery]:
-    """Every delivery not yet closed (the handle flushes and bounds them)."""
-    return [delivery for delivery in list(_LIVE) if not delivery.closed]
+@contextlib.contextmanager
+def collecting() -> Iterator[list[Delivery]]:
+    """Every :class:`Delivery` made in the block (in this context) is appended to the list it yields.
+
+    ``setup()`` builds the exporters inside it: the list is what its ``Telemetry`` handle owns.
+    """
+    made: list[Delivery] = []
+    token = _COLLECTING.set(made)
+    try:
+        yield made
+    finally:
+        _COLLECTING.reset(token)
 
 
 def deliverable(exporter: Any) -> bool:
@@ -115,7 +135,10 @@ class Delivery:
         #: when the process's shutdown must be over (monotonic clock); set by the handle at shutdown
         self.deadline: float | None = None
         self._init_state(closed=False)
-        _LIVE.add(self)
+        collected = _COLLECTING.get()
+        if collected is not None:
+            collected.append(self)
+        _EVERY.add(self)
         if not _AT_FORK and hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_after_fork)
             _AT_FORK.append(True)
@@ -367,7 +390,11 @@ class Delivery:
             return not self._buffer
 
     def close(self, timeout_s: float) -> bool:
-        """Flush within ``timeout_s``, stop the sender and count what is left as dropped."""
+        """Flush within ``timeout_s``, stop the sender and count what is left as dropped.
+
+        The sender thread is joined within what is left of ``timeout_s`` (a send in progress ends first).
+        """
+        join_by = time.monotonic() + max(0.0, timeout_s)  # real time: the test clocks do not move a thread
         flushed = self.flush(timeout_s)
         self._refusals.closing(self._clock())
         with self._cond:
@@ -375,7 +402,10 @@ class Delivery:
             left = self._items
             self._buffer.clear()
             self._items = self._bytes = 0
+            sender = self._thread
             self._cond.notify_all()
+        if sender is not None and sender is not threading.current_thread():
+            sender.join(max(0.0, join_by - time.monotonic()))
         if left:
             self._drop(left, "shutdown")
             _logger.warning("qm-otel: %d %s item(s) could not be sent to %s before shutdown (%s)", left,
@@ -389,7 +419,7 @@ class Delivery:
 
 def _after_fork() -> None:
     """In the child, right after ``os.fork()``: every delivery starts over (see :meth:`Delivery._forked`)."""
-    for delivery in list(_LIVE):
+    for delivery in list(_EVERY):
         delivery._forked()
 
 
