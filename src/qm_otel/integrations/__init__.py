@@ -9,5 +9,8 @@ serves HTTP pays nothing for FastAPI, Starlette or httpx) and each is handed the
 - :mod:`~qm_otel.integrations.server`: the server span and the HTTP metrics;
 - :mod:`~qm_otel.integrations.request_log`: the request-log record;
 - :mod:`~qm_otel.integrations.httpx`: client spans with redacted URLs;
-- :mod:`~qm_otel.integrations.health`: the liveness and readiness routes.
+- :mod:`~qm_otel.integrations.health`: the liveness and readiness routes;
+- :mod:`~qm_otel.integrations.patches`: the one table of what qm-otel changes in code and process
+  state it does not own, and how ``shutdown()`` undoes each. The exception to "only when used":
+  ``setup()`` imports it every time, so it imports no framework until a patch needs one.
 """
