@@ -14,6 +14,7 @@ import importlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -305,6 +306,8 @@ def prometheus_reader(settings: Settings) -> MetricReader:
     Several workers of one service each serve their own instruments: with ``prometheus_ports`` > 1,
     a process takes the first free port of ``prometheus_port`` … ``prometheus_port + prometheus_ports - 1``
     and says which; Prometheus scrapes them all (README: "Prometheus and several workers").
+    The reader owns the HTTP server: its ``shutdown()`` (the meter provider's, at ``shutdown()``)
+    stops the server's thread and closes its socket.
     """
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import start_http_server
@@ -312,7 +315,7 @@ def prometheus_reader(settings: Settings) -> MetricReader:
     first, last = settings.prometheus_port, min(settings.prometheus_port + settings.prometheus_ports - 1, 65535)
     for port in range(first, last + 1):
         try:
-            start_http_server(port, addr=settings.prometheus_host)
+            started: Any = start_http_server(port, addr=settings.prometheus_host)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE and port < last:
                 continue
@@ -325,4 +328,36 @@ def prometheus_reader(settings: Settings) -> MetricReader:
             _logger.info("qm-otel: this process serves /metrics on %s:%d (ports %d-%d)", settings.prometheus_host,
                          port, first, last)
         break
-    return PrometheusMetricReader()
+    served = _Served(*started) if started else None  # prometheus_client before 0.20 returned nothing to stop
+
+    class ServingReader(PrometheusMetricReader):
+        """The SDK's reader, which also stops the server serving it when it shuts down."""
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            try:
+                if served is not None:
+                    served.stop(timeout_millis / 1000.0)
+            finally:
+                super().shutdown(timeout_millis, **kwargs)
+
+    return ServingReader()
+
+
+class _Served:
+    """The ``/metrics`` server and its thread; :meth:`stop` ends both (once)."""
+
+    def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def stop(self, timeout_s: float) -> None:
+        """Stop serving, close the socket, and wait at most ``timeout_s`` for the thread to end."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._server.shutdown()  # returns once serve_forever has seen it (its poll interval, half a second)
+        self._server.server_close()
+        self._thread.join(max(0.0, timeout_s))
