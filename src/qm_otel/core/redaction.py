@@ -103,13 +103,30 @@ class RedactUrls(logging.Filter):
         return True
 
 
-def redact_logged_urls(words: Sequence[str]) -> None:
-    """Attach :class:`RedactUrls` (once, replacing an older one) to the HTTP clients' loggers."""
+def redact_logged_urls(words: Sequence[str]) -> Callable[[], None]:
+    """Attach :class:`RedactUrls` (once, replacing an older one) to the HTTP clients' loggers.
+
+    Returns what takes them off again (``shutdown()``): each filter it added is removed, and the
+    older one it replaced put back, only if its filter is still on the logger.
+    """
+    changed: list[tuple[logging.Logger, list[RedactUrls], RedactUrls]] = []
     for name in URL_LOGGERS:
         logger = logging.getLogger(name)
-        for old in [f for f in logger.filters if isinstance(f, RedactUrls)]:
-            logger.removeFilter(old)
-        logger.addFilter(RedactUrls(words))
+        old = [f for f in logger.filters if isinstance(f, RedactUrls)]
+        for replaced in old:
+            logger.removeFilter(replaced)
+        added = RedactUrls(words)
+        logger.addFilter(added)
+        changed.append((logger, old, added))
+
+    def undo() -> None:
+        for logger, old, added in changed:
+            if added in logger.filters:
+                logger.removeFilter(added)
+                for replaced in old:
+                    logger.addFilter(replaced)
+
+    return undo
 
 
 #: One SQL token per match, left to right: kept (quoted identifiers, comments' delimiters, bind

@@ -37,6 +37,22 @@ Process-wide, undone by ``shutdown()``:
   only when named there), ``UVICORN_LOG_CONFIG`` (under ``opentelemetry-instrument``: uvicorn's
   loggers then propagate into qm-otel's pipeline). Removed by ``shutdown()`` if they still hold
   the value qm-otel set; a value the user set is never touched.
+- the root logger: qm-otel's handler (stdout and OTLP in one pass; the rotating file, opt-in) is
+  added, the console handlers set up before it (``logging.basicConfig``'s) are taken off so no line
+  is printed twice, and its level set to ``log_level`` (:func:`qm_otel.logs.pipeline.install_root_handlers`;
+  with ``log_config``, the file's root handlers replace the ones there were). ``shutdown()`` removes
+  and closes qm-otel's handlers; if they were still on the root logger, the ones taken off go back
+  where they were; the level goes back if it is still qm-otel's. Applied by ``setup()``.
+- uvicorn's loggers (``uvicorn``, ``uvicorn.error``, ``uvicorn.access``): their handlers taken off,
+  ``propagate`` set, and uvicorn's access lines dropped when the request log is on
+  (:func:`qm_otel.logs.pipeline.route_uvicorn_loggers`), so their records go through qm-otel's
+  pipeline. ``shutdown()`` puts back a logger's handlers if it still has none, its flag if it still
+  propagates, and takes the access filter off. Applied by ``setup()``, and again by every later
+  ``setup()`` call (uvicorn's ``dictConfig`` may have run since): each call's changes are undone,
+  the last first.
+- the ``httpx`` and ``httpcore`` loggers' filters: one that redacts the URLs they log
+  (:func:`qm_otel.core.redaction.redact_logged_urls`). Removed by ``shutdown()`` if still there.
+  Applied by ``setup()``.
 - ``sys.meta_path``: a finder that calls back right after a waited-for library's first import
   (:mod:`qm_otel.instrumentation.libraries`, which inserts it when something first waits and
   removes it at ``shutdown()``; ``wrapt.when_imported`` cannot unregister, see
@@ -95,8 +111,11 @@ __all__ = [
     "MIDDLEWARE_STACK",
     "OUTBOUND_PROPAGATOR",
     "PATCHES",
+    "ROOT_LOGGER",
     "SIGTERM",
     "STARLETTE_CLASS",
+    "URL_LOG_FILTERS",
+    "UVICORN_LOGGERS",
     "Patch",
     "PatchSet",
 ]
@@ -157,6 +176,16 @@ class PatchSet:
         """Call ``shutdown`` when the interpreter exits, until :meth:`undo` (:data:`AT_EXIT`)."""
         atexit.register(shutdown)
         return self._keep(AT_EXIT, lambda: atexit.unregister(shutdown))
+
+    def adopt(self, patch: Patch, undo: Undo | None) -> bool:
+        """Keep the undo of a row applied by code below this layer (logs/, core/, signals/ return theirs).
+
+        ``undo`` None: it changed nothing. Whether there is something to undo.
+        """
+        if patch.install is not None:
+            message = f"the patch of {patch.replaces} installs itself: apply it with PatchSet.apply"
+            raise ValueError(message)
+        return self._keep(patch, undo)
 
     def applied(self) -> list[str]:
         """What the applied patches replaced, in the order they were applied."""
@@ -337,6 +366,28 @@ ENVIRONMENT = Patch(
     undone="each variable qm-otel set is removed, if it still holds qm-otel's value",
     applied_by="setup() and the configurator, through PatchSet.set_default",
 )
+ROOT_LOGGER = Patch(
+    "the root logger's handlers and level",
+    why="each record is written once, by qm-otel's handler (stdout and OTLP in one pass): console handlers set "
+        "up before it (logging.basicConfig) are taken off; the level is log_level",
+    undone="qm-otel's handlers are removed and closed; if they were still on the root logger, the handlers taken "
+           "off are put back where they were; the level is put back if it is still qm-otel's",
+    applied_by="setup(): logs/pipeline.install_root_handlers (through signals/logs), which returns its undo",
+)
+UVICORN_LOGGERS = Patch(
+    "the uvicorn, uvicorn.error and uvicorn.access loggers' handlers, propagate flags and filters",
+    why="uvicorn's records go through qm-otel's pipeline; its access lines are dropped when the request log "
+        "replaces them",
+    undone="a logger's handlers are put back if it still has none, its flag if it still propagates; the access "
+           "filter is taken off",
+    applied_by="setup() and every later setup() call: logs/pipeline.route_uvicorn_loggers, which returns its undo",
+)
+URL_LOG_FILTERS = Patch(
+    "the filters of the httpx and httpcore loggers",
+    why="the URLs HTTP clients log have their secrets redacted (query values, user:password)",
+    undone="the redacting filter is removed if it is still there (and one it replaced put back)",
+    applied_by="setup(): core/redaction.redact_logged_urls, which returns its undo",
+)
 IMPORT_FINDER = Patch(
     "sys.meta_path",
     why="a library not imported yet is instrumented right after its first import (start-up does not pay for it)",
@@ -365,4 +416,5 @@ CONTRIB_FLAG = Patch(
 
 #: every change qm-otel makes to code or process state it does not own (the module documentation says each)
 PATCHES = (EXECUTOR_CONTEXT, FASTAPI_CLASS, STARLETTE_CLASS, OUTBOUND_PROPAGATOR, COUNT_DROPPED, SIGTERM, AT_EXIT,
-           ENVIRONMENT, IMPORT_FINDER, MIDDLEWARE_STACK, LIFESPAN, CONTRIB_FLAG)
+           ENVIRONMENT, ROOT_LOGGER, UVICORN_LOGGERS, URL_LOG_FILTERS, IMPORT_FINDER, MIDDLEWARE_STACK, LIFESPAN,
+           CONTRIB_FLAG)

@@ -7,7 +7,8 @@ start-up checkpoints, and hangs the flush on what runs at the end of a process.
 
 The :class:`Telemetry` handle owns what its ``setup()`` put into the process, and its ``shutdown()``
 removes exactly that: the export threads (the SDK's processors and readers, qm-otel's deliveries,
-the event-loop watchdog), the log handlers, the libraries instrumented and the import hooks waiting
+the event-loop watchdog, the Prometheus endpoint's server, which its reader stops), the log
+handlers, the libraries instrumented and the import hooks waiting
 (:class:`~qm_otel.instrumentation.libraries.Instrumentation`), the patches, hooks and environment
 variables (:class:`~qm_otel.integrations.patches.PatchSet`, whose module lists each), the switch
 interval and the state room's slots.
@@ -41,11 +42,19 @@ from qm_otel.core import sdk_internals
 from qm_otel.core.config import SETTINGS, ConfigError, Settings, resolve_settings
 from qm_otel.core.conventions import CONVENTIONS, Conventions, ConventionsError, load_with_overrides
 from qm_otel.core.instruments import INSTRUMENTS, Instruments
-from qm_otel.core.redaction import header_sanitize_patterns
+from qm_otel.core.redaction import header_sanitize_patterns, redact_logged_urls
 from qm_otel.core.setup_options import SetupOptions
 from qm_otel.instrumentation import libraries
-from qm_otel.integrations.patches import COUNT_DROPPED, EXECUTOR_CONTEXT, OUTBOUND_PROPAGATOR, PatchSet
-from qm_otel.logs.pipeline import check_log_file, remove_log_handlers, route_uvicorn_loggers
+from qm_otel.integrations.patches import (
+    COUNT_DROPPED,
+    EXECUTOR_CONTEXT,
+    OUTBOUND_PROPAGATOR,
+    ROOT_LOGGER,
+    URL_LOG_FILTERS,
+    UVICORN_LOGGERS,
+    PatchSet,
+)
+from qm_otel.logs.pipeline import check_log_file, route_uvicorn_loggers
 from qm_otel.runtime import event_loop
 from qm_otel.runtime.events import event
 from qm_otel.signals import delivery
@@ -146,9 +155,8 @@ class Telemetry:
                 return True
             self._closed = True
             event_loop.stop()  # before the log handlers go: a stall still going is reported
-            remove_log_handlers(self.log_handlers)
             self.instrumentation.close()
-            self.patches.undo()
+            self.patches.undo()  # qm-otel's log handlers go with ROOT_LOGGER's undo, after the later patches'
             if _state.PIPELINE.get() is self:
                 _state.reset()
             signal_globals.mark_closed(self.tracer_provider, self.meter_provider, self.logger_provider)
@@ -208,7 +216,7 @@ def setup(
         else:
             telemetry = running
             # uvicorn may have configured its loggers since the first call (dictConfig at start-up)
-            route_uvicorn_loggers(telemetry.settings)
+            telemetry.patches.adopt(UVICORN_LOGGERS, route_uvicorn_loggers(telemetry.settings))
             if telemetry.settings != settings or span_processors or log_processors or metric_readers:
                 message = "qm_otel.setup() was already called with other settings; the first call's stay in force"
                 warnings.warn(message, RuntimeWarning, stacklevel=2)
@@ -317,7 +325,11 @@ def _build_signals(
     resource = build_resource(settings)
     with delivery.collecting() as deliveries:
         # logs first, so the start-up checkpoints below are exported like every other record
-        logger_provider, handlers = build_logger_provider(settings, resource, extras.log_processors)
+        logger_provider, installed = build_logger_provider(settings, resource, extras.log_processors)
+        handlers = installed.handlers
+        owned.patches.adopt(ROOT_LOGGER, installed.undo)
+        owned.patches.adopt(UVICORN_LOGGERS, route_uvicorn_loggers(settings))
+        owned.patches.adopt(URL_LOG_FILTERS, redact_logged_urls(settings.sensitive_fields))
         sdk_internals.check()  # a private SDK name that moved: one WARNING per fast path, now that it is exported
         _checkpoint("START", started, f"qm-otel {__version__} starting {settings.service_name} "
                                       f"({settings.environment})")

@@ -17,7 +17,9 @@ import logging
 import logging.config
 import sys
 import weakref
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from opentelemetry import _logs
 from opentelemetry.sdk._logs import LoggerProvider
@@ -35,9 +37,11 @@ __all__ = [
     "UVICORN_LOG_CONFIG",
     "CorrelationFilter",
     "OtlpHandler",
+    "RootHandlers",
     "check_log_file",
     "direct_handler",
     "install_log_handlers",
+    "install_root_handlers",
     "remove_log_handlers",
     "route_uvicorn_loggers",
 ]
@@ -110,21 +114,43 @@ def _formatter(name: str, settings: Settings) -> logging.Formatter:
     return TextFormatter()
 
 
-def route_uvicorn_loggers(settings: Settings) -> None:
+def route_uvicorn_loggers(settings: Settings) -> Callable[[], None] | None:
     """Make uvicorn's loggers propagate to the root logger instead of printing their own format.
 
     With the request log on, uvicorn's access lines are dropped (a filter survives the
-    ``dictConfig`` uvicorn runs at start-up; handlers and levels do not).
+    ``dictConfig`` uvicorn runs at start-up; handlers and levels do not). Returns what puts back the
+    handlers, ``propagate`` flags and access filter it changed (None when it changed nothing): a
+    logger gets its handlers back only if it still has none, its flag only if it still propagates,
+    so what uvicorn or the application configured since stays.
     """
+    changed: list[tuple[logging.Logger, list[logging.Handler], bool]] = []
     for name in UVICORN_LOGGERS:
         logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
+        handlers = list(logger.handlers)
+        for handler in handlers:
             logger.removeHandler(handler)
+        if handlers or not logger.propagate:
+            changed.append((logger, handlers, logger.propagate))
         logger.propagate = True
     access = logging.getLogger("uvicorn.access")
+    filtered = _ACCESS_FILTER in access.filters
     access.removeFilter(_ACCESS_FILTER)
     if settings.request_log:
         access.addFilter(_ACCESS_FILTER)
+    if not changed and filtered == settings.request_log:
+        return None
+
+    def undo() -> None:
+        if filtered != settings.request_log and (_ACCESS_FILTER in access.filters) == settings.request_log:
+            (access.addFilter if filtered else access.removeFilter)(_ACCESS_FILTER)
+        for logger, handlers, propagate in changed:
+            if not logger.handlers:
+                for handler in handlers:
+                    logger.addHandler(handler)
+            if logger.propagate:
+                logger.propagate = propagate
+
+    return undo
 
 
 def _from_file(path: str) -> None:
@@ -163,16 +189,72 @@ def direct_handler(logger: logging.Logger) -> TelemetryHandler | None:
     return handler
 
 
+class RootHandlers(NamedTuple):
+    """What :func:`install_root_handlers` put on the root logger, and what puts the root logger back."""
+
+    #: qm-otel's handlers (the stdout/OTLP one, the file), tagged
+    handlers: list[logging.Handler]
+    #: removes and closes the handlers it added; if they are still on the root logger, puts back the
+    #: ones it took off where they were, and the level if it is still qm-otel's
+    undo: Callable[[], None]
+
+
 def install_log_handlers(
     settings: Settings, logger_provider: LoggerProvider | None, lane: LogLane | None = None
 ) -> list[logging.Handler]:
     """Install qm-otel's handlers on the root logger (the OTel one only when ``logger_provider`` is given).
 
-    ``lane``: where the handler hands records to OTLP without the SDK's per-record objects.
+    ``lane``: where the handler hands records to OTLP without the SDK's per-record objects. Also
+    routes uvicorn's loggers and redacts the URLs HTTP clients log. ``setup()`` calls the three
+    apart (:func:`install_root_handlers`, :func:`route_uvicorn_loggers`,
+    :func:`~qm_otel.core.redaction.redact_logged_urls`), keeping what undoes each for ``shutdown()``.
+    """
+    installed = install_root_handlers(settings, logger_provider, lane)
+    route_uvicorn_loggers(settings)
+    redact_logged_urls(settings.sensitive_fields)
+    return installed.handlers
+
+
+def install_root_handlers(
+    settings: Settings, logger_provider: LoggerProvider | None, lane: LogLane | None = None
+) -> RootHandlers:
+    """The root logger's part of :func:`install_log_handlers`: qm-otel's handlers, console ones off, the level.
+
+    What it changed is undone if it fails half-way.
     """
     root = logging.getLogger()
     remove_log_handlers([h for h in root.handlers if h in _OURS])
+    before, level_before = list(root.handlers), root.level
     handlers: list[logging.Handler] = []
+    added: list[logging.Handler] = []
+
+    def undo() -> None:
+        in_place = any(handler in root.handlers for handler in added)
+        remove_log_handlers(added)
+        taken = [handler for handler in before if handler not in after]
+        if in_place and taken:
+            current = list(root.handlers)
+            root.handlers = [h for h in before if h in current or h in taken] + [h for h in current if h not in before]
+        if root.level == level_after:
+            root.setLevel(level_before)
+
+    after, level_after = before, level_before
+    try:
+        _install_root(settings, logger_provider, lane, root, handlers)
+    except BaseException:
+        after, level_after = list(root.handlers), root.level
+        added[:] = [handler for handler in after if handler not in before]
+        undo()
+        raise
+    after, level_after = list(root.handlers), root.level
+    added[:] = [handler for handler in after if handler not in before]
+    return RootHandlers(handlers, undo)
+
+
+def _install_root(
+    settings: Settings, logger_provider: LoggerProvider | None, lane: LogLane | None, root: logging.Logger,
+    handlers: list[logging.Handler],
+) -> None:
     replaced: list[logging.Handler] = []
     if settings.log_config is not None:
         _from_file(settings.log_config)
@@ -207,11 +289,8 @@ def install_log_handlers(
     if replaced:
         logging.getLogger("qm_otel").info(
             "qm-otel replaced the root logger's console handler(s) %s (set up before it, e.g. by "
-            "logging.basicConfig): each record is now written once, by qm-otel; handlers writing elsewhere "
-            "are kept", ", ".join(_describe(h) for h in replaced))
-    route_uvicorn_loggers(settings)
-    redact_logged_urls(settings.sensitive_fields)
-    return handlers
+            "logging.basicConfig): each record is now written once, by qm-otel, until shutdown(); handlers "
+            "writing elsewhere are kept", ", ".join(_describe(h) for h in replaced))
 
 
 def _console_handlers(root: logging.Logger) -> list[logging.Handler]:

@@ -13,7 +13,7 @@ from opentelemetry.sdk.resources import Resource
 
 from qm_otel.core.config import Settings
 from qm_otel.core.otel_environment import queue_size
-from qm_otel.logs.pipeline import install_log_handlers
+from qm_otel.logs.pipeline import RootHandlers, install_root_handlers
 from qm_otel.signals.delivery import LogDelivery
 from qm_otel.signals.exporters import exporters
 from qm_otel.signals.log_lane import QmLoggerProvider, make_lane
@@ -24,8 +24,11 @@ __all__ = ["build_logger_provider"]
 
 def build_logger_provider(
     settings: Settings, resource: Resource, extra: Sequence[LogRecordProcessor]
-) -> tuple[LoggerProvider, list[logging.Handler]]:
+) -> tuple[LoggerProvider, RootHandlers]:
     """The global provider (batch export, then ``extra``) and the handlers installed on the root logger.
+
+    With the handlers comes what puts the root logger back (``shutdown()``); routing uvicorn's
+    loggers and redacting logged URLs are ``setup()``'s, each with its own undo.
 
     Set globally before the handlers are installed: a ``log_config`` file's OTLP handler binds to
     the global provider. The OTLP handler is installed only when records go somewhere. When every
@@ -46,7 +49,7 @@ def build_logger_provider(
     exporting = bool(log_exporters) or bool(extra)
     own = not extra and all(isinstance(log_exporter, LogDelivery) for log_exporter in log_exporters)
     lane = make_lane(provider, limits, processors) if own else None
-    return provider, install_log_handlers(settings, provider if exporting else None, lane)
+    return provider, install_root_handlers(settings, provider if exporting else None, lane)
 
 
 def _sdk_log_level(value: str) -> None:
