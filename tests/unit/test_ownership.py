@@ -2,8 +2,10 @@
 
 The first test takes the ``opentelemetry-instrument`` path in-process (the configurator's ``setup()``
 under the wrapper, the app classes replaced), exports to a closed port, instruments an app, leaves an
-import hook waiting and starts the event-loop watchdog; then ``shutdown()``. Each aspect of the process
+import hook waiting and starts the event-loop watchdog, with a console handler on the root logger and
+uvicorn's loggers configured as uvicorn configures them; then ``shutdown()``. Each aspect of the process
 is compared before and after, and each must have changed in between (else the test would prove nothing).
+The Prometheus endpoint's server is stopped by ``shutdown()`` too: its thread ends, its port refuses.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ import pytest
 from opentelemetry import propagate
 
 from qm_otel import _state
+from qm_otel.core.redaction import URL_LOGGERS
 from qm_otel.core.sdk_internals import SDK_BATCH_LOGGER
 from qm_otel.instrumentation import libraries
 from qm_otel.integrations import fastapi as fastapi_integration
 from qm_otel.integrations.patches import EXECUTOR_CONTEXT, PATCHES, Patch, PatchSet
+from qm_otel.integrations.patches import UVICORN_LOGGERS as UVICORN_LOGGERS_PATCH
 from qm_otel.launch.distro import QmOtelConfigurator, QmOtelDistro
+from qm_otel.logs.pipeline import UVICORN_LOGGERS
 from qm_otel.runtime import event_loop
 from qm_otel.testing import reset
 
@@ -71,6 +76,10 @@ def _process() -> dict[str, Any]:
         "global propagator": propagate.get_global_textmap(),
         "SDK batch logger filters": list(logging.getLogger(SDK_BATCH_LOGGER).filters),
         "instrumentor loader filters": list(logging.getLogger(libraries._LOADER_LOGGER).filters),
+        "root logger level": logging.getLogger().level,
+        "uvicorn loggers": [(name, list(logging.getLogger(name).handlers), logging.getLogger(name).propagate,
+                             list(logging.getLogger(name).filters)) for name in UVICORN_LOGGERS],
+        "HTTP client logger filters": [list(logging.getLogger(name).filters) for name in URL_LOGGERS],
         # the slots filled, and the warn-once register
         "state room": [slot.name for slot in _state._SLOTS if slot.get() is not None] + sorted(_state._SEEN),
     }
@@ -107,6 +116,31 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
         running.call_soon_threadsafe(running.stop)
         thread.join()
         running.close()
+
+
+@pytest.fixture
+def configured_logging() -> Iterator[logging.Handler]:
+    """A console handler on the root logger (as ``logging.basicConfig``), its level, uvicorn's loggers as uvicorn sets.
+
+    What the test found is put back after it, whatever ``shutdown()`` did.
+    """
+    root = logging.getLogger()
+    loggers = [root, *(logging.getLogger(name) for name in UVICORN_LOGGERS)]
+    saved = [(logger, list(logger.handlers), logger.propagate, logger.level) for logger in loggers]
+    console = logging.StreamHandler(sys.stderr)
+    root.addHandler(console)
+    root.setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.access"):  # uvicorn's LOGGING_CONFIG: a handler each, not propagating
+        logger = logging.getLogger(name)
+        logger.addHandler(logging.StreamHandler(sys.stderr))
+        logger.propagate = False
+    try:
+        yield console
+    finally:
+        for logger, handlers, propagate, level in saved:
+            logger.handlers[:] = handlers
+            logger.propagate = propagate
+            logger.setLevel(level)
 
 
 @pytest.fixture
@@ -149,7 +183,9 @@ def quiet_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
 
 
 @pytest.mark.usefixtures("quiet_process")
-def test_setup_then_shutdown_leaves_the_process_as_it_was(loop: asyncio.AbstractEventLoop) -> None:
+def test_setup_then_shutdown_leaves_the_process_as_it_was(
+    loop: asyncio.AbstractEventLoop, configured_logging: logging.Handler
+) -> None:
     before = _process()
 
     QmOtelConfigurator().configure()  # as opentelemetry-instrument: setup() under the wrapper, the app classes
@@ -169,12 +205,72 @@ def test_setup_then_shutdown_leaves_the_process_as_it_was(loop: asyncio.Abstract
     telemetry.force_flush(30)  # the deliveries' senders start (and find the collector down)
     during = _process()
     assert event_loop.THREAD_NAME in {thread.name for thread in during["threads"]}
+    assert configured_logging not in during["root logger handlers"]  # taken off: no line printed twice
     not_changed = sorted(set(before) - set(_changed(before, during)))
     assert not_changed == [], "setup() changed none of these: the comparison after shutdown() proves nothing"
 
     telemetry.shutdown(timeout_s=10)
 
     assert _changed(before, _process()) == {}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.mark.usefixtures("quiet_process")
+def test_shutdown_stops_the_prometheus_endpoint() -> None:
+    import qm_otel
+
+    port = _free_port()
+    before = set(threading.enumerate())
+    telemetry = qm_otel.setup(service_name="ownership", metrics_exporter="prometheus", prometheus_host="127.0.0.1",
+                              prometheus_port=port, prometheus_ports=1)
+    serving = [thread for thread in set(threading.enumerate()) - before if "serve_forever" in thread.name]
+    assert serving, "no thread serves /metrics: the test would prove nothing"
+    assert not _refused(port)
+
+    telemetry.shutdown(timeout_s=10)
+
+    assert not any(thread.is_alive() for thread in serving)
+    assert _refused(port)
+
+
+def test_a_later_setup_call_reroutes_uvicorn_and_shutdown_puts_back_what_each_call_found() -> None:
+    """uvicorn's dictConfig runs between two setup() calls: shutdown() leaves uvicorn's configuration, not the first."""
+    from qm_otel.core.config import resolve_settings
+    from qm_otel.logs.pipeline import route_uvicorn_loggers
+
+    settings = resolve_settings({"request_log": True}, {})
+    logger = logging.getLogger("uvicorn.access")
+    saved = list(logger.handlers), logger.propagate, list(logger.filters)
+    users, uvicorns = logging.NullHandler(), logging.NullHandler()
+    logger.handlers[:] = [users]
+    logger.propagate = False
+    patched = PatchSet()
+    try:
+        patched.adopt(UVICORN_LOGGERS_PATCH, route_uvicorn_loggers(settings))
+        assert (logger.handlers, logger.propagate) == ([], True)
+        assert logger.filters
+        logger.addHandler(uvicorns)  # uvicorn's dictConfig: its handler, no propagation (the filter survives)
+        logger.propagate = False
+        patched.adopt(UVICORN_LOGGERS_PATCH, route_uvicorn_loggers(settings))
+        assert (logger.handlers, logger.propagate) == ([], True)
+        patched.undo()
+        assert (logger.handlers, logger.propagate, logger.filters) == ([uvicorns], False, saved[2])
+    finally:
+        logger.handlers[:], logger.propagate, logger.filters[:] = saved
 
 
 def test_shutdown_undoes_only_what_is_still_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
