@@ -247,6 +247,24 @@ def test_shutdown_stops_the_prometheus_endpoint() -> None:
     assert _refused(port)
 
 
+@pytest.mark.usefixtures("quiet_process", "configured_logging")
+def test_a_log_config_file_is_taken_off_the_root_logger_at_shutdown() -> None:
+    """``log_config``'s dictConfig replaces the root logger's handlers: shutdown() puts back the ones it found."""
+    import qm_otel
+    from qm_otel.logs.pipeline import LOGGING_CONFIG
+
+    root = logging.getLogger()
+    before = list(root.handlers), root.level
+    telemetry = qm_otel.setup(service_name="ownership", log_config=str(LOGGING_CONFIG))
+    configured = list(root.handlers)
+    assert not set(configured) & set(before[0])
+
+    telemetry.shutdown(timeout_s=10)
+
+    assert (list(root.handlers), root.level) == before
+    assert not any(handler in root.handlers for handler in configured)
+
+
 def test_a_later_setup_call_reroutes_uvicorn_and_shutdown_puts_back_what_each_call_found() -> None:
     """uvicorn's dictConfig runs between two setup() calls: shutdown() leaves uvicorn's configuration, not the first."""
     from qm_otel.core.config import resolve_settings

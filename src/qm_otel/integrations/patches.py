@@ -70,9 +70,12 @@ They belong to the app and go with it; qm-otel keeps what it did to each app in 
 (:mod:`qm_otel.integrations.fastapi`), so a later ``setup()`` moves the app to its pipeline without
 wrapping it twice.
 
-Not undone, and why: ``os.register_at_fork`` hooks (Python has no way to unregister one; each
-is registered once per process and does nothing for a pipeline that was shut down), and the
-API's global providers (set once per process by the OpenTelemetry API;
+Not undone, and why: what a ``log_config`` file configures beyond the root logger (named loggers'
+levels and handlers, ``disable_existing_loggers``): the user's own configuration, applied as asked
+(``logging.config.dictConfig`` also closes the handlers it replaces; the root's are put back all
+the same, and a stream handler writes again); ``os.register_at_fork`` hooks (Python has no way to
+unregister one; each is registered once per process and does nothing for a pipeline that was shut
+down), and the API's global providers (set once per process by the OpenTelemetry API;
 :mod:`qm_otel.signals.global_providers` lets the next ``setup()`` replace the closed ones).
 """
 

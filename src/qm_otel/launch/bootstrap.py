@@ -156,7 +156,7 @@ class Telemetry:
             self._closed = True
             event_loop.stop()  # before the log handlers go: a stall still going is reported
             self.instrumentation.close()
-            self.patches.undo()  # qm-otel's log handlers go with ROOT_LOGGER's undo, after the later patches'
+            self.patches.undo()  # qm-otel's log handlers go with ROOT_LOGGER's undo, after the later patches
             if _state.PIPELINE.get() is self:
                 _state.reset()
             signal_globals.mark_closed(self.tracer_provider, self.meter_provider, self.logger_provider)
