@@ -77,6 +77,7 @@ def _process() -> dict[str, Any]:
         "SDK batch logger filters": list(logging.getLogger(SDK_BATCH_LOGGER).filters),
         "instrumentor loader filters": list(logging.getLogger(libraries._LOADER_LOGGER).filters),
         "root logger level": logging.getLogger().level,
+        "opentelemetry logger level (OTEL_LOG_LEVEL)": logging.getLogger("opentelemetry").level,
         "uvicorn loggers": [(name, list(logging.getLogger(name).handlers), logging.getLogger(name).propagate,
                              list(logging.getLogger(name).filters)) for name in UVICORN_LOGGERS],
         "HTTP client logger filters": [list(logging.getLogger(name).filters) for name in URL_LOGGERS],
@@ -148,6 +149,8 @@ def quiet_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     """Exports go to a closed port; qm-otel's variables unset, SIGTERM default, Python's switch interval."""
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_LOG_LEVEL", "critical")  # the SDK's own loggers' level: set by setup(), put back
+    sdk_level = logging.getLogger("opentelemetry").level
     for name in SET_BY_QM_OTEL:
         monkeypatch.delenv(name, raising=False)
     (tmp_path / f"{NEVER_IMPORTED}.py").write_text("")
@@ -178,6 +181,7 @@ def quiet_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
         yield
     finally:
         reset()
+        logging.getLogger("opentelemetry").setLevel(sdk_level)
         signal.signal(signal.SIGTERM, sigterm)
         sys.setswitchinterval(interval)
 

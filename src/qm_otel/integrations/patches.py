@@ -37,6 +37,8 @@ Process-wide, undone by ``shutdown()``:
   only when named there), ``UVICORN_LOG_CONFIG`` (under ``opentelemetry-instrument``: uvicorn's
   loggers then propagate into qm-otel's pipeline). Removed by ``shutdown()`` if they still hold
   the value qm-otel set; a value the user set is never touched.
+- the ``opentelemetry`` logger's level, when ``OTEL_LOG_LEVEL`` is set: the SDK never reads that
+  variable itself (:func:`qm_otel.signals.logs.sdk_log_level`); put back if it is still that level.
 - the root logger: qm-otel's handler (stdout and OTLP in one pass; the rotating file, opt-in) is
   added, the console handlers set up before it (``logging.basicConfig``'s) are taken off so no line
   is printed twice, and its level set to ``log_level`` (:func:`qm_otel.logs.pipeline.install_root_handlers`;
@@ -115,6 +117,7 @@ __all__ = [
     "OUTBOUND_PROPAGATOR",
     "PATCHES",
     "ROOT_LOGGER",
+    "SDK_LOG_LEVEL",
     "SIGTERM",
     "STARLETTE_CLASS",
     "URL_LOG_FILTERS",
@@ -385,6 +388,12 @@ UVICORN_LOGGERS = Patch(
            "filter is taken off",
     applied_by="setup() and every later setup() call: logs/pipeline.route_uvicorn_loggers, which returns its undo",
 )
+SDK_LOG_LEVEL = Patch(
+    "the level of the opentelemetry logger",
+    why="OTEL_LOG_LEVEL names the level of the SDK's own log lines, which the SDK itself never reads",
+    undone="the level it replaced is put back if the level is still the one OTEL_LOG_LEVEL set",
+    applied_by="setup(): signals/logs.sdk_log_level, which returns its undo",
+)
 URL_LOG_FILTERS = Patch(
     "the filters of the httpx and httpcore loggers",
     why="the URLs HTTP clients log have their secrets redacted (query values, user:password)",
@@ -419,5 +428,5 @@ CONTRIB_FLAG = Patch(
 
 #: every change qm-otel makes to code or process state it does not own (the module documentation says each)
 PATCHES = (EXECUTOR_CONTEXT, FASTAPI_CLASS, STARLETTE_CLASS, OUTBOUND_PROPAGATOR, COUNT_DROPPED, SIGTERM, AT_EXIT,
-           ENVIRONMENT, ROOT_LOGGER, UVICORN_LOGGERS, URL_LOG_FILTERS, IMPORT_FINDER, MIDDLEWARE_STACK, LIFESPAN,
-           CONTRIB_FLAG)
+           ENVIRONMENT, SDK_LOG_LEVEL, ROOT_LOGGER, UVICORN_LOGGERS, URL_LOG_FILTERS, IMPORT_FINDER, MIDDLEWARE_STACK,
+           LIFESPAN, CONTRIB_FLAG)

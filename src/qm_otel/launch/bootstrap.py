@@ -50,6 +50,7 @@ from qm_otel.integrations.patches import (
     EXECUTOR_CONTEXT,
     OUTBOUND_PROPAGATOR,
     ROOT_LOGGER,
+    SDK_LOG_LEVEL,
     URL_LOG_FILTERS,
     UVICORN_LOGGERS,
     PatchSet,
@@ -59,7 +60,7 @@ from qm_otel.runtime import event_loop
 from qm_otel.runtime.events import event
 from qm_otel.signals import delivery
 from qm_otel.signals import global_providers as signal_globals
-from qm_otel.signals.logs import build_logger_provider
+from qm_otel.signals.logs import build_logger_provider, sdk_log_level
 from qm_otel.signals.metrics import build_meter_provider
 from qm_otel.signals.resource import DEFAULT_DETECTORS, DETECTORS_VARIABLE, build_resource
 from qm_otel.signals.switch_interval import shorten_switch_interval
@@ -324,6 +325,7 @@ def _build_signals(
     owned.patches.apply(COUNT_DROPPED)
     resource = build_resource(settings)
     with delivery.collecting() as deliveries:
+        owned.patches.adopt(SDK_LOG_LEVEL, sdk_log_level(os.environ.get("OTEL_LOG_LEVEL", "")))
         # logs first, so the start-up checkpoints below are exported like every other record
         logger_provider, installed = build_logger_provider(settings, resource, extras.log_processors)
         handlers = installed.handlers

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from opentelemetry import _logs
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits, LogRecordProcessor
@@ -35,7 +34,6 @@ def build_logger_provider(
     exporter is one of qm-otel's OTLP/HTTP deliveries and no processor is the user's, the handler
     gets the log lane (:mod:`qm_otel.signals.log_lane`) too.
     """
-    _sdk_log_level(os.environ.get("OTEL_LOG_LEVEL", ""))
     limits = LogRecordLimits()
     provider = QmLoggerProvider(resource=resource, shutdown_on_exit=False, log_record_limits=limits)
     log_exporters = exporters(settings, "logs")
@@ -52,11 +50,21 @@ def build_logger_provider(
     return provider, install_root_handlers(settings, provider if exporting else None, lane)
 
 
-def _sdk_log_level(value: str) -> None:
+def sdk_log_level(value: str) -> Callable[[], None] | None:
     """``OTEL_LOG_LEVEL``: the level of the SDK's own loggers (``opentelemetry.*``), which the SDK never reads.
 
-    The value was checked by the settings (debug, info, warn, warning, error, critical).
+    The value was checked by the settings (debug, info, warn, warning, error, critical). Returns the
+    undo (the level it replaced, put back if the level is still this one), or None: nothing changed.
     """
-    if value.strip():
-        name = {"warn": "WARNING"}.get(value.strip().lower(), value.strip().upper())
-        logging.getLogger("opentelemetry").setLevel(name)
+    if not value.strip():
+        return None
+    logger = logging.getLogger("opentelemetry")
+    before = logger.level
+    logger.setLevel({"warn": "WARNING"}.get(value.strip().lower(), value.strip().upper()))
+    ours = logger.level
+
+    def undo() -> None:
+        if logger.level == ours:
+            logger.setLevel(before)
+
+    return undo
