@@ -163,13 +163,10 @@ def loki_name(attribute: str) -> str:
 def test_every_field_the_documented_logql_queries_use_exists_on_the_records(receiver: OtlpReceiver) -> None:
     queries = re.findall(r"^(\{service_name=.*)$", LOGS_GUIDE.read_text(), flags=re.MULTILINE)
     assert len(queries) >= 3
-    service = svc.start("tests.integration.apps.correlated_setup:app", svc.base_env(receiver.endpoint))
-    try:
+    with svc.start("tests.integration.apps.correlated_setup:app", svc.base_env(receiver.endpoint)) as service:
         service.get("/log", headers={"X-Correlation-ID": "order-1001"})
         service.get("/boom")
         receiver.wait_for(lambda r: any(g.attributes.get("event") == "http_request" for g in r.snapshot()[1]))
-    finally:
-        service.terminate()
     _, logs, _ = receiver.snapshot()
     available = {"service_name", "severity_text", "trace_id", "span_id"}  # stream label, fixed metadata
     for record in logs:
