@@ -208,7 +208,7 @@ def test_no_lane_with_the_sdks_own_log_metrics(monkeypatch: pytest.MonkeyPatch) 
 
 @contextmanager
 def installed() -> Iterator[tuple[TelemetryHandler, io.StringIO, QmLoggerProvider, Encoded]]:
-    """qm-otel's pipeline as ``install_log_handlers`` leaves it: one handler on the root, its filter."""
+    """qm-otel's pipeline as ``install_root_handlers`` leaves it: one handler on the root, its filter."""
     provider, exporter, lane = pipeline_pair(lane=True)
     stream = io.StringIO()
     handler = TelemetryHandler(JsonFormatter("svc"), provider, stream, lane=lane)

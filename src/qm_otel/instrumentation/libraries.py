@@ -70,7 +70,6 @@ __all__ = [
     "instrumented",
     "loaded_by_wrapper",
     "reinstrument",
-    "uninstrument_all",
 ]
 
 _logger = logging.getLogger("qm_otel")
@@ -598,13 +597,6 @@ def call_when_imported(name: str, callback: Callable[[], object], *, key: str) -
     """:meth:`Instrumentation.call_when_imported` of the running pipeline; False without one (nothing waits)."""
     owner = INSTRUMENTATION.get()
     return False if owner is None else owner.call_when_imported(name, callback, key=key)
-
-
-def uninstrument_all() -> None:
-    """:meth:`Instrumentation.close` of the running pipeline (``shutdown()`` closes its own)."""
-    owner = INSTRUMENTATION.get()
-    if owner is not None:
-        owner.close()
 
 
 def instrumented() -> list[str]:

@@ -3,7 +3,7 @@
 from qm_otel.logs.formatters import JsonFormatter, TextFormatter
 from qm_otel.logs.pipeline import (
     UVICORN_LOG_CONFIG,
-    install_log_handlers,
+    install_root_handlers,
     remove_log_handlers,
     route_uvicorn_loggers,
 )
@@ -12,7 +12,7 @@ __all__ = [
     "UVICORN_LOG_CONFIG",
     "JsonFormatter",
     "TextFormatter",
-    "install_log_handlers",
+    "install_root_handlers",
     "remove_log_handlers",
     "route_uvicorn_loggers",
 ]

@@ -26,7 +26,6 @@ from opentelemetry.sdk._logs import LoggerProvider
 
 from qm_otel.core.config import ConfigError, Settings
 from qm_otel.core.correlation import correlation_id, exception_correlation_id
-from qm_otel.core.redaction import redact_logged_urls
 from qm_otel.logs.files import RotatingGzipFileHandler
 from qm_otel.logs.formatters import JsonFormatter, PipeFormatter, TextFormatter
 from qm_otel.logs.handler import LogLane, TelemetryHandler
@@ -40,7 +39,6 @@ __all__ = [
     "RootHandlers",
     "check_log_file",
     "direct_handler",
-    "install_log_handlers",
     "install_root_handlers",
     "remove_log_handlers",
     "route_uvicorn_loggers",
@@ -199,26 +197,15 @@ class RootHandlers(NamedTuple):
     undo: Callable[[], None]
 
 
-def install_log_handlers(
-    settings: Settings, logger_provider: LoggerProvider | None, lane: LogLane | None = None
-) -> list[logging.Handler]:
-    """Install qm-otel's handlers on the root logger (the OTel one only when ``logger_provider`` is given).
-
-    ``lane``: where the handler hands records to OTLP without the SDK's per-record objects. Also
-    routes uvicorn's loggers and redacts the URLs HTTP clients log. ``setup()`` calls the three
-    apart (:func:`install_root_handlers`, :func:`route_uvicorn_loggers`,
-    :func:`~qm_otel.core.redaction.redact_logged_urls`), keeping what undoes each for ``shutdown()``.
-    """
-    installed = install_root_handlers(settings, logger_provider, lane)
-    route_uvicorn_loggers(settings)
-    redact_logged_urls(settings.sensitive_fields)
-    return installed.handlers
-
-
 def install_root_handlers(
     settings: Settings, logger_provider: LoggerProvider | None, lane: LogLane | None = None
 ) -> RootHandlers:
-    """The root logger's part of :func:`install_log_handlers`: qm-otel's handlers, console ones off, the level.
+    """Install qm-otel's handlers on the root logger (the OTel one only when ``logger_provider`` is given).
+
+    ``lane``: where the handler hands records to OTLP without the SDK's per-record objects. Console
+    handlers set up before it are taken off (each record is written once) and the level set;
+    ``setup()`` keeps the undo for ``shutdown()``, beside those of :func:`route_uvicorn_loggers` and
+    :func:`~qm_otel.core.redaction.redact_logged_urls`.
 
     What it changed is undone if it fails half-way.
     """
@@ -334,7 +321,7 @@ def check_log_file(settings: Settings) -> None:
 
 
 def remove_log_handlers(handlers: list[logging.Handler]) -> None:
-    """Detach and close handlers installed by :func:`install_log_handlers`."""
+    """Detach and close handlers installed by :func:`install_root_handlers`."""
     root = logging.getLogger()
     for handler in handlers:
         root.removeHandler(handler)

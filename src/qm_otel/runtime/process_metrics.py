@@ -46,8 +46,8 @@ leave out the metrics they match. An application that instrumented ``SystemMetri
 itself before ``setup()`` keeps its own, untouched.
 
 One set per process: ``shutdown()`` uninstruments it (:func:`uninstrument`, from
-:func:`qm_otel.instrumentation.libraries.uninstrument_all`; the instrumentation's own uninstrument removes nothing, so
-the next :func:`install` makes its instruments on the new provider), and a process forked after
+:meth:`qm_otel.instrumentation.libraries.Instrumentation.close`; the instrumentation's own uninstrument
+removes nothing, so the next :func:`install` makes its instruments on the new provider), and a process forked after
 ``setup()`` reads its own pid (:func:`_after_fork_in_child`): the instrumentation reads one
 ``psutil.Process`` made when it is constructed, which is made again in the child.
 
